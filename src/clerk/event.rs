@@ -1,0 +1,156 @@
+//! Clerk webhook payloads, parsed as little as the sync needs and no more.
+//!
+//! Only the fields we store are read; everything else Clerk sends (today or tomorrow) is ignored,
+//! so a new field never breaks delivery. A body that is not an event envelope at all is an
+//! [`EnvelopeError`] (the sender made a mistake no retry can fix); an envelope whose `data` we
+//! cannot use is an [`EventKind::Unusable`] event, recorded as failed for a later replay.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::sync::UserSnapshot;
+
+/// A verified body that is not a Clerk event envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error(
+        "body is JSON but not an event envelope (it needs a string \"type\" and a \"data\" object)"
+    )]
+    NotAnEnvelope,
+}
+
+/// One Clerk event, as far as the sync cares.
+#[derive(Debug, Clone)]
+pub struct ClerkEvent {
+    /// Clerk's event type, e.g. `user.created`.
+    pub event_type: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// `user.created` / `user.updated`: the whole user as Clerk holds it now.
+    UserSnapshot(UserSnapshot),
+    /// `user.deleted`: only the id survives.
+    UserDeleted { user_id: String },
+    /// A well-formed event of a type we do not sync (session.*, organization.*, ...).
+    Unhandled,
+    /// A user event whose `data` we cannot apply; the reason is kept with the stored event.
+    Unusable {
+        user_id: Option<String>,
+        reason: String,
+    },
+}
+
+impl ClerkEvent {
+    /// The Clerk user this event is about, when it names one.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.kind {
+            EventKind::UserSnapshot(s) => Some(&s.id),
+            EventKind::UserDeleted { user_id } => Some(user_id),
+            EventKind::Unusable { user_id, .. } => user_id.as_deref(),
+            EventKind::Unhandled => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// The part of Clerk's User object that ends up in the `users` table.
+#[derive(Debug, Deserialize)]
+pub struct UserData {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub email_addresses: Option<Vec<EmailAddress>>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmailAddress {
+    pub id: Option<String>,
+    pub email_address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeletedObject {
+    id: Option<String>,
+}
+
+/// Parses a verified webhook body.
+pub fn parse_event(body: &[u8]) -> Result<ClerkEvent, EnvelopeError> {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(e) if e.is_data() => return Err(EnvelopeError::NotAnEnvelope),
+        Err(e) => return Err(EnvelopeError::NotJson(e)),
+    };
+    if !envelope.data.get().trim_start().starts_with('{') {
+        return Err(EnvelopeError::NotAnEnvelope);
+    }
+    let kind = match envelope.event_type.as_str() {
+        "user.created" | "user.updated" => user_snapshot_kind(envelope.data),
+        "user.deleted" => match serde_json::from_str::<DeletedObject>(envelope.data.get()) {
+            Ok(DeletedObject { id: Some(id) }) if !id.is_empty() => {
+                EventKind::UserDeleted { user_id: id }
+            }
+            Ok(_) => unusable(None, "user.deleted without a user id in data.id"),
+            Err(e) => unusable(None, format!("user.deleted data is malformed: {e}")),
+        },
+        _ => EventKind::Unhandled,
+    };
+    Ok(ClerkEvent {
+        event_type: envelope.event_type,
+        kind,
+    })
+}
+
+fn unusable(user_id: Option<String>, reason: impl Into<String>) -> EventKind {
+    EventKind::Unusable {
+        user_id,
+        reason: reason.into(),
+    }
+}
+
+fn user_snapshot_kind(data: &RawValue) -> EventKind {
+    let user: UserData = match serde_json::from_str(data.get()) {
+        Ok(user) => user,
+        Err(e) => {
+            // Keep the id when it can be read at all, so the failed event can be found by user.
+            let user_id = serde_json::from_str::<DeletedObject>(data.get())
+                .ok()
+                .and_then(|d| d.id);
+            return unusable(user_id, format!("user data is malformed: {e}"));
+        }
+    };
+    match UserSnapshot::from_clerk(user) {
+        Ok(snapshot) => EventKind::UserSnapshot(snapshot),
+        Err(e) => unusable(e.user_id, e.reason),
+    }
+}
+
+/// Why a Clerk user object cannot become a snapshot.
+#[derive(Debug)]
+pub struct UnusableUser {
+    pub user_id: Option<String>,
+    pub reason: String,
+}

@@ -1,0 +1,7 @@
+//! Clerk's side of the wire: the webhook event envelope, the user object as Clerk sends it, and
+//! realistic sample events (for `trigger`, tests and load generation).
+
+pub mod event;
+pub mod sample;
+
+pub use event::{ClerkEvent, EnvelopeError, EventKind, UserData, parse_event};

@@ -1,0 +1,384 @@
+//! Configuration: environment variables and flags in, a validated configuration out.
+//!
+//! Every mistake is reported with the variable's name, what is wrong, and an example of a right
+//! value. Secrets and passwords never appear in `Debug` output or logs.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::store::PoolSettings;
+use crate::sync::DeleteMode;
+use crate::webhook::SigningSecret;
+
+/// The SQLite file used when `DATABASE_URL` is not set.
+pub const DEFAULT_SQLITE_FILE: &str = "clerk-sync.db";
+/// Default body limit; Clerk's events are a few KB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// A configuration mistake, worded for the person who made it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where the `users` table lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Postgres { url: String },
+    Sqlite { path: PathBuf },
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    /// The URL with any password masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseTarget::Postgres { url } => match url::Url::parse(url) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    let query: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    if !query.is_empty() {
+                        parsed.query_pairs_mut().clear().extend_pairs(query);
+                    }
+                    write!(f, "{parsed}")
+                }
+                Err(_) => f.write_str("postgres://(unparseable URL)"),
+            },
+            DatabaseTarget::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
+impl DatabaseTarget {
+    /// Reads `DATABASE_URL`: `postgres://` / `postgresql://` (a Neon connection string exactly as
+    /// the console hands it out) or `sqlite://PATH`.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseTarget::Postgres {
+                url: without_channel_binding(url)?,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err(ConfigError(format!(
+                    "DATABASE_URL={url:?} names no SQLite file; give a path, e.g. \
+                     sqlite://clerk-sync.db or sqlite:///var/lib/clerk-sync/users.db \
+                     (an in-memory database would lose every event on restart)"
+                )));
+            }
+            return Ok(DatabaseTarget::Sqlite {
+                path: PathBuf::from(path),
+            });
+        }
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(ConfigError(format!(
+            "DATABASE_URL has the unsupported scheme {scheme:?}; use \
+             postgresql://USER:PASSWORD@HOST/DB?sslmode=require (Neon's connection string works \
+             as is) or sqlite://PATH (e.g. sqlite://clerk-sync.db)"
+        )))
+    }
+
+    /// `DATABASE_URL` if set (and not empty), else the SQLite file in the working directory.
+    /// The flag says whether the default was taken.
+    pub fn from_env_value(url: Option<&str>) -> Result<(Self, bool), ConfigError> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => Ok((Self::from_url(url)?, false)),
+            None => Ok((
+                DatabaseTarget::Sqlite {
+                    path: PathBuf::from(DEFAULT_SQLITE_FILE),
+                },
+                true,
+            )),
+        }
+    }
+
+    /// Where a generated development secret is kept: next to the SQLite file, or in the working
+    /// directory for PostgreSQL.
+    pub fn dev_secret_path(&self) -> PathBuf {
+        match self {
+            DatabaseTarget::Sqlite { path } => {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(".webhook-secret");
+                path.with_file_name(name)
+            }
+            DatabaseTarget::Postgres { .. } => PathBuf::from("clerk-sync.webhook-secret"),
+        }
+    }
+}
+
+/// sqlx cannot do SCRAM channel binding and would warn about the unknown parameter on every
+/// connection; TLS itself is still enforced by `sslmode`.
+fn without_channel_binding(url: &str) -> Result<String, ConfigError> {
+    let mut parsed = url::Url::parse(url).map_err(|e| {
+        ConfigError(format!(
+            "DATABASE_URL is not a valid PostgreSQL URL ({e}); expected e.g. \
+             postgresql://alex:PASSWORD@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require \
+             (percent-encode special characters in the password)"
+        ))
+    })?;
+    if !parsed.query_pairs().any(|(k, _)| k == "channel_binding") {
+        return Ok(url.to_owned());
+    }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "channel_binding")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    tracing::info!(
+        "DATABASE_URL asks for channel_binding, which the PostgreSQL driver does not support; \
+         connecting with TLS as sslmode says, without channel binding"
+    );
+    Ok(parsed.into())
+}
+
+/// Webhook signing secrets as configured: `CLERK_WEBHOOK_SIGNING_SECRET`, else the design's
+/// `CLERK_WEBHOOK_SECRET`. `None` when neither is set.
+pub fn secrets_from_env(
+    signing_secret: Option<&str>,
+    legacy_secret: Option<&str>,
+) -> Result<Option<Vec<SigningSecret>>, ConfigError> {
+    let (name, value) = match (
+        signing_secret.filter(|s| !s.trim().is_empty()),
+        legacy_secret.filter(|s| !s.trim().is_empty()),
+    ) {
+        (Some(v), _) => ("CLERK_WEBHOOK_SIGNING_SECRET", v),
+        (None, Some(v)) => ("CLERK_WEBHOOK_SECRET", v),
+        (None, None) => return Ok(None),
+    };
+    SigningSecret::parse_list(value).map(Some).map_err(|e| {
+        ConfigError(format!(
+            "{name} is invalid: {e}. Copy the endpoint's Signing Secret from Clerk's dashboard \
+             (Webhooks, select the endpoint); it looks like whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw. \
+             Several secrets (for rotation) are separated by commas or spaces."
+        ))
+    })
+}
+
+/// A generated secret for local development.
+#[derive(Debug, Clone)]
+pub struct DevSecret {
+    pub path: PathBuf,
+    /// `whsec_…`, to print for the developer.
+    pub text: String,
+    pub secret: SigningSecret,
+    /// Whether this run created it.
+    pub created: bool,
+}
+
+impl DevSecret {
+    /// Reads the development secret kept at `path`, if there is one.
+    pub fn load(path: &Path) -> Result<Option<DevSecret>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ConfigError(format!(
+                    "cannot read the development webhook secret {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let secret = SigningSecret::parse(&text).map_err(|e| {
+            ConfigError(format!(
+                "the development webhook secret in {} is invalid ({e}); delete the file and a new \
+                 one is generated",
+                path.display()
+            ))
+        })?;
+        Ok(Some(DevSecret {
+            path: path.to_owned(),
+            text,
+            secret,
+            created: false,
+        }))
+    }
+
+    /// Reads the secret at `path`, or generates one and stores it there (readable by the owner
+    /// only).
+    pub fn load_or_create(path: &Path) -> Result<DevSecret, ConfigError> {
+        if let Some(existing) = Self::load(path)? {
+            return Ok(existing);
+        }
+        let (secret, text) = SigningSecret::generate();
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            writeln!(file, "{text}")
+        };
+        write().map_err(|e| {
+            ConfigError(format!(
+                "cannot store the development webhook secret in {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(DevSecret {
+            path: path.to_owned(),
+            text,
+            secret,
+            created: true,
+        })
+    }
+}
+
+/// Resolves the listen address: `--listen` / `CLERK_SYNC_LISTEN`, else `0.0.0.0:$PORT` (as
+/// platforms such as Heroku, Render or Cloud Run set it), else 127.0.0.1:3000.
+pub fn listen_address(listen: Option<&str>, port: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    if let Some(listen) = listen.map(str::trim).filter(|l| !l.is_empty()) {
+        return parse_socket_addr(listen).ok_or_else(|| {
+            ConfigError(format!(
+                "CLERK_SYNC_LISTEN (or --listen) = {listen:?} is not an address to listen on; \
+                 use HOST:PORT, e.g. 127.0.0.1:3000 or 0.0.0.0:8080"
+            ))
+        });
+    }
+    if let Some(port) = port.map(str::trim).filter(|p| !p.is_empty()) {
+        let port: u16 = port.parse().map_err(|_| {
+            ConfigError(format!(
+                "PORT = {port:?} is not a port number; use e.g. PORT=8080"
+            ))
+        })?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    Ok(DEFAULT_LISTEN.parse().expect("the default address parses"))
+}
+
+fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    text.to_socket_addrs().ok()?.next()
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub database: DatabaseTarget,
+    pub listen: SocketAddr,
+    pub secrets: Vec<SigningSecret>,
+    /// Apply pending migrations before serving.
+    pub migrate: bool,
+    pub delete_mode: DeleteMode,
+    pub max_body_bytes: usize,
+    pub pool: PoolSettings,
+}
+
+impl ServeConfig {
+    /// A configuration with defaults for everything but the database and secrets (used by
+    /// tests and by apps that embed clerk-sync).
+    pub fn new(database: DatabaseTarget, secrets: Vec<SigningSecret>) -> Self {
+        ServeConfig {
+            database,
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            secrets,
+            migrate: true,
+            delete_mode: DeleteMode::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            pool: PoolSettings {
+                max_connections: 10,
+                acquire_timeout: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neon_url_is_accepted_and_channel_binding_dropped() {
+        let target = DatabaseTarget::from_url(
+            "postgresql://alex:AbC123dEf@ep-cool-darkness-a1b2c3d4-pooler.us-east-2.aws.neon.tech/dbname?sslmode=require&channel_binding=require",
+        )
+        .unwrap();
+        let DatabaseTarget::Postgres { url } = &target else {
+            panic!("not postgres")
+        };
+        assert!(url.ends_with("/dbname?sslmode=require"), "{url}");
+        assert!(!target.to_string().contains("AbC123dEf"), "{target}");
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        for (url, path) in [
+            ("sqlite://clerk-sync.db", "clerk-sync.db"),
+            ("sqlite:///var/lib/x.db", "/var/lib/x.db"),
+            ("sqlite:data/x.db?mode=rwc", "data/x.db"),
+        ] {
+            assert_eq!(
+                DatabaseTarget::from_url(url).unwrap(),
+                DatabaseTarget::Sqlite { path: path.into() }
+            );
+        }
+        assert!(DatabaseTarget::from_url("sqlite::memory:").is_err());
+        let err = DatabaseTarget::from_url("mysql://x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql") && err.contains("sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn listen_falls_back_to_port_then_default() {
+        assert_eq!(
+            listen_address(None, None).unwrap().to_string(),
+            "127.0.0.1:3000"
+        );
+        assert_eq!(
+            listen_address(None, Some("8080")).unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            listen_address(Some("127.0.0.1:9"), Some("8080"))
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:9"
+        );
+        assert!(listen_address(Some("nonsense"), None).is_err());
+    }
+
+    #[test]
+    fn legacy_secret_name_is_read_when_the_current_one_is_absent() {
+        let (_, text) = SigningSecret::generate();
+        assert!(secrets_from_env(None, Some(&text)).unwrap().is_some());
+        assert!(secrets_from_env(Some(" "), None).unwrap().is_none());
+        let err = secrets_from_env(Some("nope!"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CLERK_WEBHOOK_SIGNING_SECRET"), "{err}");
+    }
+}

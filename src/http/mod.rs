@@ -1,0 +1,40 @@
+//! HTTP: one module per resource, merged into the service's router here.
+
+mod health;
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::store::Store;
+use crate::sync::DeleteMode;
+use crate::webhook::Verifier;
+
+/// The path Clerk's dashboard is pointed at.
+pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub verifier: Arc<Verifier>,
+    pub delete_mode: DeleteMode,
+}
+
+/// The service's routes: the webhook endpoint and the health checks. An app embedding
+/// clerk-sync can merge this into its own router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(webhook::router())
+        .merge(health::router())
+        .layer(TraceLayer::new_for_http())
+        // The body limit is enforced by RequestBodyLimitLayer (413 before reading when the
+        // length is declared); axum's own default would cap at 2 MiB regardless.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .with_state(state)
+}

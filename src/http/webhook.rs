@@ -1,0 +1,104 @@
+//! `POST /api/webhooks/clerk`: verify, parse, apply, and answer with a status that tells Svix
+//! whether a retry can help (2xx: never resend; 4xx: the request itself is wrong; 503: try later).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{AppState, WEBHOOK_PATH};
+use crate::clerk::{EventKind, parse_event};
+use crate::store::IncomingEvent;
+use crate::sync::Outcome;
+use crate::webhook::Rejection;
+
+/// Seconds Svix (or any sender) is asked to wait when the database is away.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route(WEBHOOK_PATH, post(receive))
+}
+
+async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let delivery = match state.verifier.verify(&headers, &body) {
+        Ok(delivery) => delivery,
+        Err(rejection) => {
+            tracing::warn!(reason = rejection.reason(), "webhook rejected: {rejection}");
+            return rejected(rejection);
+        }
+    };
+    let event = match parse_event(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(svix_id = %delivery.svix_id, reason = "not_an_event", "webhook rejected: {e}");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("not a Clerk event: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    // Verification already required UTF-8 (the signature is computed over text).
+    let payload = String::from_utf8_lossy(&body);
+    let incoming = IncomingEvent {
+        svix_id: &delivery.svix_id,
+        svix_timestamp: delivery.timestamp,
+        event: &event,
+        payload: &payload,
+    };
+    match state.store.record_event(&incoming, state.delete_mode).await {
+        Ok(outcome) => {
+            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let user_id = event.user_id().unwrap_or("-");
+            if let (Outcome::Failed, EventKind::Unusable { reason, .. }) = (outcome, &event.kind) {
+                tracing::warn!(
+                    svix_id = %delivery.svix_id, event_type = %event.event_type, user_id,
+                    outcome = outcome.as_str(), duration_ms, error = %reason,
+                    "event stored as failed"
+                );
+            } else {
+                tracing::info!(
+                    svix_id = %delivery.svix_id, event_type = %event.event_type, user_id,
+                    outcome = outcome.as_str(), duration_ms,
+                    "event processed"
+                );
+            }
+            (StatusCode::OK, Json(json!({"outcome": outcome.as_str()}))).into_response()
+        }
+        Err(e) => {
+            tracing::error!(
+                svix_id = %delivery.svix_id, event_type = %event.event_type,
+                user_id = event.user_id().unwrap_or("-"), error = %e,
+                "event not stored; the sender will retry"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
+                Json(json!({"error": "database unavailable, retry later"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn rejected(rejection: Rejection) -> Response {
+    let status = match rejection {
+        Rejection::MissingHeader(_) | Rejection::MalformedHeader(_) | Rejection::BodyNotUtf8 => {
+            StatusCode::BAD_REQUEST
+        }
+        Rejection::TimestampTooOld | Rejection::TimestampInFuture | Rejection::InvalidSignature => {
+            StatusCode::UNAUTHORIZED
+        }
+    };
+    (
+        status,
+        Json(json!({"error": rejection.to_string(), "reason": rejection.reason()})),
+    )
+        .into_response()
+}

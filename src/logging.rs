@@ -1,0 +1,21 @@
+//! Log set-up: `RUST_LOG` picks the level, `CLERK_SYNC_LOG_FORMAT=json` switches to JSON lines.
+
+use tracing_subscriber::EnvFilter;
+
+/// Default filter: our own lines at info, the libraries only when something is wrong.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
+
+pub fn init() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let json = std::env::var("CLERK_SYNC_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: a second call (tests, embedding apps) keeps the first subscriber.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

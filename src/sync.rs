@@ -1,0 +1,464 @@
+//! The sync rules: what a Clerk user snapshot or deletion does to the `users` table.
+//!
+//! Pure decisions, no I/O: the store reads the rows an event touches into a [`SyncState`], asks
+//! [`plan_snapshot`] or [`plan_deletion`] what to change, and writes the [`Plan`] in the same
+//! transaction. The webhook, the fallback fetch, backfill and reconciliation all go through here,
+//! so every source of user data obeys the same ordering rules:
+//!
+//! * newest snapshot wins, by Clerk's `updated_at` (ms); an equal one is applied again;
+//! * deletes are final: a tombstone outlives the row and blocks any later snapshot;
+//! * unique values (email, username) go to the newer snapshot; an older row that still holds
+//!   one gives it up (NULL) until its own newer event arrives.
+
+use std::fmt;
+
+use crate::clerk::event::{UnusableUser, UserData};
+
+/// Milliseconds since the Unix epoch, as Clerk stamps `created_at` / `updated_at`.
+pub type ClerkMillis = i64;
+
+/// Latest instant a Clerk timestamp may name (the end of year 9999), so it always fits a
+/// `TIMESTAMP(3)` column.
+const MAX_CLERK_MILLIS: ClerkMillis = 253_402_300_799_999;
+
+/// A user as Clerk holds it at `updated_at`, reduced to the columns we keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSnapshot {
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub name: Option<String>,
+    pub image_url: Option<String>,
+    pub username: Option<String>,
+    pub created_at: Option<ClerkMillis>,
+    pub updated_at: ClerkMillis,
+}
+
+impl UserSnapshot {
+    /// Reads Clerk's user object the way Clerk means it: the primary email is the address whose
+    /// id is `primary_email_address_id` (never simply the first one), and there may be none.
+    pub fn from_clerk(user: UserData) -> Result<Self, UnusableUser> {
+        let id = match user.id {
+            Some(id) if !id.is_empty() => id,
+            _ => {
+                return Err(UnusableUser {
+                    user_id: None,
+                    reason: "user data has no id".into(),
+                });
+            }
+        };
+        let Some(updated_at) = user.updated_at.filter(|t| valid_millis(*t)) else {
+            return Err(UnusableUser {
+                user_id: Some(id),
+                reason: "user data has no valid updated_at (Unix milliseconds), so it cannot be \
+                         ordered against other events"
+                    .into(),
+            });
+        };
+        let email = user.primary_email_address_id.and_then(|primary| {
+            user.email_addresses
+                .unwrap_or_default()
+                .into_iter()
+                .find(|address| address.id.as_deref() == Some(primary.as_str()))
+                .and_then(|address| address.email_address)
+                .filter(|email| !email.is_empty())
+        });
+        let name = full_name(user.first_name.as_deref(), user.last_name.as_deref());
+        Ok(UserSnapshot {
+            id,
+            email,
+            name,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            image_url: user.image_url,
+            username: user.username.filter(|u| !u.is_empty()),
+            created_at: user.created_at.filter(|t| valid_millis(*t)),
+            updated_at,
+        })
+    }
+}
+
+fn valid_millis(t: ClerkMillis) -> bool {
+    (0..=MAX_CLERK_MILLIS).contains(&t)
+}
+
+/// First and last name joined with a space; NULL when both are empty (the design's rule, without
+/// its `"null null"` pitfalls).
+pub fn full_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = [first, last]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// What `user.deleted` does to the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteMode {
+    /// Remove the row, as the design does.
+    #[default]
+    Hard,
+    /// Keep the row, set `deletedAt`, free its email and username.
+    Soft,
+}
+
+impl std::str::FromStr for DeleteMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hard" | "delete" => Ok(DeleteMode::Hard),
+            "soft" => Ok(DeleteMode::Soft),
+            other => Err(format!(
+                "unknown delete mode {other:?}: use \"hard\" (remove the row) or \"soft\" (set deletedAt)"
+            )),
+        }
+    }
+}
+
+/// A row of `users` as far as the rules need to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub id: String,
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub clerk_updated_at: Option<ClerkMillis>,
+    pub deleted: bool,
+}
+
+/// Everything an event can touch: the rows holding its user id, email or username, and whether
+/// the user id is tombstoned.
+#[derive(Debug, Clone, Default)]
+pub struct SyncState {
+    pub users: Vec<StoredUser>,
+    pub tombstoned: bool,
+}
+
+impl SyncState {
+    fn user(&self, id: &str) -> Option<&StoredUser> {
+        self.users.iter().find(|u| u.id == id)
+    }
+    fn holder_of(
+        &self,
+        id: &str,
+        field: impl Fn(&StoredUser) -> Option<&str>,
+        value: &str,
+    ) -> Option<&StoredUser> {
+        self.users
+            .iter()
+            .find(|u| u.id != id && field(u) == Some(value))
+    }
+}
+
+/// What processing an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A snapshot created the row.
+    Created,
+    /// A snapshot (not older than the row) was written over it.
+    Updated,
+    /// A snapshot older than the row: nothing changed.
+    Stale,
+    /// The user is deleted: the snapshot (or a repeated deletion) changed nothing.
+    Tombstoned,
+    /// A deletion removed (or soft-deleted) the row.
+    Deleted,
+    /// A deletion of a user we never had: only the tombstone was written.
+    NotFound,
+    /// An event type we do not sync.
+    Ignored,
+    /// The event could not be applied; it is stored with the error for replay.
+    Failed,
+    /// The same `svix-id` was processed before: nothing changed.
+    Duplicate,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Created,
+        Outcome::Updated,
+        Outcome::Stale,
+        Outcome::Tombstoned,
+        Outcome::Deleted,
+        Outcome::NotFound,
+        Outcome::Ignored,
+        Outcome::Failed,
+        Outcome::Duplicate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Stale => "stale",
+            Outcome::Tombstoned => "tombstoned",
+            Outcome::Deleted => "deleted",
+            Outcome::NotFound => "not_found",
+            Outcome::Ignored => "ignored",
+            Outcome::Failed => "failed",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One write the store performs, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An older row gives up an email that a newer snapshot holds.
+    ReleaseEmail {
+        from_user: String,
+        email: String,
+    },
+    /// An older row gives up a username that a newer snapshot holds.
+    ReleaseUsername {
+        from_user: String,
+        username: String,
+    },
+    /// Insert the row or overwrite it with this snapshot.
+    Upsert(UserSnapshot),
+    DeleteRow {
+        user_id: String,
+    },
+    /// Set `deletedAt` and clear email and username.
+    SoftDeleteRow {
+        user_id: String,
+    },
+    Tombstone {
+        user_id: String,
+    },
+}
+
+/// The changes one event makes, and what to call the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub outcome: Outcome,
+}
+
+impl Plan {
+    fn nothing(outcome: Outcome) -> Plan {
+        Plan {
+            changes: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+/// `user.created` / `user.updated` (or a snapshot fetched from Clerk): newest snapshot wins.
+pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
+    if state.tombstoned {
+        return Plan::nothing(Outcome::Tombstoned);
+    }
+    let existing = state.user(&snapshot.id);
+    if let Some(row) = existing {
+        if row
+            .clerk_updated_at
+            .is_some_and(|t| t > snapshot.updated_at)
+        {
+            return Plan::nothing(Outcome::Stale);
+        }
+    }
+
+    let mut row = snapshot.clone();
+    let mut changes = Vec::new();
+    if let Some(email) = &snapshot.email {
+        if let Some(holder) = state.holder_of(&snapshot.id, |u| u.email.as_deref(), email) {
+            if newer_than(snapshot, holder) {
+                changes.push(Change::ReleaseEmail {
+                    from_user: holder.id.clone(),
+                    email: email.clone(),
+                });
+            } else {
+                row.email = None;
+            }
+        }
+    }
+    if let Some(username) = &snapshot.username {
+        if let Some(holder) = state.holder_of(&snapshot.id, |u| u.username.as_deref(), username) {
+            if newer_than(snapshot, holder) {
+                changes.push(Change::ReleaseUsername {
+                    from_user: holder.id.clone(),
+                    username: username.clone(),
+                });
+            } else {
+                row.username = None;
+            }
+        }
+    }
+    changes.push(Change::Upsert(row));
+    Plan {
+        changes,
+        outcome: if existing.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        },
+    }
+}
+
+/// Which of two users saw a unique value last. Clerk never gives one value to two users at the
+/// same moment, so equal timestamps only meet in crafted input; the id breaks the tie so every
+/// delivery order agrees.
+fn newer_than(snapshot: &UserSnapshot, holder: &StoredUser) -> bool {
+    match holder.clerk_updated_at {
+        None => true,
+        Some(t) => (snapshot.updated_at, snapshot.id.as_str()) > (t, holder.id.as_str()),
+    }
+}
+
+/// `user.deleted`: remove (or soft-delete) the row and remember the id for good.
+pub fn plan_deletion(user_id: &str, state: &SyncState, mode: DeleteMode) -> Plan {
+    if state.tombstoned {
+        return Plan::nothing(Outcome::Tombstoned);
+    }
+    let tombstone = Change::Tombstone {
+        user_id: user_id.to_owned(),
+    };
+    match state.user(user_id) {
+        None => Plan {
+            changes: vec![tombstone],
+            outcome: Outcome::NotFound,
+        },
+        Some(_) => {
+            let remove = match mode {
+                DeleteMode::Hard => Change::DeleteRow {
+                    user_id: user_id.to_owned(),
+                },
+                DeleteMode::Soft => Change::SoftDeleteRow {
+                    user_id: user_id.to_owned(),
+                },
+            };
+            Plan {
+                changes: vec![remove, tombstone],
+                outcome: Outcome::Deleted,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(id: &str, updated_at: i64, email: Option<&str>) -> UserSnapshot {
+        UserSnapshot {
+            id: id.into(),
+            email: email.map(Into::into),
+            first_name: None,
+            last_name: None,
+            name: None,
+            image_url: None,
+            username: None,
+            created_at: Some(1),
+            updated_at,
+        }
+    }
+
+    fn stored(id: &str, updated_at: i64, email: Option<&str>) -> StoredUser {
+        StoredUser {
+            id: id.into(),
+            email: email.map(Into::into),
+            username: None,
+            clerk_updated_at: Some(updated_at),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn full_name_skips_missing_and_blank_parts() {
+        assert_eq!(
+            full_name(Some("Ada"), Some("Lovelace")).as_deref(),
+            Some("Ada Lovelace")
+        );
+        assert_eq!(full_name(None, Some("Лавлейс")).as_deref(), Some("Лавлейс"));
+        assert_eq!(full_name(Some(""), Some("  ")), None);
+        assert_eq!(full_name(None, None), None);
+    }
+
+    #[test]
+    fn older_snapshot_is_stale() {
+        let state = SyncState {
+            users: vec![stored("u1", 20, None)],
+            tombstoned: false,
+        };
+        assert_eq!(
+            plan_snapshot(&snapshot("u1", 10, None), &state).outcome,
+            Outcome::Stale
+        );
+        assert_eq!(
+            plan_snapshot(&snapshot("u1", 20, None), &state).outcome,
+            Outcome::Updated
+        );
+    }
+
+    #[test]
+    fn newer_snapshot_takes_an_email_from_an_older_row() {
+        let state = SyncState {
+            users: vec![stored("b", 10, Some("x@example.com"))],
+            tombstoned: false,
+        };
+        let plan = plan_snapshot(&snapshot("a", 20, Some("x@example.com")), &state);
+        assert_eq!(
+            plan.changes[0],
+            Change::ReleaseEmail {
+                from_user: "b".into(),
+                email: "x@example.com".into()
+            }
+        );
+        assert_eq!(plan.outcome, Outcome::Created);
+    }
+
+    #[test]
+    fn older_snapshot_leaves_an_email_with_a_newer_row() {
+        let state = SyncState {
+            users: vec![stored("b", 30, Some("x@example.com"))],
+            tombstoned: false,
+        };
+        let plan = plan_snapshot(&snapshot("a", 20, Some("x@example.com")), &state);
+        assert_eq!(plan.changes.len(), 1);
+        let Change::Upsert(row) = &plan.changes[0] else {
+            panic!("expected an upsert, got {plan:?}")
+        };
+        assert_eq!(row.email, None);
+    }
+
+    #[test]
+    fn tombstone_blocks_snapshots_and_repeated_deletes() {
+        let state = SyncState {
+            users: vec![],
+            tombstoned: true,
+        };
+        assert_eq!(
+            plan_snapshot(&snapshot("u", 99, None), &state).outcome,
+            Outcome::Tombstoned
+        );
+        assert_eq!(
+            plan_deletion("u", &state, DeleteMode::Hard).outcome,
+            Outcome::Tombstoned
+        );
+    }
+
+    #[test]
+    fn deleting_an_unknown_user_still_leaves_a_tombstone() {
+        let plan = plan_deletion("u", &SyncState::default(), DeleteMode::Hard);
+        assert_eq!(plan.outcome, Outcome::NotFound);
+        assert_eq!(
+            plan.changes,
+            vec![Change::Tombstone {
+                user_id: "u".into()
+            }]
+        );
+    }
+}
