@@ -262,40 +262,35 @@ pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
         return Plan::nothing(Outcome::Tombstoned);
     }
     let existing = state.user(&snapshot.id);
-    if let Some(row) = existing {
-        if row
+    if let Some(row) = existing
+        && row
             .clerk_updated_at
             .is_some_and(|t| t > snapshot.updated_at)
-        {
-            return Plan::nothing(Outcome::Stale);
-        }
+    {
+        return Plan::nothing(Outcome::Stale);
     }
 
     let mut row = snapshot.clone();
     let mut changes = Vec::new();
-    if let Some(email) = &snapshot.email {
-        if let Some(holder) = state.holder_of(&snapshot.id, |u| u.email.as_deref(), email) {
-            if newer_than(snapshot, holder) {
-                changes.push(Change::ReleaseEmail {
-                    from_user: holder.id.clone(),
-                    email: email.clone(),
-                });
-            } else {
-                row.email = None;
-            }
-        }
+    match claim(snapshot, state, snapshot.email.as_deref(), |u| {
+        u.email.as_deref()
+    }) {
+        Claim::Uncontested => {}
+        Claim::TakeFrom { holder, value } => changes.push(Change::ReleaseEmail {
+            from_user: holder,
+            email: value,
+        }),
+        Claim::GiveUp => row.email = None,
     }
-    if let Some(username) = &snapshot.username {
-        if let Some(holder) = state.holder_of(&snapshot.id, |u| u.username.as_deref(), username) {
-            if newer_than(snapshot, holder) {
-                changes.push(Change::ReleaseUsername {
-                    from_user: holder.id.clone(),
-                    username: username.clone(),
-                });
-            } else {
-                row.username = None;
-            }
-        }
+    match claim(snapshot, state, snapshot.username.as_deref(), |u| {
+        u.username.as_deref()
+    }) {
+        Claim::Uncontested => {}
+        Claim::TakeFrom { holder, value } => changes.push(Change::ReleaseUsername {
+            from_user: holder,
+            username: value,
+        }),
+        Claim::GiveUp => row.username = None,
     }
     changes.push(Change::Upsert(row));
     Plan {
@@ -305,6 +300,35 @@ pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
         } else {
             Outcome::Created
         },
+    }
+}
+
+/// Who keeps a unique value (email or username) the snapshot carries.
+enum Claim {
+    /// Nobody else holds it.
+    Uncontested,
+    /// An older row holds it and gives it up.
+    TakeFrom { holder: String, value: String },
+    /// A newer row holds it: the snapshot goes without it until its own newer event arrives.
+    GiveUp,
+}
+
+fn claim(
+    snapshot: &UserSnapshot,
+    state: &SyncState,
+    value: Option<&str>,
+    field: impl Fn(&StoredUser) -> Option<&str>,
+) -> Claim {
+    let Some(value) = value else {
+        return Claim::Uncontested;
+    };
+    match state.holder_of(&snapshot.id, field, value) {
+        None => Claim::Uncontested,
+        Some(holder) if newer_than(snapshot, holder) => Claim::TakeFrom {
+            holder: holder.id.clone(),
+            value: value.to_owned(),
+        },
+        Some(_) => Claim::GiveUp,
     }
 }
 

@@ -1,0 +1,1 @@
+//! The built binary, driven the way users and scripts drive it.
