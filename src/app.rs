@@ -35,6 +35,7 @@ impl App {
     pub async fn build(config: &ServeConfig) -> Result<App, StartError> {
         let store = Store::connect(&config.database, &config.pool).await?;
         if config.migrate {
+            store.check_connection(&config.database).await?;
             let report = store.migrate().await?;
             for (version, description) in &report.applied {
                 tracing::info!(version, description, "applied migration");

@@ -248,6 +248,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let (database, _) = database(&args)?;
     let store = Store::connect(&database, &PoolSettings::default()).await?;
+    store.check_connection(&database).await?;
     let report = store.migrate().await?;
     if report.applied.is_empty() {
         println!(

@@ -50,7 +50,7 @@ impl Default for PoolSettings {
 pub enum StoreError {
     /// The database cannot be reached or failed in a way a later attempt can get past.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     /// Configuration or schema problems a person has to fix; the text says how.
     #[error("{0}")]
     Setup(String),
@@ -235,6 +235,21 @@ impl Store {
             Store::Postgres(pool) => migrations::run_postgres(pool).await,
             Store::Sqlite(pool) => migrations::run_sqlite(pool).await,
         }
+    }
+
+    /// Opens one connection outside the pool, so a failure reports its real cause (refused,
+    /// bad password, TLS) rather than the pool's "timed out".
+    pub async fn check_connection(&self, target: &DatabaseTarget) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let result = match self {
+            Store::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
+                .await
+                .map(drop),
+            Store::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                .await
+                .map(drop),
+        };
+        result.map_err(|e| StoreError::Setup(format!("cannot connect to {target}: {e}")))
     }
 
     /// Whether the database answers.

@@ -1,1 +1,369 @@
 //! The built binary, driven the way users and scripts drive it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clerk_sync::webhook::SigningSecret;
+use sqlx::Connection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
+
+/// Every variable clerk-sync reads, so the developer's own environment cannot leak in.
+const OUR_VARS: [&str; 8] = [
+    "DATABASE_URL",
+    "CLERK_WEBHOOK_SIGNING_SECRET",
+    "CLERK_WEBHOOK_SECRET",
+    "CLERK_SYNC_LISTEN",
+    "PORT",
+    "CLERK_SYNC_DELETE_MODE",
+    "CLERK_SYNC_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+fn clerk_sync(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    for var in OUR_VARS {
+        command.env_remove(var);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `clerk-sync serve` process; killed when dropped.
+struct Server {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    async fn start(mut command: Command, listen: &str) -> Server {
+        command
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("clerk-sync starts");
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let server = Server {
+            child,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = reqwest::get(format!("http://{listen}/readyz")).await
+                && response.status().is_success()
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready; stderr: {:?}",
+                server.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("clerk-sync runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_uses_sqlite_and_a_dev_secret_that_trigger_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = [("CLERK_SYNC_LISTEN", listen.as_str())];
+    let server = Server::start(clerk_sync(dir.path(), &env), &listen).await;
+    assert!(
+        server.stdout().contains("whsec_"),
+        "the dev secret is printed: {}",
+        server.stdout()
+    );
+    assert!(
+        server.stderr().contains("DATABASE_URL is not set"),
+        "{}",
+        server.stderr()
+    );
+    assert!(dir.path().join("clerk-sync.db").exists());
+    assert!(dir.path().join("clerk-sync.db.webhook-secret").exists());
+
+    let mut trigger = clerk_sync(dir.path(), &env);
+    trigger.args([
+        "trigger",
+        "user.created",
+        "--user-id",
+        "user_cli",
+        "--first-name",
+        "Zoë",
+    ]);
+    let output = run(trigger);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("\"created\""),
+        "{}",
+        text(&output.stdout)
+    );
+
+    // Redelivery of the same svix-id is a duplicate; trigger still exits 0 (2xx).
+    let mut again = clerk_sync(dir.path(), &env);
+    again.args([
+        "trigger",
+        "user.deleted",
+        "--user-id",
+        "user_cli",
+        "--svix-id",
+        "msg_fixed",
+    ]);
+    assert!(text(&run(again).stdout).contains("\"deleted\""));
+    let mut again = clerk_sync(dir.path(), &env);
+    again.args([
+        "trigger",
+        "user.deleted",
+        "--user-id",
+        "user_cli",
+        "--svix-id",
+        "msg_fixed",
+    ]);
+    assert!(text(&run(again).stdout).contains("\"duplicate\""));
+
+    let url = format!("sqlite://{}", dir.path().join("clerk-sync.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let tombstones: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM clerk_sync_tombstones WHERE user_id = 'user_cli'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(tombstones, 1);
+    drop(server);
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_secret_when_a_database_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run({
+        let mut c = clerk_sync(dir.path(), &[("DATABASE_URL", "sqlite://x.db")]);
+        c.arg("serve");
+        c
+    });
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("CLERK_WEBHOOK_SIGNING_SECRET") && stderr.contains("--dev"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("x.db.webhook-secret").exists(),
+        "no secret is generated"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, secret) = SigningSecret::generate();
+    for (env, expected) in [
+        (
+            vec![
+                ("DATABASE_URL", "mysql://localhost/db"),
+                ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+            ],
+            "sqlite://",
+        ),
+        (
+            vec![("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_not base64!")],
+            "CLERK_WEBHOOK_SIGNING_SECRET is invalid",
+        ),
+        (vec![("CLERK_SYNC_LISTEN", "nowhere")], "CLERK_SYNC_LISTEN"),
+        (vec![("PORT", "eighty")], "PORT"),
+        (vec![("CLERK_SYNC_DELETE_MODE", "sometimes")], "soft"),
+    ] {
+        let mut command = clerk_sync(dir.path(), &env);
+        command.args(["serve", "--dev"]);
+        let output = run(command);
+        assert!(!output.status.success(), "{env:?} must fail");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn trigger_without_a_secret_says_where_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = clerk_sync(dir.path(), &[]);
+    command.args(["trigger", "user.created"]);
+    let output = run(command);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("clerk-sync serve"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let (_, secret) = SigningSecret::generate();
+    let mut command = clerk_sync(dir.path(), &[("CLERK_WEBHOOK_SIGNING_SECRET", &secret)]);
+    command.args(["trigger", "user.updated"]);
+    let output = run(command);
+    assert!(
+        text(&output.stderr).contains("--user-id"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_sync_operation_is_logged_as_one_line_without_emails() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_, secret) = SigningSecret::generate();
+    let env = [
+        ("CLERK_SYNC_LISTEN", listen.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+        ("DATABASE_URL", "sqlite://events.db"),
+        ("CLERK_SYNC_LOG_FORMAT", "json"),
+    ];
+    let server = Server::start(clerk_sync(dir.path(), &env), &listen).await;
+    let mut trigger = clerk_sync(dir.path(), &env);
+    trigger.args([
+        "trigger",
+        "user.created",
+        "--user-id",
+        "user_logged",
+        "--email",
+        "private@example.com",
+        "--svix-id",
+        "msg_logged",
+    ]);
+    assert!(run(trigger).status.success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let logs = server.stderr();
+        if let Some(line) = logs.lines().find(|l| l.contains("msg_logged")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line for the event: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+    assert_eq!(entry["svix_id"], "msg_logged");
+    assert_eq!(entry["event_type"], "user.created");
+    assert_eq!(entry["user_id"], "user_logged");
+    assert_eq!(entry["outcome"], "created");
+    assert!(entry["duration_ms"].as_f64().is_some(), "{line}");
+    assert!(
+        !server.stderr().contains("private@example.com"),
+        "no emails in logs"
+    );
+    assert!(
+        !server.stderr().contains(&secret[6..]),
+        "no secrets in logs"
+    );
+}
+
+#[tokio::test]
+async fn migrate_applies_once_then_reports_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DATABASE_URL", "sqlite://data/app.db")];
+    let first = run({
+        let mut c = clerk_sync(dir.path(), &env);
+        c.arg("migrate");
+        c
+    });
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("applied migration 1"),
+        "{}",
+        text(&first.stdout)
+    );
+    let second = run({
+        let mut c = clerk_sync(dir.path(), &env);
+        c.arg("migrate");
+        c
+    });
+    assert!(
+        text(&second.stdout).contains("up to date"),
+        "{}",
+        text(&second.stdout)
+    );
+}
+
+#[test]
+fn help_names_the_commands_and_variables() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&output.stdout);
+    for needle in [
+        "DATABASE_URL",
+        "CLERK_WEBHOOK_SIGNING_SECRET",
+        "CLERK_SYNC_LISTEN",
+        "--dev",
+        "--no-migrate",
+        "CLERK_SYNC_DELETE_MODE",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle}:\n{help}"
+        );
+    }
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = text(&output.stdout);
+    for needle in ["serve", "migrate", "trigger"] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
