@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::ServeConfig;
-use crate::http::{AppState, router};
+use crate::clerk::api::ClerkApi;
+use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
+use crate::config::{ClerkSettings, ServeConfig};
+use crate::http::{AppState, Users, router};
 use crate::store::{Store, StoreError};
 use crate::webhook::Verifier;
 
@@ -23,6 +25,8 @@ pub struct App {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -41,6 +45,7 @@ impl App {
                 tracing::info!(version, description, "applied migration");
             }
         }
+        let state = build_state(config, store.clone())?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -48,11 +53,6 @@ impl App {
                     addr: config.listen,
                     source,
                 })?;
-        let state = AppState {
-            store: store.clone(),
-            verifier: Arc::new(Verifier::new(&config.secrets)),
-            delete_mode: config.delete_mode,
-        };
         Ok(App {
             listener,
             router: router(state, config.max_body_bytes),
@@ -84,6 +84,58 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await
     }
+}
+
+/// The state the handlers and extractors share, for an app that mounts clerk-sync's routes
+/// into its own router (see `examples/embedded.rs`). Migrations are the caller's business
+/// (`Store::migrate`).
+pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, StartError> {
+    Ok(AppState {
+        store,
+        verifier: Arc::new(Verifier::new(&config.secrets)),
+        delete_mode: config.delete_mode,
+        users: Arc::new(users(&config.clerk)?),
+    })
+}
+
+/// The Clerk client and session verifier the configuration allows.
+fn users(settings: &ClerkSettings) -> Result<Users, StartError> {
+    let clerk = settings
+        .secret_key
+        .clone()
+        .map(|key| ClerkApi::new(&settings.api_url, key, settings.retry.clone()))
+        .transpose()
+        .map_err(StartError::Config)?;
+    let rules = SessionRules {
+        authorized_parties: settings.authorized_parties.clone(),
+        issuer: settings.issuer.clone(),
+        allow_pending: settings.allow_pending_sessions,
+    };
+    let source = match (&settings.jwt_key, &clerk) {
+        (Some(pem), _) => Some(KeySource::Pem(pem.clone())),
+        (None, Some(api)) => Some(KeySource::Jwks(api.clone())),
+        (None, None) => None,
+    };
+    let sessions = source
+        .map(|source| SessionVerifier::new(source, rules))
+        .transpose()
+        .map_err(StartError::Config)?;
+    match (&sessions, &clerk) {
+        (None, _) => tracing::info!(
+            "user API off: set CLERK_SECRET_KEY (or CLERK_JWT_KEY) to serve /api/users/me"
+        ),
+        (Some(_), None) => tracing::info!(
+            "user API on, without fallback fetch or profile updates (they need CLERK_SECRET_KEY)"
+        ),
+        (Some(_), Some(_)) => tracing::info!("user API on, with fallback fetch from Clerk"),
+    }
+    if settings.authorized_parties.is_empty() && sessions.is_some() {
+        tracing::warn!(
+            "CLERK_AUTHORIZED_PARTIES is not set: session tokens minted for any origin are \
+             accepted; set it to your app's origins (e.g. https://example.com)"
+        );
+    }
+    Ok(Users::new(sessions, clerk))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what container platforms send before stopping a process).

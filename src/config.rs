@@ -8,6 +8,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::clerk::api::{DEFAULT_API_URL, RetryPolicy, SecretKey};
+use crate::clerk::session::issuer_from_publishable_key;
 use crate::store::PoolSettings;
 use crate::sync::DeleteMode;
 use crate::webhook::SigningSecret;
@@ -284,6 +286,86 @@ fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
     text.to_socket_addrs().ok()?.next()
 }
 
+/// How clerk-sync talks to Clerk: the Backend API (fallback fetch, profile updates, signing
+/// keys) and the rules for session tokens.
+#[derive(Debug, Clone)]
+pub struct ClerkSettings {
+    /// `CLERK_API_URL`, default `https://api.clerk.com`.
+    pub api_url: String,
+    /// `CLERK_SECRET_KEY`; without it there is no fallback fetch and no profile update.
+    pub secret_key: Option<SecretKey>,
+    /// `CLERK_JWT_KEY`: PEM public key for verifying sessions without network calls.
+    pub jwt_key: Option<String>,
+    /// Expected `iss`, from `CLERK_PUBLISHABLE_KEY`.
+    pub issuer: Option<String>,
+    /// `CLERK_AUTHORIZED_PARTIES`: allowed `azp` origins.
+    pub authorized_parties: Vec<String>,
+    /// `CLERK_SYNC_ALLOW_PENDING_SESSIONS`.
+    pub allow_pending_sessions: bool,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClerkSettings {
+    fn default() -> Self {
+        ClerkSettings {
+            api_url: DEFAULT_API_URL.to_owned(),
+            secret_key: None,
+            jwt_key: None,
+            issuer: None,
+            authorized_parties: Vec::new(),
+            allow_pending_sessions: false,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl ClerkSettings {
+    /// Reads the Clerk variables as the environment (or flags) gave them.
+    pub fn from_values(
+        api_url: Option<&str>,
+        secret_key: Option<&str>,
+        jwt_key: Option<&str>,
+        publishable_key: Option<&str>,
+        authorized_parties: Option<&str>,
+        allow_pending_sessions: bool,
+    ) -> Result<ClerkSettings, ConfigError> {
+        let secret_key = non_empty(secret_key)
+            .map(SecretKey::parse)
+            .transpose()
+            .map_err(ConfigError)?;
+        let issuer = non_empty(publishable_key)
+            .map(|key| {
+                issuer_from_publishable_key(key).map_err(|e| {
+                    ConfigError(format!(
+                        "CLERK_PUBLISHABLE_KEY is invalid: {e}; copy it from Clerk's dashboard                          (API keys), e.g. pk_test_Zm9vLWJhci0xMy5jbGVyay5hY2NvdW50cy5kZXYk"
+                    ))
+                })
+            })
+            .transpose()?;
+        let authorized_parties = non_empty(authorized_parties)
+            .map(|list| {
+                list.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.trim_end_matches('/').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ClerkSettings {
+            api_url: non_empty(api_url).unwrap_or(DEFAULT_API_URL).to_owned(),
+            secret_key,
+            jwt_key: non_empty(jwt_key).map(str::to_owned),
+            issuer,
+            authorized_parties,
+            allow_pending_sessions,
+            retry: RetryPolicy::default(),
+        })
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -295,6 +377,7 @@ pub struct ServeConfig {
     pub delete_mode: DeleteMode,
     pub max_body_bytes: usize,
     pub pool: PoolSettings,
+    pub clerk: ClerkSettings,
 }
 
 impl ServeConfig {
@@ -312,6 +395,7 @@ impl ServeConfig {
                 max_connections: 10,
                 acquire_timeout: Duration::from_secs(5),
             },
+            clerk: ClerkSettings::default(),
         }
     }
 }

@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use clerk_sync::app::{App, shutdown_signal};
 use clerk_sync::config::{
-    ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig, listen_address,
-    secrets_from_env,
+    ClerkSettings, ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig,
+    listen_address, secrets_from_env,
 };
 use clerk_sync::store::{PoolSettings, Store};
 use clerk_sync::sync::DeleteMode;
@@ -42,7 +42,8 @@ enum Command {
         clerk-sync serve                                  # dev: SQLite + generated secret\n  \
         DATABASE_URL=postgres://... CLERK_WEBHOOK_SIGNING_SECRET=whsec_... clerk-sync serve\n  \
         CLERK_WEBHOOK_SIGNING_SECRET='whsec_old,whsec_new' clerk-sync serve   # rotating secrets\n\n\
-        Endpoints: POST /api/webhooks/clerk, GET /healthz, GET /readyz")]
+        Endpoints: POST /api/webhooks/clerk, GET|PATCH /api/users/me, GET /healthz, GET /readyz, \
+        GET /openapi.json")]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     #[command(after_help = "Example:\n  DATABASE_URL=postgres://... clerk-sync migrate")]
@@ -121,6 +122,37 @@ struct ServeArgs {
     /// Largest number of database connections.
     #[arg(long, env = "CLERK_SYNC_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
+    #[command(flatten)]
+    clerk: ClerkArgs,
+}
+
+/// Clerk's Backend API and session tokens (for /api/users/me).
+#[derive(Args)]
+struct ClerkArgs {
+    /// Clerk secret key (sk_test_... / sk_live_...): enables the fallback fetch of users whose
+    /// webhook has not arrived, profile updates, and session keys fetched from Clerk.
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
+    clerk_secret_key: Option<String>,
+    /// PEM public key ("JWKS Public Key" in Clerk's dashboard) to verify sessions without
+    /// calling Clerk.
+    #[arg(long, env = "CLERK_JWT_KEY", hide_env_values = true)]
+    clerk_jwt_key: Option<String>,
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = clerk_sync::clerk::api::DEFAULT_API_URL)]
+    clerk_api_url: String,
+    /// Publishable key (pk_test_... / pk_live_...): tokens must be issued by its Frontend API.
+    /// NEXT_PUBLIC_CLERK_PUBLISHABLE_KEY is read too.
+    #[arg(long, env = "CLERK_PUBLISHABLE_KEY")]
+    clerk_publishable_key: Option<String>,
+    #[arg(long, env = "NEXT_PUBLIC_CLERK_PUBLISHABLE_KEY", hide = true)]
+    next_public_clerk_publishable_key: Option<String>,
+    /// Origins allowed as a token's azp, comma-separated (e.g. https://example.com). Strongly
+    /// recommended: without it a token minted for any origin is accepted.
+    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
+    clerk_authorized_parties: Option<String>,
+    /// Accept sessions that are still pending (sts: pending, e.g. an organization to choose).
+    #[arg(long, env = "CLERK_SYNC_ALLOW_PENDING_SESSIONS")]
+    allow_pending_sessions: bool,
 }
 
 #[derive(Args)]
@@ -232,6 +264,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.db_max_connections.max(1),
             ..PoolSettings::default()
         },
+        clerk: ClerkSettings::from_values(
+            Some(&args.clerk.clerk_api_url),
+            args.clerk.clerk_secret_key.as_deref(),
+            args.clerk.clerk_jwt_key.as_deref(),
+            args.clerk
+                .clerk_publishable_key
+                .as_deref()
+                .or(args.clerk.next_public_clerk_publishable_key.as_deref()),
+            args.clerk.clerk_authorized_parties.as_deref(),
+            args.clerk.allow_pending_sessions,
+        )?,
         ..ServeConfig::new(database, secrets)
     };
     tracing::info!(database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));

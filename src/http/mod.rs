@@ -1,7 +1,13 @@
 //! HTTP: one module per resource, merged into the service's router here.
 
+mod error;
 mod health;
+mod openapi;
+pub mod users;
 mod webhook;
+
+pub use error::ApiError;
+pub use users::{ClerkSession, SyncedUser, Users, ensure_user_exists, user_json};
 
 use std::sync::Arc;
 
@@ -17,20 +23,25 @@ use crate::webhook::Verifier;
 /// The path Clerk's dashboard is pointed at.
 pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
 
-/// What the handlers share.
+/// What the handlers share. An app embedding clerk-sync keeps one in its own state and
+/// implements `FromRef` for it, so the extractors ([`ClerkSession`], [`SyncedUser`]) work in
+/// its handlers.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
     pub verifier: Arc<Verifier>,
     pub delete_mode: DeleteMode,
+    pub users: Arc<Users>,
 }
 
-/// The service's routes: the webhook endpoint and the health checks. An app embedding
-/// clerk-sync can merge this into its own router.
+/// The service's routes: the webhook endpoint, the current-user API, the health checks and
+/// the OpenAPI document. An app embedding clerk-sync can merge this into its own router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(webhook::router())
+        .merge(users::router())
         .merge(health::router())
+        .merge(openapi::router())
         .layer(TraceLayer::new_for_http())
         // The body limit is enforced by RequestBodyLimitLayer (413 before reading when the
         // length is declared); axum's own default would cap at 2 MiB regardless.

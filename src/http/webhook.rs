@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
-use crate::store::IncomingEvent;
+use crate::store::{DeliveryRecord, IncomingEvent};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
 
@@ -47,10 +47,12 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     // Verification already required UTF-8 (the signature is computed over text).
     let payload = String::from_utf8_lossy(&body);
     let incoming = IncomingEvent {
-        svix_id: &delivery.svix_id,
-        svix_timestamp: delivery.timestamp,
         event: &event,
-        payload: &payload,
+        delivery: Some(DeliveryRecord {
+            svix_id: &delivery.svix_id,
+            svix_timestamp: delivery.timestamp,
+            payload: &payload,
+        }),
     };
     match state.store.record_event(&incoming, state.delete_mode).await {
         Ok(outcome) => {

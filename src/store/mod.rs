@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::config::DatabaseTarget;
-use crate::sync::{self, Change, ClerkMillis, DeleteMode, Outcome, SyncState};
+use crate::sync::{self, Change, ClerkMillis, DeleteMode, Outcome, SyncState, UserSnapshot};
 
 pub use migrations::MigrationReport;
 
@@ -51,22 +51,36 @@ pub enum StoreError {
     /// The database cannot be reached or failed in a way a later attempt can get past.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The database refused the user's data itself (e.g. a NUL character in a name).
+    #[error("{0}")]
+    Rejected(String),
     /// Configuration or schema problems a person has to fix; the text says how.
     #[error("{0}")]
     Setup(String),
 }
 
-/// A verified delivery ready to be applied.
+/// A Clerk event to apply: from a webhook delivery, or made from a user fetched from Clerk's
+/// API (no delivery, nothing recorded in the inbox). Both go through the same rules.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent<'a> {
+    pub event: &'a ClerkEvent,
+    pub delivery: Option<DeliveryRecord<'a>>,
+}
+
+/// What the inbox keeps of a verified webhook delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord<'a> {
     pub svix_id: &'a str,
     pub svix_timestamp: i64,
-    pub event: &'a ClerkEvent,
     /// The raw body, kept for inspection and replay.
     pub payload: &'a str,
 }
 
 impl IncomingEvent<'_> {
+    fn svix_id(&self) -> Option<&str> {
+        self.delivery.as_ref().map(|d| d.svix_id)
+    }
+
     /// Advisory-lock keys: every event touching a user id, email or username takes these, so
     /// events that could interfere run one after the other while unrelated ones run in parallel.
     fn lock_keys(&self) -> Vec<String> {
@@ -84,6 +98,23 @@ impl IncomingEvent<'_> {
         keys.sort();
         keys
     }
+}
+
+/// A row of the `users` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub name: Option<String>,
+    pub image_url: Option<String>,
+    pub username: Option<String>,
+    pub clerk_created_at: Option<NaiveDateTime>,
+    pub clerk_updated_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
 }
 
 /// Row written to the inbox for every processed event.
@@ -104,7 +135,7 @@ pub(crate) trait EventTx {
     /// and whether this `svix-id` was processed before, in one round trip.
     async fn load_state(
         &mut self,
-        svix_id: &str,
+        svix_id: Option<&str>,
         user_id: &str,
         email: Option<&str>,
         username: Option<&str>,
@@ -115,6 +146,9 @@ pub(crate) trait EventTx {
         change: &Change,
         now: NaiveDateTime,
     ) -> Result<(), sqlx::Error>;
+
+    /// A user's row and whether its id is tombstoned, in one round trip.
+    async fn user(&mut self, id: &str) -> Result<(Option<UserRecord>, bool), sqlx::Error>;
 
     /// Returns false when the `svix-id` is already there.
     async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
@@ -133,7 +167,7 @@ async fn apply_event<T: EventTx>(
         EventKind::UserSnapshot(snapshot) => {
             let (state, seen) = tx
                 .load_state(
-                    event.svix_id,
+                    event.svix_id(),
                     &snapshot.id,
                     snapshot.email.as_deref(),
                     snapshot.username.as_deref(),
@@ -149,7 +183,7 @@ async fn apply_event<T: EventTx>(
             plan.outcome
         }
         EventKind::UserDeleted { user_id } => {
-            let (state, seen) = tx.load_state(event.svix_id, user_id, None, None).await?;
+            let (state, seen) = tx.load_state(event.svix_id(), user_id, None, None).await?;
             if seen {
                 return Ok(Outcome::Duplicate);
             }
@@ -165,15 +199,18 @@ async fn apply_event<T: EventTx>(
             Outcome::Failed
         }
     };
+    let Some(delivery) = &event.delivery else {
+        return Ok(outcome);
+    };
     let inserted = tx
         .insert_inbox(&InboxRecord {
-            svix_id: event.svix_id,
+            svix_id: delivery.svix_id,
             event_type: &event.event.event_type,
             user_id: event.event.user_id(),
             outcome,
             error,
-            payload: event.payload,
-            svix_timestamp: event.svix_timestamp,
+            payload: delivery.payload,
+            svix_timestamp: delivery.svix_timestamp,
             received_at: now,
         })
         .await?;
@@ -187,18 +224,19 @@ async fn apply_event<T: EventTx>(
 /// Stores an event that could not be applied, with the reason, for a later replay.
 async fn record_failure<T: EventTx>(
     tx: &mut T,
-    event: &IncomingEvent<'_>,
+    event: &ClerkEvent,
+    delivery: &DeliveryRecord<'_>,
     error: &str,
 ) -> Result<Outcome, sqlx::Error> {
     let inserted = tx
         .insert_inbox(&InboxRecord {
-            svix_id: event.svix_id,
-            event_type: &event.event.event_type,
-            user_id: event.event.user_id(),
+            svix_id: delivery.svix_id,
+            event_type: &event.event_type,
+            user_id: event.user_id(),
             outcome: Outcome::Failed,
             error: Some(error),
-            payload: event.payload,
-            svix_timestamp: event.svix_timestamp,
+            payload: delivery.payload,
+            svix_timestamp: delivery.svix_timestamp,
             received_at: now(),
         })
         .await?;
@@ -261,6 +299,36 @@ impl Store {
         result.map_err(StoreError::Unavailable)
     }
 
+    /// Applies a user snapshot fetched from Clerk (fallback fetch, profile update, backfill)
+    /// through the same rules as a webhook.
+    pub async fn apply_snapshot(
+        &self,
+        snapshot: &UserSnapshot,
+        mode: DeleteMode,
+    ) -> Result<Outcome, StoreError> {
+        let event = ClerkEvent {
+            event_type: "user.fetched".into(),
+            kind: EventKind::UserSnapshot(snapshot.clone()),
+        };
+        self.record_event(
+            &IncomingEvent {
+                event: &event,
+                delivery: None,
+            },
+            mode,
+        )
+        .await
+    }
+
+    /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
+    pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
+        let result = match self {
+            Store::Postgres(pool) => postgres::user(pool, id).await,
+            Store::Sqlite(pool) => sqlite::user(pool, id).await,
+        };
+        result.map_err(StoreError::Unavailable)
+    }
+
     /// Applies one verified event exactly once. Races with concurrent events are retried here;
     /// an event the database refuses for its content is stored as failed; anything else is
     /// [`StoreError::Unavailable`], and the sender should try again later.
@@ -286,9 +354,16 @@ impl Store {
             }
             if is_rejected_data(&error) {
                 let reason = format!("the database refused the event's data: {error}");
+                let Some(delivery) = &event.delivery else {
+                    return Err(StoreError::Rejected(reason));
+                };
                 let result = match self {
-                    Store::Postgres(pool) => postgres::record_failure(pool, event, &reason).await,
-                    Store::Sqlite(pool) => sqlite::record_failure(pool, event, &reason).await,
+                    Store::Postgres(pool) => {
+                        postgres::record_failure(pool, event.event, delivery, &reason).await
+                    }
+                    Store::Sqlite(pool) => {
+                        sqlite::record_failure(pool, event.event, delivery, &reason).await
+                    }
                 };
                 return result.map_err(StoreError::Unavailable);
             }
@@ -352,7 +427,7 @@ macro_rules! event_tx_impl {
         impl $crate::store::EventTx for $conn {
             async fn load_state(
                 &mut self,
-                svix_id: &str,
+                svix_id: Option<&str>,
                 user_id: &str,
                 email: Option<&str>,
                 username: Option<&str>,
@@ -452,6 +527,41 @@ macro_rules! event_tx_impl {
                     .bind(now),
                 };
                 query.execute(&mut *self).await.map(drop)
+            }
+
+            async fn user(
+                &mut self,
+                id: &str,
+            ) -> Result<(Option<$crate::store::UserRecord>, bool), sqlx::Error> {
+                use sqlx::Row;
+                let row = sqlx::query(concat!(
+                    r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
+                              u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
+                              EXISTS (SELECT 1 FROM "#, $ns, r#"tombstones t WHERE t.user_id = $1) AS tombstoned
+                       FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = $1"#
+                ))
+                .bind(id)
+                .fetch_one(&mut *self)
+                .await?;
+                let tombstoned: bool = row.try_get("tombstoned")?;
+                let Some(id) = row.try_get::<Option<String>, _>("id")? else {
+                    return Ok((None, tombstoned));
+                };
+                let record = $crate::store::UserRecord {
+                    id,
+                    email: row.try_get("email")?,
+                    first_name: row.try_get("firstName")?,
+                    last_name: row.try_get("lastName")?,
+                    name: row.try_get("name")?,
+                    image_url: row.try_get("imageUrl")?,
+                    username: row.try_get("username")?,
+                    clerk_created_at: row.try_get("clerkCreatedAt")?,
+                    clerk_updated_at: row.try_get("clerkUpdatedAt")?,
+                    created_at: row.try_get("createdAt")?,
+                    updated_at: row.try_get("updatedAt")?,
+                    deleted_at: row.try_get("deletedAt")?,
+                };
+                Ok((Some(record), tombstoned))
             }
 
             async fn insert_inbox(

@@ -5,7 +5,11 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{IncomingEvent, PoolSettings, StoreError, apply_event, event_tx_impl};
+use super::{
+    DeliveryRecord, IncomingEvent, PoolSettings, StoreError, UserRecord, apply_event, event_tx_impl,
+};
+use crate::clerk::ClerkEvent;
+use crate::store::EventTx;
 use crate::sync::{DeleteMode, Outcome};
 
 event_tx_impl!(PgConnection, "clerk_sync.");
@@ -53,11 +57,19 @@ pub(super) async fn record_event(
 
 pub(super) async fn record_failure(
     pool: &PgPool,
-    event: &IncomingEvent<'_>,
+    event: &ClerkEvent,
+    delivery: &DeliveryRecord<'_>,
     error: &str,
 ) -> Result<Outcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let outcome = super::record_failure(&mut *tx, event, error).await?;
+    let outcome = super::record_failure(&mut *tx, event, delivery, error).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+pub(super) async fn user(
+    pool: &PgPool,
+    id: &str,
+) -> Result<(Option<UserRecord>, bool), sqlx::Error> {
+    pool.acquire().await?.user(id).await
 }

@@ -8,7 +8,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{IncomingEvent, PoolSettings, StoreError, apply_event, event_tx_impl};
+use super::{
+    DeliveryRecord, IncomingEvent, PoolSettings, StoreError, UserRecord, apply_event, event_tx_impl,
+};
+use crate::clerk::ClerkEvent;
+use crate::store::EventTx;
 use crate::sync::{DeleteMode, Outcome};
 
 event_tx_impl!(SqliteConnection, "clerk_sync_");
@@ -68,11 +72,19 @@ pub(super) async fn record_event(
 
 pub(super) async fn record_failure(
     pool: &SqlitePool,
-    event: &IncomingEvent<'_>,
+    event: &ClerkEvent,
+    delivery: &DeliveryRecord<'_>,
     error: &str,
 ) -> Result<Outcome, sqlx::Error> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
-    let outcome = super::record_failure(&mut *tx, event, error).await?;
+    let outcome = super::record_failure(&mut *tx, event, delivery, error).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+pub(super) async fn user(
+    pool: &SqlitePool,
+    id: &str,
+) -> Result<(Option<UserRecord>, bool), sqlx::Error> {
+    pool.acquire().await?.user(id).await
 }

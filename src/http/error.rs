@@ -1,0 +1,90 @@
+//! Errors of the user API, mapped to status codes that tell the client whether to retry, with
+//! JSON bodies that never leak internals (the detail goes to the log).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// No session token at all.
+    SignInRequired,
+    /// A token that does not prove a session (the reason is logged, not told).
+    InvalidSession,
+    NotFound(String),
+    /// Input that fails validation; names the field.
+    Invalid {
+        field: String,
+        message: String,
+    },
+    /// Clerk refused the change for a reason of its own.
+    Rejected(String),
+    RateLimited(Option<Duration>),
+    /// A dependency (database, Clerk) is away; retrying later can work.
+    Unavailable(String),
+    /// The server lacks the configuration for this; the message says what to set.
+    NotConfigured(String),
+    Internal,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::SignInRequired => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "sign-in required"}),
+            ),
+            ApiError::InvalidSession => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "invalid session"}),
+            ),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, json!({"error": message})),
+            ApiError::Invalid { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": message, "field": field}),
+            ),
+            ApiError::Rejected(message) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": message}))
+            }
+            ApiError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "too many requests"}),
+            ),
+            ApiError::Unavailable(message) => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}))
+            }
+            ApiError::NotConfigured(message) => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}))
+            }
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal error"}),
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::SignInRequired => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidSession => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            ApiError::RateLimited(retry_after) => {
+                let seconds = retry_after.map_or(1, |d| d.as_secs().max(1));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,457 @@
+//! The signed-in user: `GET /api/users/me`, `PATCH /api/users/me`, and the axum extractors an
+//! app puts in its own handlers (`ClerkSession`, `SyncedUser`).
+//!
+//! A session whose user has no row yet (its webhook is still on the way) is not an error: the
+//! user is fetched from Clerk once, however many requests ask at the same time, and applied by
+//! the same newest-snapshot-wins rules as a webhook, so the two never fight. Profile updates go
+//! to Clerk first (the source of truth) and the row is written from Clerk's answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::clerk::api::{ClerkApi, ClerkApiError, UserUpdate};
+use crate::clerk::session::{Session, SessionError, SessionVerifier};
+use crate::store::{StoreError, UserRecord};
+use crate::sync::{Outcome, UserSnapshot};
+
+/// Longest first or last name accepted, in characters.
+const MAX_NAME_CHARS: usize = 256;
+
+/// What the user API needs besides the store.
+#[derive(Debug, Default)]
+pub struct Users {
+    /// `None` when neither `CLERK_JWT_KEY` nor `CLERK_SECRET_KEY` is set.
+    pub sessions: Option<SessionVerifier>,
+    /// `None` without `CLERK_SECRET_KEY`: no fallback fetch, no profile updates.
+    pub clerk: Option<ClerkApi>,
+    fetches: FetchOnce,
+}
+
+impl Users {
+    pub fn new(sessions: Option<SessionVerifier>, clerk: Option<ClerkApi>) -> Users {
+        Users {
+            sessions,
+            clerk,
+            fetches: FetchOnce::default(),
+        }
+    }
+}
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/users/me", get(me).patch(update_me))
+}
+
+/// A request from a signed-in Clerk user: the session token verified.
+#[derive(Debug, Clone)]
+pub struct ClerkSession(pub Session);
+
+/// A verified session whose user row exists (fetched from Clerk if its webhook has not arrived).
+#[derive(Debug, Clone)]
+pub struct SyncedUser {
+    pub session: Session,
+    pub user: UserRecord,
+}
+
+impl<S> FromRequestParts<S> for ClerkSession
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let Some(verifier) = &state.users.sessions else {
+            return Err(ApiError::NotConfigured(
+                "session verification is not configured: set CLERK_SECRET_KEY (keys are fetched \
+                 from Clerk) or CLERK_JWT_KEY (the PEM public key from Clerk's dashboard)"
+                    .into(),
+            ));
+        };
+        let token = session_token(parts).ok_or(ApiError::SignInRequired)?;
+        match verifier.verify(token).await {
+            Ok(session) => Ok(ClerkSession(session)),
+            Err(SessionError::KeysUnavailable(reason)) => {
+                tracing::error!(
+                    reason,
+                    "cannot verify sessions: Clerk's keys are unavailable"
+                );
+                Err(ApiError::Unavailable(
+                    "cannot verify the session right now".into(),
+                ))
+            }
+            Err(e) => {
+                tracing::info!(reason = e.reason(), "session refused: {e}");
+                Err(ApiError::InvalidSession)
+            }
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for SyncedUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClerkSession(session) = ClerkSession::from_request_parts(parts, state).await?;
+        let state = AppState::from_ref(state);
+        let user = ensure_user_exists(&state, &session.user_id).await?;
+        Ok(SyncedUser { session, user })
+    }
+}
+
+/// `Authorization: Bearer <jwt>` (a bare token is taken whole, as Clerk's SDK does), else the
+/// `__session` cookie.
+fn session_token(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let value = value.trim();
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            Some(_) => "",
+            None => value,
+        };
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|cookie| cookie.trim().split_once('='))
+        .find(|(name, value)| *name == "__session" && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// The design's `ensureUserExists`, done right: the row, or the user fetched from Clerk and
+/// applied like a webhook; never a deleted user brought back.
+pub async fn ensure_user_exists(state: &AppState, user_id: &str) -> Result<UserRecord, ApiError> {
+    let (row, tombstoned) = state.store.user(user_id).await.map_err(store_unavailable)?;
+    if tombstoned || row.as_ref().is_some_and(|r| r.deleted_at.is_some()) {
+        return Err(ApiError::NotFound("this user has been deleted".into()));
+    }
+    if let Some(row) = row {
+        return Ok(row);
+    }
+    let Some(clerk) = &state.users.clerk else {
+        return Err(ApiError::NotFound(
+            "this user is not in the table yet (its webhook has not arrived); set \
+             CLERK_SECRET_KEY to let clerk-sync fetch such users from Clerk"
+                .into(),
+        ));
+    };
+    match state
+        .users
+        .fetches
+        .run(user_id, || fetch_and_apply(state, clerk, user_id))
+        .await
+    {
+        Fetched::Synced => {}
+        Fetched::Deleted => return Err(ApiError::NotFound("this user has been deleted".into())),
+        Fetched::NotInClerk => {
+            return Err(ApiError::NotFound(
+                "this user does not exist in Clerk".into(),
+            ));
+        }
+        Fetched::Failed(error) => return Err(error.into_api_error()),
+    }
+    match state.store.user(user_id).await.map_err(store_unavailable)? {
+        (Some(row), false) if row.deleted_at.is_none() => Ok(row),
+        _ => Err(ApiError::NotFound("this user has been deleted".into())),
+    }
+}
+
+/// The shared result of one fetch.
+#[derive(Debug, Clone)]
+enum Fetched {
+    Synced,
+    Deleted,
+    NotInClerk,
+    Failed(FetchError),
+}
+
+#[derive(Debug, Clone)]
+enum FetchError {
+    Clerk(ClerkApiError),
+    Store(String),
+    Unusable(String),
+}
+
+impl FetchError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            FetchError::Clerk(ClerkApiError::RateLimited { retry_after }) => {
+                ApiError::RateLimited(retry_after)
+            }
+            FetchError::Clerk(e) => {
+                tracing::warn!(error = %e, "fallback fetch from Clerk failed");
+                ApiError::Unavailable("cannot reach Clerk to load this user; retry later".into())
+            }
+            FetchError::Store(e) => {
+                tracing::error!(error = %e, "fallback fetch could not be stored");
+                ApiError::Unavailable("database unavailable, retry later".into())
+            }
+            FetchError::Unusable(e) => {
+                tracing::error!(error = %e, "Clerk's user data cannot be applied");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+async fn fetch_and_apply(state: &AppState, clerk: &ClerkApi, user_id: &str) -> Fetched {
+    let started = Instant::now();
+    let data = match clerk.get_user(user_id).await {
+        Ok(Some(data)) => data,
+        Ok(None) => return Fetched::NotInClerk,
+        Err(e) => return Fetched::Failed(FetchError::Clerk(e)),
+    };
+    let outcome = match apply_clerk_user(state, data).await {
+        Ok(outcome) => outcome,
+        Err(e) => return Fetched::Failed(e),
+    };
+    tracing::info!(
+        source = "fallback_fetch",
+        user_id,
+        outcome = outcome.as_str(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "user fetched from Clerk"
+    );
+    match outcome {
+        Outcome::Tombstoned => Fetched::Deleted,
+        _ => Fetched::Synced,
+    }
+}
+
+async fn apply_clerk_user(
+    state: &AppState,
+    data: crate::clerk::UserData,
+) -> Result<Outcome, FetchError> {
+    let snapshot = UserSnapshot::from_clerk(data).map_err(|e| FetchError::Unusable(e.reason))?;
+    state
+        .store
+        .apply_snapshot(&snapshot, state.delete_mode)
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))
+}
+
+fn store_unavailable(error: StoreError) -> ApiError {
+    tracing::error!(error = %error, "database unavailable");
+    ApiError::Unavailable("database unavailable, retry later".into())
+}
+
+/// Runs at most one fetch per user at a time; concurrent callers share its result.
+#[derive(Debug, Default)]
+struct FetchOnce {
+    in_flight: Mutex<HashMap<String, Arc<OnceCell<Fetched>>>>,
+}
+
+impl FetchOnce {
+    async fn run<F, Fut>(&self, user_id: &str, fetch: F) -> Fetched
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        let cell = self
+            .in_flight
+            .lock()
+            .expect("the in-flight map is never poisoned")
+            .entry(user_id.to_owned())
+            .or_default()
+            .clone();
+        let result = cell.get_or_init(fetch).await.clone();
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .expect("the in-flight map is never poisoned");
+        if in_flight
+            .get(user_id)
+            .is_some_and(|c| Arc::ptr_eq(c, &cell))
+        {
+            in_flight.remove(user_id);
+        }
+        result
+    }
+}
+
+/// The row as a Prisma client hands it to an app: the table's camelCase names, times as ISO
+/// 8601 UTC strings with milliseconds.
+pub fn user_json(user: &UserRecord) -> Value {
+    let time = |t: &chrono::NaiveDateTime| t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "name": user.name,
+        "imageUrl": user.image_url,
+        "username": user.username,
+        "clerkCreatedAt": user.clerk_created_at.as_ref().map(time),
+        "clerkUpdatedAt": user.clerk_updated_at.as_ref().map(time),
+        "createdAt": time(&user.created_at),
+        "updatedAt": time(&user.updated_at),
+        "deletedAt": user.deleted_at.as_ref().map(time),
+    })
+}
+
+async fn me(user: SyncedUser) -> Json<Value> {
+    Json(user_json(&user.user))
+}
+
+/// `{"firstName"?: string, "lastName"?: string}`, written to Clerk first.
+async fn update_me(
+    State(state): State<AppState>,
+    ClerkSession(session): ClerkSession,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let update = parse_profile_update(&body)?;
+    let (_, tombstoned) = state
+        .store
+        .user(&session.user_id)
+        .await
+        .map_err(store_unavailable)?;
+    if tombstoned {
+        return Err(ApiError::NotFound("this user has been deleted".into()));
+    }
+    let Some(clerk) = &state.users.clerk else {
+        return Err(ApiError::NotConfigured(
+            "profile updates are written to Clerk first and need CLERK_SECRET_KEY".into(),
+        ));
+    };
+    let data = clerk
+        .update_user(&session.user_id, &update)
+        .await
+        .map_err(|e| match e {
+            ClerkApiError::Api { status: 404, .. } => {
+                ApiError::NotFound("this user does not exist in Clerk".into())
+            }
+            ClerkApiError::Api {
+                status: 400 | 422,
+                message,
+                ..
+            } => ApiError::Rejected(message),
+            ClerkApiError::RateLimited { retry_after } => ApiError::RateLimited(retry_after),
+            other => {
+                tracing::warn!(error = %other, "profile update could not be written to Clerk");
+                ApiError::Unavailable(
+                    "cannot reach Clerk to save the profile; nothing was changed".into(),
+                )
+            }
+        })?;
+    let outcome = apply_clerk_user(&state, data)
+        .await
+        .map_err(FetchError::into_api_error)?;
+    tracing::info!(source = "profile_update", user_id = %session.user_id, outcome = outcome.as_str(), "profile written through to Clerk");
+    match state
+        .store
+        .user(&session.user_id)
+        .await
+        .map_err(store_unavailable)?
+    {
+        (Some(row), false) if row.deleted_at.is_none() => Ok(Json(user_json(&row))),
+        _ => Err(ApiError::NotFound("this user has been deleted".into())),
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn parse_profile_update(body: &[u8]) -> Result<UserUpdate, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid("body", format!("the body is not JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(invalid(
+            "body",
+            "the body must be a JSON object like {\"firstName\": \"Ada\"}",
+        ));
+    };
+    let mut update = UserUpdate::default();
+    for (field, value) in fields {
+        let target = match field.as_str() {
+            "firstName" => &mut update.first_name,
+            "lastName" => &mut update.last_name,
+            _ => {
+                return Err(invalid(
+                    &field,
+                    format!("{field} cannot be changed here; only firstName and lastName can"),
+                ));
+            }
+        };
+        let Value::String(text) = value else {
+            return Err(invalid(&field, format!("{field} must be a string")));
+        };
+        let text = text.trim();
+        if text.chars().count() > MAX_NAME_CHARS {
+            return Err(invalid(
+                &field,
+                format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(invalid(
+                &field,
+                format!("{field} contains control characters"),
+            ));
+        }
+        *target = Some(text.to_owned());
+    }
+    if update.first_name.is_none() && update.last_name.is_none() {
+        return Err(invalid(
+            "body",
+            "nothing to update: send firstName and/or lastName",
+        ));
+    }
+    Ok(update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_updates_are_validated_field_by_field() {
+        let ok =
+            parse_profile_update(br#"{"firstName": "  Ada ", "lastName": "Lovelace"}"#).unwrap();
+        assert_eq!(ok.first_name.as_deref(), Some("Ada"));
+        for (body, field) in [
+            (&br#"{"firstName": 5}"#[..], "firstName"),
+            (br#"{"email": "x@example.com"}"#, "email"),
+            (br#"{}"#, "body"),
+            (br#"[1]"#, "body"),
+            (br#"not json"#, "body"),
+            (br#"{"lastName": "a\u0000b"}"#, "lastName"),
+        ] {
+            match parse_profile_update(body) {
+                Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        let long = format!(r#"{{"firstName": "{}"}}"#, "é".repeat(MAX_NAME_CHARS + 1));
+        assert!(parse_profile_update(long.as_bytes()).is_err());
+    }
+}
