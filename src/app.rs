@@ -110,6 +110,7 @@ fn users(settings: &ClerkSettings) -> Result<Users, StartError> {
         authorized_parties: settings.authorized_parties.clone(),
         issuer: settings.issuer.clone(),
         allow_pending: settings.allow_pending_sessions,
+        jwks_min_refetch: settings.jwks_min_refetch,
     };
     let source = match (&settings.jwt_key, &clerk) {
         (Some(pem), _) => Some(KeySource::Pem(pem.clone())),

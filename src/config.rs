@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clerk::api::{DEFAULT_API_URL, RetryPolicy, SecretKey};
-use crate::clerk::session::issuer_from_publishable_key;
+use crate::clerk::session::{JWKS_MIN_REFETCH, issuer_from_publishable_key};
 use crate::store::PoolSettings;
 use crate::sync::DeleteMode;
 use crate::webhook::SigningSecret;
@@ -303,6 +303,8 @@ pub struct ClerkSettings {
     /// `CLERK_SYNC_ALLOW_PENDING_SESSIONS`.
     pub allow_pending_sessions: bool,
     pub retry: RetryPolicy,
+    /// Fewest time between two fetches of Clerk's signing keys.
+    pub jwks_min_refetch: Duration,
 }
 
 impl Default for ClerkSettings {
@@ -315,6 +317,7 @@ impl Default for ClerkSettings {
             authorized_parties: Vec::new(),
             allow_pending_sessions: false,
             retry: RetryPolicy::default(),
+            jwks_min_refetch: JWKS_MIN_REFETCH,
         }
     }
 }
@@ -361,7 +364,7 @@ impl ClerkSettings {
             issuer,
             authorized_parties,
             allow_pending_sessions,
-            retry: RetryPolicy::default(),
+            ..ClerkSettings::default()
         })
     }
 }

@@ -24,7 +24,7 @@ pub const CLOCK_SKEW_SECONDS: u64 = 5;
 /// How long fetched keys are trusted before they are fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// Fewest seconds between two JWKS fetches, whatever the tokens say.
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Clerk's `cat` header value for session tokens; other categories (machine-to-machine, JWT
 /// templates) are signed with the same key but must not pass as sessions.
 const SESSION_TOKEN_CATEGORY: &str = "cl_B7d4PD111AAA";
@@ -125,7 +125,7 @@ pub fn issuer_from_publishable_key(key: &str) -> Result<String, String> {
 }
 
 /// How session tokens are checked, besides the key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionRules {
     /// Allowed `azp` origins; empty: not checked.
     pub authorized_parties: Vec<String>,
@@ -133,6 +133,19 @@ pub struct SessionRules {
     pub issuer: Option<String>,
     /// Accept sessions with `sts: pending`.
     pub allow_pending: bool,
+    /// Fewest time between two JWKS fetches ([`JWKS_MIN_REFETCH`]).
+    pub jwks_min_refetch: Duration,
+}
+
+impl Default for SessionRules {
+    fn default() -> Self {
+        SessionRules {
+            authorized_parties: Vec::new(),
+            issuer: None,
+            allow_pending: false,
+            jwks_min_refetch: JWKS_MIN_REFETCH,
+        }
+    }
 }
 
 /// Where the signing keys come from.
@@ -144,12 +157,13 @@ pub enum KeySource {
 }
 
 enum Keys {
-    Static(Box<DecodingKey>),
-    Remote(JwksCache),
+    Static(DecodingKey),
+    Remote(Box<JwksCache>),
 }
 
 struct JwksCache {
     api: ClerkApi,
+    min_refetch: Duration,
     keys: RwLock<CachedKeys>,
     /// When a fetch was last started; guards Clerk against floods of unknown kids.
     last_fetch: Mutex<Option<Instant>>,
@@ -216,13 +230,14 @@ impl SessionVerifier {
                          -----BEGIN PUBLIC KEY-----"
                     )
                 })?;
-                Keys::Static(Box::new(key))
+                Keys::Static(key)
             }
-            KeySource::Jwks(api) => Keys::Remote(JwksCache {
+            KeySource::Jwks(api) => Keys::Remote(Box::new(JwksCache {
                 api,
+                min_refetch: rules.jwks_min_refetch,
                 keys: RwLock::new(CachedKeys::default()),
                 last_fetch: Mutex::new(None),
-            }),
+            })),
         };
         Ok(SessionVerifier { keys, rules })
     }
@@ -270,12 +285,11 @@ impl SessionVerifier {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(SessionError::MissingSubject)?;
-        if let Some(issuer) = &self.rules.issuer {
-            if checked.iss.as_deref().map(|i| i.trim_end_matches('/'))
+        if let Some(issuer) = &self.rules.issuer
+            && checked.iss.as_deref().map(|i| i.trim_end_matches('/'))
                 != Some(issuer.trim_end_matches('/'))
-            {
-                return Err(SessionError::WrongIssuer(checked.iss));
-            }
+        {
+            return Err(SessionError::WrongIssuer(checked.iss));
         }
         // As Clerk's SDK: with a list configured, a token without `azp` is refused too.
         if !self.rules.authorized_parties.is_empty()
@@ -352,7 +366,7 @@ impl JwksCache {
             {
                 return Ok(key.clone());
             }
-            if last_fetch.is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH) {
+            if last_fetch.is_some_and(|t| t.elapsed() < self.min_refetch) {
                 // Fetched moments ago: an unknown kid now is not a rotation, and a stale key
                 // is better than none while Clerk is unreachable.
                 return match cached.by_kid.get(kid) {

@@ -3,8 +3,12 @@
 
 mod support;
 
+#[path = "../clerk_emulator/mod.rs"]
+mod clerk_emulator;
+
 mod cli;
 mod fixtures;
 mod history;
 mod signatures;
+mod users_api;
 mod webhook_rules;

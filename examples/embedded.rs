@@ -1,0 +1,55 @@
+//! An app of your own with clerk-sync inside: it mounts clerk-sync's webhook and user routes and
+//! uses `SyncedUser` in its own handler, so the handler only runs for a signed-in user whose row
+//! is guaranteed to exist (fetched from Clerk if the webhook has not arrived yet).
+//!
+//! ```sh
+//! DATABASE_URL=sqlite://example.db \
+//! CLERK_WEBHOOK_SIGNING_SECRET=whsec_... CLERK_SECRET_KEY=sk_test_... \
+//! cargo run --example embedded
+//! curl -H "Authorization: Bearer $SESSION_TOKEN" http://127.0.0.1:3000/hello
+//! ```
+
+use axum::Router;
+use axum::routing::get;
+use clerk_sync::app::build_state;
+use clerk_sync::config::{ClerkSettings, DatabaseTarget, ServeConfig, secrets_from_env};
+use clerk_sync::http::SyncedUser;
+use clerk_sync::store::Store;
+
+/// The app's own handler: the extractor has done the authentication and the sync.
+async fn hello(SyncedUser { user, .. }: SyncedUser) -> String {
+    let name = user.first_name.as_deref().unwrap_or("there");
+    format!("Hello, {name}! You are {} in our users table.\n", user.id)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    clerk_sync::logging::init();
+    let env = |name: &str| std::env::var(name).ok();
+    let (database, _) = DatabaseTarget::from_env_value(env("DATABASE_URL").as_deref())?;
+    let secrets = secrets_from_env(env("CLERK_WEBHOOK_SIGNING_SECRET").as_deref(), None)?
+        .ok_or_else(|| anyhow::anyhow!("set CLERK_WEBHOOK_SIGNING_SECRET (whsec_...)"))?;
+    let mut config = ServeConfig::new(database, secrets);
+    config.clerk = ClerkSettings::from_values(
+        env("CLERK_API_URL").as_deref(),
+        env("CLERK_SECRET_KEY").as_deref(),
+        env("CLERK_JWT_KEY").as_deref(),
+        env("CLERK_PUBLISHABLE_KEY").as_deref(),
+        env("CLERK_AUTHORIZED_PARTIES").as_deref(),
+        false,
+    )?;
+
+    let store = Store::connect(&config.database, &config.pool).await?;
+    store.migrate().await?;
+    let state = build_state(&config, store)?;
+
+    let app = Router::new()
+        .route("/hello", get(hello))
+        .with_state(state.clone())
+        .merge(clerk_sync::http::router(state, config.max_body_bytes));
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
