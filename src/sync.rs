@@ -159,6 +159,9 @@ pub enum Outcome {
     Created,
     /// A snapshot (not older than the row) was written over it.
     Updated,
+    /// The row already holds this very snapshot (same `updated_at`, same email and username):
+    /// nothing to write. Clerk bumps `updated_at` on every change, so same version, same data.
+    Unchanged,
     /// A snapshot older than the row: nothing changed.
     Stale,
     /// The user is deleted: the snapshot (or a repeated deletion) changed nothing.
@@ -176,9 +179,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Created,
         Outcome::Updated,
+        Outcome::Unchanged,
         Outcome::Stale,
         Outcome::Tombstoned,
         Outcome::Deleted,
@@ -192,6 +196,7 @@ impl Outcome {
         match self {
             Outcome::Created => "created",
             Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
             Outcome::Stale => "stale",
             Outcome::Tombstoned => "tombstoned",
             Outcome::Deleted => "deleted",
@@ -262,12 +267,19 @@ pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
         return Plan::nothing(Outcome::Tombstoned);
     }
     let existing = state.user(&snapshot.id);
-    if let Some(row) = existing
-        && row
+    if let Some(row) = existing {
+        if row
             .clerk_updated_at
             .is_some_and(|t| t > snapshot.updated_at)
-    {
-        return Plan::nothing(Outcome::Stale);
+        {
+            return Plan::nothing(Outcome::Stale);
+        }
+        if row.clerk_updated_at == Some(snapshot.updated_at)
+            && row.email == snapshot.email
+            && row.username == snapshot.username
+        {
+            return Plan::nothing(Outcome::Unchanged);
+        }
     }
 
     let mut row = snapshot.clone();
@@ -299,6 +311,118 @@ pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
             Outcome::Updated
         } else {
             Outcome::Created
+        },
+    }
+}
+
+/// The rows a batch of snapshots leaves behind, ready to be written in bulk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowWrites {
+    /// Existing rows whose email changes: cleared first, so no value is ever held twice
+    /// while the batch is written.
+    pub clear_email: Vec<String>,
+    /// Existing rows whose username changes.
+    pub clear_username: Vec<String>,
+    /// Rows to insert or overwrite, with their final email and username.
+    pub upserts: Vec<UserSnapshot>,
+}
+
+impl RowWrites {
+    pub fn is_empty(&self) -> bool {
+        self.clear_email.is_empty() && self.clear_username.is_empty() && self.upserts.is_empty()
+    }
+}
+
+/// What a batch of snapshots does: one outcome per snapshot, in order, and the writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub outcomes: Vec<Outcome>,
+    pub writes: RowWrites,
+}
+
+/// Plans snapshots one after the other, as if each were its own event, each seeing the rows the
+/// previous ones left: a page of a backfill follows exactly the rules a stream of webhooks
+/// does. `users` are the rows holding any of the snapshots' ids, emails or usernames.
+pub fn plan_snapshots(
+    snapshots: &[UserSnapshot],
+    users: Vec<StoredUser>,
+    tombstoned: &std::collections::HashSet<String>,
+) -> BatchPlan {
+    use std::collections::BTreeMap;
+    let initial: BTreeMap<String, StoredUser> =
+        users.into_iter().map(|u| (u.id.clone(), u)).collect();
+    let mut rows = initial.clone();
+    let mut upserts: BTreeMap<String, UserSnapshot> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(snapshots.len());
+    for snapshot in snapshots {
+        let view = SyncState {
+            users: rows
+                .values()
+                .filter(|u| {
+                    u.id == snapshot.id
+                        || (snapshot.email.is_some() && u.email == snapshot.email)
+                        || (snapshot.username.is_some() && u.username == snapshot.username)
+                })
+                .cloned()
+                .collect(),
+            tombstoned: tombstoned.contains(&snapshot.id),
+        };
+        let plan = plan_snapshot(snapshot, &view);
+        for change in plan.changes {
+            match change {
+                Change::ReleaseEmail { from_user, .. } => {
+                    if let Some(row) = rows.get_mut(&from_user) {
+                        row.email = None;
+                    }
+                    if let Some(pending) = upserts.get_mut(&from_user) {
+                        pending.email = None;
+                    }
+                }
+                Change::ReleaseUsername { from_user, .. } => {
+                    if let Some(row) = rows.get_mut(&from_user) {
+                        row.username = None;
+                    }
+                    if let Some(pending) = upserts.get_mut(&from_user) {
+                        pending.username = None;
+                    }
+                }
+                Change::Upsert(row) => {
+                    rows.insert(
+                        row.id.clone(),
+                        StoredUser {
+                            id: row.id.clone(),
+                            email: row.email.clone(),
+                            username: row.username.clone(),
+                            clerk_updated_at: Some(row.updated_at),
+                            deleted: false,
+                        },
+                    );
+                    upserts.insert(row.id.clone(), row);
+                }
+                Change::DeleteRow { .. }
+                | Change::SoftDeleteRow { .. }
+                | Change::Tombstone { .. } => {
+                    unreachable!("a snapshot never plans a deletion")
+                }
+            }
+        }
+        outcomes.push(plan.outcome);
+    }
+    let changed = |field: fn(&StoredUser) -> &Option<String>| -> Vec<String> {
+        initial
+            .values()
+            .filter(|before| {
+                field(before).is_some() && rows.get(&before.id).map(field) != Some(field(before))
+            })
+            .map(|before| before.id.clone())
+            .collect()
+    };
+    BatchPlan {
+        outcomes,
+        writes: RowWrites {
+            clear_email: changed(|u| &u.email),
+            clear_username: changed(|u| &u.username),
+            upserts: upserts.into_values().collect(),
         },
     }
 }
@@ -422,7 +546,7 @@ mod tests {
             Outcome::Stale
         );
         assert_eq!(
-            plan_snapshot(&snapshot("u1", 20, None), &state).outcome,
+            plan_snapshot(&snapshot("u1", 21, None), &state).outcome,
             Outcome::Updated
         );
     }
@@ -456,6 +580,45 @@ mod tests {
             panic!("expected an upsert, got {plan:?}")
         };
         assert_eq!(row.email, None);
+    }
+
+    #[test]
+    fn the_same_version_again_is_unchanged_unless_it_lost_a_value_meanwhile() {
+        let state = SyncState {
+            users: vec![stored("u1", 20, Some("x@example.com"))],
+            tombstoned: false,
+        };
+        let same = snapshot("u1", 20, Some("x@example.com"));
+        assert_eq!(plan_snapshot(&same, &state).outcome, Outcome::Unchanged);
+        let released = SyncState {
+            users: vec![stored("u1", 20, None)],
+            tombstoned: false,
+        };
+        assert_eq!(plan_snapshot(&same, &released).outcome, Outcome::Updated);
+    }
+
+    #[test]
+    fn a_batch_plans_each_snapshot_against_what_the_previous_ones_left() {
+        // b holds x; a (newer) takes it; then c (newer still) takes it from a, in one batch.
+        let users = vec![stored("b", 10, Some("x@example.com"))];
+        let batch = [
+            snapshot("a", 20, Some("x@example.com")),
+            snapshot("c", 30, Some("x@example.com")),
+            snapshot("a", 15, Some("x@example.com")),
+        ];
+        let plan = plan_snapshots(&batch, users, &Default::default());
+        assert_eq!(
+            plan.outcomes,
+            vec![Outcome::Created, Outcome::Created, Outcome::Stale]
+        );
+        assert_eq!(plan.writes.clear_email, vec!["b".to_string()]);
+        let emails: Vec<(&str, Option<&str>)> = plan
+            .writes
+            .upserts
+            .iter()
+            .map(|u| (u.id.as_str(), u.email.as_deref()))
+            .collect();
+        assert_eq!(emails, vec![("a", None), ("c", Some("x@example.com"))]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
-use crate::store::{DeliveryRecord, IncomingEvent};
+use crate::store::{DeliveryRecord, IncomingEvent, Source};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
 
@@ -48,7 +48,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let payload = String::from_utf8_lossy(&body);
     let incoming = IncomingEvent {
         event: &event,
-        delivery: Some(DeliveryRecord {
+        source: Source::Delivery(DeliveryRecord {
             svix_id: &delivery.svix_id,
             svix_timestamp: delivery.timestamp,
             payload: &payload,

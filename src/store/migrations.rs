@@ -14,17 +14,31 @@ struct Migration {
     sql: &'static str,
 }
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "users table, event inbox, tombstones, state",
-    sql: include_str!("migrations/postgres/0001_initial.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "users table, event inbox, tombstones, state",
+        sql: include_str!("migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "job leases, replay time of stored events",
+        sql: include_str!("migrations/postgres/0002_leases_and_replay.sql"),
+    },
+];
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "users table, event inbox, tombstones, state",
-    sql: include_str!("migrations/sqlite/0001_initial.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "users table, event inbox, tombstones, state",
+        sql: include_str!("migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "job leases, replay time of stored events",
+        sql: include_str!("migrations/sqlite/0002_leases_and_replay.sql"),
+    },
+];
 
 /// Arbitrary constant naming the migration lock among advisory locks.
 const MIGRATION_LOCK_KEY: i64 = 0x636c_6b73_796e_6301;

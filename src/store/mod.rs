@@ -1,23 +1,28 @@
 //! Persistence: the `users` table and clerk-sync's own bookkeeping, on PostgreSQL or SQLite.
 //!
 //! One event is one transaction: read what the event touches, let [`crate::sync`] decide, write
-//! the plan and the inbox row together, so an event's effect and its `svix-id` land atomically
-//! (exactly-once effect over at-least-once delivery). The flow lives here once; the two dialect
-//! modules only say how to reach their database and where their tables are.
+//! the decision and the inbox row together, so an event's effect and its `svix-id` land
+//! atomically (exactly-once effect over at-least-once delivery). The flows live in `flow` once;
+//! the SQL both backends share in `statements`; the dialect modules say how to reach their
+//! database and write what each writes its own way.
 
+mod flow;
 mod migrations;
 mod postgres;
 mod sqlite;
+mod statements;
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::clerk::{ClerkEvent, EventKind};
+use crate::clerk::{ClerkEvent, EventKind, parse_event};
 use crate::config::DatabaseTarget;
-use crate::sync::{self, Change, ClerkMillis, DeleteMode, Outcome, SyncState, UserSnapshot};
+use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 
 pub use migrations::MigrationReport;
+use statements::Statements;
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)
 /// is tried again before the delivery is answered with 503.
@@ -59,12 +64,21 @@ pub enum StoreError {
     Setup(String),
 }
 
-/// A Clerk event to apply: from a webhook delivery, or made from a user fetched from Clerk's
-/// API (no delivery, nothing recorded in the inbox). Both go through the same rules.
+/// A Clerk event to apply, and where it came from. Every source goes through the same rules.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent<'a> {
     pub event: &'a ClerkEvent,
-    pub delivery: Option<DeliveryRecord<'a>>,
+    pub source: Source<'a>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    /// A verified webhook delivery: deduplicated by `svix-id` and stored in the inbox.
+    Delivery(DeliveryRecord<'a>),
+    /// A stored event applied again: its inbox row gets the new outcome.
+    Replay { svix_id: &'a str },
+    /// Read from Clerk's API (fallback fetch, profile update, reconciliation): not stored.
+    Clerk,
 }
 
 /// What the inbox keeps of a verified webhook delivery.
@@ -76,28 +90,29 @@ pub struct DeliveryRecord<'a> {
     pub payload: &'a str,
 }
 
-impl IncomingEvent<'_> {
-    fn svix_id(&self) -> Option<&str> {
-        self.delivery.as_ref().map(|d| d.svix_id)
-    }
+/// An event as the inbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub svix_id: String,
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub payload: String,
+    pub svix_timestamp: i64,
+    pub received_at: NaiveDateTime,
+    pub replayed_at: Option<NaiveDateTime>,
+}
 
-    /// Advisory-lock keys: every event touching a user id, email or username takes these, so
-    /// events that could interfere run one after the other while unrelated ones run in parallel.
-    fn lock_keys(&self) -> Vec<String> {
-        let mut keys = match &self.event.kind {
-            EventKind::UserSnapshot(s) => {
-                let mut keys = vec![format!("user:{}", s.id)];
-                keys.extend(s.email.as_ref().map(|e| format!("email:{e}")));
-                keys.extend(s.username.as_ref().map(|u| format!("username:{u}")));
-                keys
-            }
-            EventKind::UserDeleted { user_id } => vec![format!("user:{user_id}")],
-            EventKind::Unhandled | EventKind::Unusable { .. } => Vec::new(),
-        };
-        // One global order, so two transactions never wait on each other crosswise.
-        keys.sort();
-        keys
-    }
+/// What applying one snapshot of a page did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub user_id: String,
+    pub outcome: Outcome,
+    /// The row's `clerkUpdatedAt` before (ms), if there was a row.
+    pub previous: Option<ClerkMillis>,
+    /// The snapshot's `updated_at` (ms).
+    pub clerk_updated_at: ClerkMillis,
 }
 
 /// A row of the `users` table.
@@ -129,122 +144,58 @@ pub(crate) struct InboxRecord<'a> {
     received_at: NaiveDateTime,
 }
 
-/// The statements one event needs, written once per dialect (see `event_tx_impl!`).
-pub(crate) trait EventTx {
-    /// Rows sharing the event's user id, email or username, whether the user is tombstoned,
-    /// and whether this `svix-id` was processed before, in one round trip.
-    async fn load_state(
-        &mut self,
-        svix_id: Option<&str>,
-        user_id: &str,
-        email: Option<&str>,
-        username: Option<&str>,
-    ) -> Result<(SyncState, bool), sqlx::Error>;
-
-    async fn apply_change(
-        &mut self,
-        change: &Change,
-        now: NaiveDateTime,
-    ) -> Result<(), sqlx::Error>;
-
-    /// A user's row and whether its id is tombstoned, in one round trip.
-    async fn user(&mut self, id: &str) -> Result<(Option<UserRecord>, bool), sqlx::Error>;
-
-    /// Returns false when the `svix-id` is already there.
-    async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
+/// Runs `$body` in a write transaction on either backend (`$conn` is the connection) and
+/// commits it; an error drops the transaction, which rolls it back. Evaluates to a
+/// `Result<_, sqlx::Error>` (`?` inside `$body` stops at the macro).
+macro_rules! in_transaction {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        async {
+            match $store {
+                Store::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    let result = {
+                        let $conn = &mut *tx;
+                        $body
+                    };
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(result)
+                }
+                Store::Sqlite(pool) => {
+                    let mut tx = pool.begin_with(sqlite::BEGIN_WRITE).await?;
+                    let result = {
+                        let $conn = &mut *tx;
+                        $body
+                    };
+                    tx.commit().await?;
+                    Ok(result)
+                }
+            }
+        }
+        .await
+    };
 }
 
-/// The whole effect of one event, inside the caller's transaction. `Duplicate` means the caller
-/// must roll back.
-async fn apply_event<T: EventTx>(
-    tx: &mut T,
-    event: &IncomingEvent<'_>,
-    mode: DeleteMode,
-) -> Result<Outcome, sqlx::Error> {
-    let now = now();
-    let mut error = None;
-    let outcome = match &event.event.kind {
-        EventKind::UserSnapshot(snapshot) => {
-            let (state, seen) = tx
-                .load_state(
-                    event.svix_id(),
-                    &snapshot.id,
-                    snapshot.email.as_deref(),
-                    snapshot.username.as_deref(),
-                )
-                .await?;
-            if seen {
-                return Ok(Outcome::Duplicate);
+/// Runs `$body` on a pooled connection, outside any explicit transaction (reads, and single
+/// statements that are atomic by themselves), mapping errors to [`StoreError::Unavailable`].
+macro_rules! on_connection {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        async {
+            match $store {
+                Store::Postgres(pool) => {
+                    let mut connection = pool.acquire().await?;
+                    let $conn = &mut *connection;
+                    Ok::<_, sqlx::Error>($body)
+                }
+                Store::Sqlite(pool) => {
+                    let mut connection = pool.acquire().await?;
+                    let $conn = &mut *connection;
+                    Ok($body)
+                }
             }
-            let plan = sync::plan_snapshot(snapshot, &state);
-            for change in &plan.changes {
-                tx.apply_change(change, now).await?;
-            }
-            plan.outcome
         }
-        EventKind::UserDeleted { user_id } => {
-            let (state, seen) = tx.load_state(event.svix_id(), user_id, None, None).await?;
-            if seen {
-                return Ok(Outcome::Duplicate);
-            }
-            let plan = sync::plan_deletion(user_id, &state, mode);
-            for change in &plan.changes {
-                tx.apply_change(change, now).await?;
-            }
-            plan.outcome
-        }
-        EventKind::Unhandled => Outcome::Ignored,
-        EventKind::Unusable { reason, .. } => {
-            error = Some(reason.as_str());
-            Outcome::Failed
-        }
+        .await
+        .map_err(StoreError::Unavailable)
     };
-    let Some(delivery) = &event.delivery else {
-        return Ok(outcome);
-    };
-    let inserted = tx
-        .insert_inbox(&InboxRecord {
-            svix_id: delivery.svix_id,
-            event_type: &event.event.event_type,
-            user_id: event.event.user_id(),
-            outcome,
-            error,
-            payload: delivery.payload,
-            svix_timestamp: delivery.svix_timestamp,
-            received_at: now,
-        })
-        .await?;
-    Ok(if inserted {
-        outcome
-    } else {
-        Outcome::Duplicate
-    })
-}
-
-/// Stores an event that could not be applied, with the reason, for a later replay.
-async fn record_failure<T: EventTx>(
-    tx: &mut T,
-    event: &ClerkEvent,
-    delivery: &DeliveryRecord<'_>,
-    error: &str,
-) -> Result<Outcome, sqlx::Error> {
-    let inserted = tx
-        .insert_inbox(&InboxRecord {
-            svix_id: delivery.svix_id,
-            event_type: &event.event_type,
-            user_id: event.user_id(),
-            outcome: Outcome::Failed,
-            error: Some(error),
-            payload: delivery.payload,
-            svix_timestamp: delivery.svix_timestamp,
-            received_at: now(),
-        })
-        .await?;
-    Ok(if inserted {
-        Outcome::Failed
-    } else {
-        Outcome::Duplicate
-    })
 }
 
 impl Store {
@@ -299,8 +250,46 @@ impl Store {
         result.map_err(StoreError::Unavailable)
     }
 
-    /// Applies a user snapshot fetched from Clerk (fallback fetch, profile update, backfill)
-    /// through the same rules as a webhook.
+    /// Applies one event exactly once. Races with concurrent events are retried here; an
+    /// event the database refuses for its content is stored as failed; anything else is
+    /// [`StoreError::Unavailable`], and the sender should try again later.
+    pub async fn record_event(
+        &self,
+        event: &IncomingEvent<'_>,
+        mode: DeleteMode,
+    ) -> Result<Outcome, StoreError> {
+        let result = retrying(|| async {
+            in_transaction!(self, |conn| flow::apply_event(conn, event, mode).await?)
+        })
+        .await;
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(error) if is_rejected_data(&error) => {
+                let reason = format!("the database refused the event's data: {error}");
+                if matches!(event.source, Source::Clerk) {
+                    return Err(StoreError::Rejected(reason));
+                }
+                tracing::warn!(error = %reason, "event stored as failed");
+                let now = now();
+                in_transaction!(self, |conn| {
+                    flow::finish(
+                        conn,
+                        event.event,
+                        &event.source,
+                        Outcome::Failed,
+                        Some(&reason),
+                        now,
+                    )
+                    .await?
+                })
+                .map_err(StoreError::Unavailable)
+            }
+            Err(error) => Err(StoreError::Unavailable(error)),
+        }
+    }
+
+    /// Applies a user snapshot read from Clerk (fallback fetch, profile update) through the
+    /// same rules as a webhook.
     pub async fn apply_snapshot(
         &self,
         snapshot: &UserSnapshot,
@@ -313,61 +302,155 @@ impl Store {
         self.record_event(
             &IncomingEvent {
                 event: &event,
-                delivery: None,
+                source: Source::Clerk,
             },
             mode,
         )
         .await
     }
 
-    /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
-    pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
-        let result = match self {
-            Store::Postgres(pool) => postgres::user(pool, id).await,
-            Store::Sqlite(pool) => sqlite::user(pool, id).await,
-        };
-        result.map_err(StoreError::Unavailable)
-    }
-
-    /// Applies one verified event exactly once. Races with concurrent events are retried here;
-    /// an event the database refuses for its content is stored as failed; anything else is
-    /// [`StoreError::Unavailable`], and the sender should try again later.
-    pub async fn record_event(
+    /// Deletes a user Clerk no longer has (reconciliation), by the rules of `user.deleted`.
+    pub async fn apply_deletion(
         &self,
-        event: &IncomingEvent<'_>,
+        user_id: &str,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        let mut attempt = 0;
-        loop {
-            let result = match self {
-                Store::Postgres(pool) => postgres::record_event(pool, event, mode).await,
-                Store::Sqlite(pool) => sqlite::record_event(pool, event, mode).await,
-            };
-            let error = match result {
-                Ok(outcome) => return Ok(outcome),
-                Err(error) => error,
-            };
-            if is_lost_race(&error) && attempt < CONFLICT_RETRIES {
+        let event = ClerkEvent {
+            event_type: "user.deleted".into(),
+            kind: EventKind::UserDeleted {
+                user_id: user_id.to_owned(),
+            },
+        };
+        self.record_event(
+            &IncomingEvent {
+                event: &event,
+                source: Source::Clerk,
+            },
+            mode,
+        )
+        .await
+    }
+
+    /// Applies a page of snapshots in one transaction (see `flow::apply_snapshots`).
+    pub async fn apply_snapshots(
+        &self,
+        snapshots: &[UserSnapshot],
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, StoreError> {
+        retrying(|| async {
+            in_transaction!(self, |conn| {
+                flow::apply_snapshots(conn, snapshots, checkpoint, dry_run).await?
+            })
+        })
+        .await
+        .map_err(|e| {
+            if is_rejected_data(&e) {
+                StoreError::Rejected(format!("the database refused a user's data: {e}"))
+            } else {
+                StoreError::Unavailable(e)
+            }
+        })
+    }
+
+    /// Re-applies a stored event by the same rules as its first delivery; `None` when there
+    /// is no such event.
+    pub async fn replay(
+        &self,
+        svix_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let Some(stored) = self.stored_event(svix_id).await? else {
+            return Ok(None);
+        };
+        let event = match parse_event(stored.payload.as_bytes()) {
+            Ok(event) => event,
+            Err(e) => ClerkEvent {
+                event_type: stored.event_type.clone(),
+                kind: EventKind::Unusable {
+                    user_id: stored.user_id.clone(),
+                    reason: e.to_string(),
+                },
+            },
+        };
+        self.record_event(
+            &IncomingEvent {
+                event: &event,
+                source: Source::Replay { svix_id },
+            },
+            mode,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
+    pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
+        on_connection!(self, |conn| conn.user(id).await?)
+    }
+
+    pub async fn stored_event(&self, svix_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        on_connection!(self, |conn| conn.stored_event(svix_id).await?)
+    }
+
+    /// The newest events first.
+    pub async fn stored_events(
+        &self,
+        failed_only: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        on_connection!(self, |conn| conn.stored_events(failed_only, limit).await?)
+    }
+
+    pub async fn state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        on_connection!(self, |conn| conn.get_state(key).await?)
+    }
+
+    pub async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let now = now();
+        on_connection!(self, |conn| conn.set_state(key, value, now).await?)
+    }
+
+    /// Takes (or renews, for the same holder) the lease `name` for `ttl`; false while another
+    /// holder's lease runs.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now();
+        let expires_at =
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+        on_connection!(self, |conn| conn
+            .acquire_lease(name, holder, expires_at, now)
+            .await?)
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        on_connection!(self, |conn| conn.release_lease(name, holder).await?)
+    }
+
+    /// Ids of live rows first written before `before`.
+    pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
+        on_connection!(self, |conn| conn.live_user_ids(before).await?)
+    }
+}
+
+/// Runs a transaction again when it lost a race with a concurrent one.
+async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match transaction().await {
+            Err(error) if is_lost_race(&error) && attempt < CONFLICT_RETRIES => {
                 attempt += 1;
                 tokio::time::sleep(backoff(attempt)).await;
-                continue;
             }
-            if is_rejected_data(&error) {
-                let reason = format!("the database refused the event's data: {error}");
-                let Some(delivery) = &event.delivery else {
-                    return Err(StoreError::Rejected(reason));
-                };
-                let result = match self {
-                    Store::Postgres(pool) => {
-                        postgres::record_failure(pool, event.event, delivery, &reason).await
-                    }
-                    Store::Sqlite(pool) => {
-                        sqlite::record_failure(pool, event.event, delivery, &reason).await
-                    }
-                };
-                return result.map_err(StoreError::Unavailable);
-            }
-            return Err(StoreError::Unavailable(error));
+            result => return result,
         }
     }
 }
@@ -405,7 +488,7 @@ fn is_rejected_data(error: &sqlx::Error) -> bool {
 }
 
 /// The current time at the millisecond precision of `TIMESTAMP(3)`.
-fn now() -> NaiveDateTime {
+pub(crate) fn now() -> NaiveDateTime {
     millis_to_datetime(Utc::now().timestamp_millis())
 }
 
@@ -418,175 +501,3 @@ fn millis_to_datetime(millis: ClerkMillis) -> NaiveDateTime {
 fn datetime_to_millis(t: NaiveDateTime) -> ClerkMillis {
     t.and_utc().timestamp_millis()
 }
-
-/// Implements [`EventTx`] for a dialect's connection type. The SQL is the same on both backends
-/// (`$n` placeholders work on SQLite too); only where clerk-sync's own tables live differs:
-/// a `clerk_sync` schema on PostgreSQL, `clerk_sync_`-prefixed tables on SQLite.
-macro_rules! event_tx_impl {
-    ($conn:ty, $ns:literal) => {
-        impl $crate::store::EventTx for $conn {
-            async fn load_state(
-                &mut self,
-                svix_id: Option<&str>,
-                user_id: &str,
-                email: Option<&str>,
-                username: Option<&str>,
-            ) -> Result<($crate::sync::SyncState, bool), sqlx::Error> {
-                use sqlx::Row;
-                let rows = sqlx::query(concat!(
-                    r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                       FROM users WHERE id = $2 OR email = $3 OR username = $4
-                       UNION ALL
-                       SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"tombstones WHERE user_id = $2
-                       UNION ALL
-                       SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
-                ))
-                .bind(svix_id)
-                .bind(user_id)
-                .bind(email)
-                .bind(username)
-                .fetch_all(&mut *self)
-                .await?;
-                let mut state = $crate::sync::SyncState::default();
-                let mut seen = false;
-                for row in rows {
-                    match row.try_get::<&str, _>("kind")? {
-                        "t" => state.tombstoned = true,
-                        "i" => seen = true,
-                        _ => state.users.push($crate::sync::StoredUser {
-                            id: row.try_get("id")?,
-                            email: row.try_get("email")?,
-                            username: row.try_get("username")?,
-                            clerk_updated_at: row
-                                .try_get::<Option<chrono::NaiveDateTime>, _>("clerkUpdatedAt")?
-                                .map($crate::store::datetime_to_millis),
-                            deleted: row.try_get("deleted")?,
-                        }),
-                    }
-                }
-                Ok((state, seen))
-            }
-
-            async fn apply_change(
-                &mut self,
-                change: &$crate::sync::Change,
-                now: chrono::NaiveDateTime,
-            ) -> Result<(), sqlx::Error> {
-                use $crate::sync::Change;
-                let query = match change {
-                    Change::ReleaseEmail { from_user, email } => sqlx::query(
-                        r#"UPDATE users SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#,
-                    )
-                    .bind(from_user)
-                    .bind(email)
-                    .bind(now),
-                    Change::ReleaseUsername { from_user, username } => sqlx::query(
-                        r#"UPDATE users SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#,
-                    )
-                    .bind(from_user)
-                    .bind(username)
-                    .bind(now),
-                    // The WHERE clause repeats the newest-wins rule in SQL as a last line of
-                    // defence; the decision itself was made under the user's lock.
-                    Change::Upsert(user) => sqlx::query(
-                        r#"INSERT INTO users (id, email, "firstName", "lastName", name, "imageUrl", username,
-                                              "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-                           ON CONFLICT (id) DO UPDATE SET
-                             email = excluded.email, "firstName" = excluded."firstName",
-                             "lastName" = excluded."lastName", name = excluded.name,
-                             "imageUrl" = excluded."imageUrl", username = excluded.username,
-                             "clerkCreatedAt" = excluded."clerkCreatedAt",
-                             "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-                           WHERE users."clerkUpdatedAt" IS NULL OR users."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
-                    )
-                    .bind(&user.id)
-                    .bind(&user.email)
-                    .bind(&user.first_name)
-                    .bind(&user.last_name)
-                    .bind(&user.name)
-                    .bind(&user.image_url)
-                    .bind(&user.username)
-                    .bind(user.created_at.map($crate::store::millis_to_datetime))
-                    .bind($crate::store::millis_to_datetime(user.updated_at))
-                    .bind(now),
-                    Change::DeleteRow { user_id } => {
-                        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id)
-                    }
-                    Change::SoftDeleteRow { user_id } => sqlx::query(
-                        r#"UPDATE users SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
-                           WHERE id = $1"#,
-                    )
-                    .bind(user_id)
-                    .bind(now),
-                    Change::Tombstone { user_id } => sqlx::query(concat!(
-                        "INSERT INTO ", $ns, "tombstones (user_id, deleted_at) VALUES ($1, $2)
-                         ON CONFLICT (user_id) DO NOTHING"
-                    ))
-                    .bind(user_id)
-                    .bind(now),
-                };
-                query.execute(&mut *self).await.map(drop)
-            }
-
-            async fn user(
-                &mut self,
-                id: &str,
-            ) -> Result<(Option<$crate::store::UserRecord>, bool), sqlx::Error> {
-                use sqlx::Row;
-                let row = sqlx::query(concat!(
-                    r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
-                              u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
-                              EXISTS (SELECT 1 FROM "#, $ns, r#"tombstones t WHERE t.user_id = $1) AS tombstoned
-                       FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = $1"#
-                ))
-                .bind(id)
-                .fetch_one(&mut *self)
-                .await?;
-                let tombstoned: bool = row.try_get("tombstoned")?;
-                let Some(id) = row.try_get::<Option<String>, _>("id")? else {
-                    return Ok((None, tombstoned));
-                };
-                let record = $crate::store::UserRecord {
-                    id,
-                    email: row.try_get("email")?,
-                    first_name: row.try_get("firstName")?,
-                    last_name: row.try_get("lastName")?,
-                    name: row.try_get("name")?,
-                    image_url: row.try_get("imageUrl")?,
-                    username: row.try_get("username")?,
-                    clerk_created_at: row.try_get("clerkCreatedAt")?,
-                    clerk_updated_at: row.try_get("clerkUpdatedAt")?,
-                    created_at: row.try_get("createdAt")?,
-                    updated_at: row.try_get("updatedAt")?,
-                    deleted_at: row.try_get("deletedAt")?,
-                };
-                Ok((Some(record), tombstoned))
-            }
-
-            async fn insert_inbox(
-                &mut self,
-                record: &$crate::store::InboxRecord<'_>,
-            ) -> Result<bool, sqlx::Error> {
-                let result = sqlx::query(concat!(
-                    "INSERT INTO ", $ns, "inbox (svix_id, event_type, user_id, outcome, error, payload,
-                                             svix_timestamp, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (svix_id) DO NOTHING"
-                ))
-                .bind(record.svix_id)
-                .bind(record.event_type)
-                .bind(record.user_id)
-                .bind(record.outcome.as_str())
-                .bind(record.error)
-                .bind(record.payload)
-                .bind(record.svix_timestamp)
-                .bind(record.received_at)
-                .execute(&mut *self)
-                .await?;
-                Ok(result.rows_affected() == 1)
-            }
-        }
-    };
-}
-use event_tx_impl;

@@ -1,18 +1,12 @@
-//! PostgreSQL (Neon in production): connection options and the per-event transaction.
+//! PostgreSQL (Neon in production): connection options, advisory locks, and bulk writes.
 
 use std::str::FromStr;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{
-    DeliveryRecord, IncomingEvent, PoolSettings, StoreError, UserRecord, apply_event, event_tx_impl,
-};
-use crate::clerk::ClerkEvent;
-use crate::store::EventTx;
-use crate::sync::{DeleteMode, Outcome};
-
-event_tx_impl!(PgConnection, "clerk_sync.");
+use super::statements::statements_impl;
+use super::{PoolSettings, StoreError, millis_to_datetime};
 
 pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
@@ -26,50 +20,88 @@ pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, Stor
         .connect_lazy_with(options))
 }
 
-/// Transaction-scoped advisory locks: they work through a transaction-mode pooler (session
-/// locks do not) and are released by COMMIT or ROLLBACK, even if the client vanishes.
-async fn lock_keys(tx: &mut Transaction<'_, Postgres>, keys: &[String]) -> Result<(), sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(());
+statements_impl!(
+    PgConnection,
+    ns = "clerk_sync.",
+    in_list = ("= ANY(", ")"),
+    list = |values: &[String]| values.to_vec(),
+    {
+        /// Transaction-scoped advisory locks: they work through a transaction-mode pooler
+        /// (session locks do not) and are released by COMMIT or ROLLBACK, even if the client
+        /// vanishes.
+        async fn lock_keys(&mut self, keys: &[String]) -> Result<(), sqlx::Error> {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+            )
+            .bind(keys)
+            .execute(&mut *self)
+            .await
+            .map(drop)
+        }
+
+        /// Two statements whatever the batch size: clear the values that move, then one
+        /// `INSERT … SELECT FROM unnest(…)` upsert. The WHERE clause repeats the newest-wins
+        /// rule in SQL as a last line of defence; the decision was made under the locks.
+        async fn write_rows(
+            &mut self,
+            writes: &crate::sync::RowWrites,
+            now: chrono::NaiveDateTime,
+        ) -> Result<(), sqlx::Error> {
+            if !writes.clear_email.is_empty() || !writes.clear_username.is_empty() {
+                sqlx::query(
+                    r#"UPDATE users SET
+                         email = CASE WHEN id = ANY($1) THEN NULL ELSE email END,
+                         username = CASE WHEN id = ANY($2) THEN NULL ELSE username END,
+                         "updatedAt" = $3
+                       WHERE id = ANY($1) OR id = ANY($2)"#,
+                )
+                .bind(&writes.clear_email)
+                .bind(&writes.clear_username)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+            }
+            if writes.upserts.is_empty() {
+                return Ok(());
+            }
+            let rows = &writes.upserts;
+            let column =
+                |f: fn(&crate::sync::UserSnapshot) -> Option<String>| -> Vec<Option<String>> {
+                    rows.iter().map(f).collect()
+                };
+            sqlx::query(
+                r#"INSERT INTO users (id, email, "firstName", "lastName", name, "imageUrl", username,
+                                      "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+                   SELECT id, email, first_name, last_name, name, image_url, username,
+                          clerk_created_at, clerk_updated_at, $10, $10
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                               $7::text[], $8::timestamp[], $9::timestamp[])
+                        AS u(id, email, first_name, last_name, name, image_url, username,
+                             clerk_created_at, clerk_updated_at)
+                   ON CONFLICT (id) DO UPDATE SET
+                     email = excluded.email, "firstName" = excluded."firstName",
+                     "lastName" = excluded."lastName", name = excluded.name,
+                     "imageUrl" = excluded."imageUrl", username = excluded.username,
+                     "clerkCreatedAt" = excluded."clerkCreatedAt",
+                     "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
+                   WHERE users."clerkUpdatedAt" IS NULL OR users."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
+            )
+            .bind(rows.iter().map(|u| u.id.clone()).collect::<Vec<String>>())
+            .bind(column(|u| u.email.clone()))
+            .bind(column(|u| u.first_name.clone()))
+            .bind(column(|u| u.last_name.clone()))
+            .bind(column(|u| u.name.clone()))
+            .bind(column(|u| u.image_url.clone()))
+            .bind(column(|u| u.username.clone()))
+            .bind(rows.iter().map(|u| u.created_at.map(millis_to_datetime)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|u| millis_to_datetime(u.updated_at)).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *self)
+            .await
+            .map(drop)
+        }
     }
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k")
-        .bind(keys)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-}
-
-pub(super) async fn record_event(
-    pool: &PgPool,
-    event: &IncomingEvent<'_>,
-    mode: DeleteMode,
-) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    lock_keys(&mut tx, &event.lock_keys()).await?;
-    let outcome = apply_event(&mut *tx, event, mode).await?;
-    if outcome == Outcome::Duplicate {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
-    }
-    Ok(outcome)
-}
-
-pub(super) async fn record_failure(
-    pool: &PgPool,
-    event: &ClerkEvent,
-    delivery: &DeliveryRecord<'_>,
-    error: &str,
-) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let outcome = super::record_failure(&mut *tx, event, delivery, error).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-pub(super) async fn user(
-    pool: &PgPool,
-    id: &str,
-) -> Result<(Option<UserRecord>, bool), sqlx::Error> {
-    pool.acquire().await?.user(id).await
-}
+);

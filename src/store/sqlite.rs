@@ -1,4 +1,5 @@
-//! SQLite, the embedded default: connection options and the per-event transaction.
+//! SQLite, the embedded default: connection options and row-by-row writes (no network, so a
+//! statement per row inside one transaction costs little).
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,18 +9,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{
-    DeliveryRecord, IncomingEvent, PoolSettings, StoreError, UserRecord, apply_event, event_tx_impl,
-};
-use crate::clerk::ClerkEvent;
-use crate::store::EventTx;
-use crate::sync::{DeleteMode, Outcome};
-
-event_tx_impl!(SqliteConnection, "clerk_sync_");
+use super::statements::statements_impl;
+use super::{PoolSettings, StoreError, millis_to_datetime};
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 pub(super) async fn connect(
     path: &Path,
@@ -41,7 +36,7 @@ pub(super) async fn connect(
         // A 2xx promises the event is stored; FULL keeps that promise across a power cut.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
+    SqlitePoolOptions::new()
         .max_connections(settings.max_connections.min(4))
         .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
@@ -51,40 +46,66 @@ pub(super) async fn connect(
                 "cannot open the SQLite database {}: {e}",
                 path.display()
             ))
-        })?;
-    Ok(pool)
+        })
 }
 
-pub(super) async fn record_event(
-    pool: &SqlitePool,
-    event: &IncomingEvent<'_>,
-    mode: DeleteMode,
-) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
-    let outcome = apply_event(&mut *tx, event, mode).await?;
-    if outcome == Outcome::Duplicate {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
+statements_impl!(
+    SqliteConnection,
+    ns = "clerk_sync_",
+    in_list = ("IN (SELECT value FROM json_each(", "))"),
+    list = |values: &[String]| serde_json::to_string(values).expect("strings serialize"),
+    {
+        /// `BEGIN IMMEDIATE` already serializes every writer.
+        async fn lock_keys(&mut self, _keys: &[String]) -> Result<(), sqlx::Error> {
+            Ok(())
+        }
+
+        async fn write_rows(
+            &mut self,
+            writes: &crate::sync::RowWrites,
+            now: chrono::NaiveDateTime,
+        ) -> Result<(), sqlx::Error> {
+            for id in &writes.clear_email {
+                sqlx::query(r#"UPDATE users SET email = NULL, "updatedAt" = $2 WHERE id = $1"#)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
+            }
+            for id in &writes.clear_username {
+                sqlx::query(r#"UPDATE users SET username = NULL, "updatedAt" = $2 WHERE id = $1"#)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
+            }
+            for user in &writes.upserts {
+                sqlx::query(
+                    r#"INSERT INTO users (id, email, "firstName", "lastName", name, "imageUrl", username,
+                                          "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                       ON CONFLICT (id) DO UPDATE SET
+                         email = excluded.email, "firstName" = excluded."firstName",
+                         "lastName" = excluded."lastName", name = excluded.name,
+                         "imageUrl" = excluded."imageUrl", username = excluded.username,
+                         "clerkCreatedAt" = excluded."clerkCreatedAt",
+                         "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
+                       WHERE users."clerkUpdatedAt" IS NULL OR users."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
+                )
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(&user.first_name)
+                .bind(&user.last_name)
+                .bind(&user.name)
+                .bind(&user.image_url)
+                .bind(&user.username)
+                .bind(user.created_at.map(millis_to_datetime))
+                .bind(millis_to_datetime(user.updated_at))
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+            }
+            Ok(())
+        }
     }
-    Ok(outcome)
-}
-
-pub(super) async fn record_failure(
-    pool: &SqlitePool,
-    event: &ClerkEvent,
-    delivery: &DeliveryRecord<'_>,
-    error: &str,
-) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
-    let outcome = super::record_failure(&mut *tx, event, delivery, error).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-pub(super) async fn user(
-    pool: &SqlitePool,
-    id: &str,
-) -> Result<(Option<UserRecord>, bool), sqlx::Error> {
-    pool.acquire().await?.user(id).await
-}
+);

@@ -1,0 +1,155 @@
+//! What one transaction does, the same on both backends: lock what an event touches, read it,
+//! let [`crate::sync`] decide, write the decision and the inbox row together.
+
+use chrono::NaiveDateTime;
+
+use super::statements::{StateKeys, Statements};
+use super::{Applied, InboxRecord, IncomingEvent, Source, now};
+use crate::clerk::{ClerkEvent, EventKind};
+use crate::sync::{self, DeleteMode, Outcome, SyncState, UserSnapshot};
+
+fn keys_of(snapshots: &[&UserSnapshot]) -> StateKeys {
+    StateKeys {
+        user_ids: snapshots.iter().map(|s| s.id.clone()).collect(),
+        emails: snapshots.iter().filter_map(|s| s.email.clone()).collect(),
+        usernames: snapshots
+            .iter()
+            .filter_map(|s| s.username.clone())
+            .collect(),
+    }
+}
+
+/// The whole effect of one event. `Duplicate` means nothing was written.
+pub(super) async fn apply_event<T: Statements>(
+    tx: &mut T,
+    event: &IncomingEvent<'_>,
+    mode: DeleteMode,
+) -> Result<Outcome, sqlx::Error> {
+    let now = now();
+    let dedupe_id = match &event.source {
+        Source::Delivery(delivery) => Some(delivery.svix_id),
+        Source::Replay { .. } | Source::Clerk => None,
+    };
+    let mut error = None;
+    let outcome = match &event.event.kind {
+        EventKind::UserSnapshot(snapshot) => {
+            let keys = keys_of(&[snapshot]);
+            tx.lock_keys(&keys.lock_keys()).await?;
+            let state = tx.load_state(dedupe_id, &keys).await?;
+            if state.seen {
+                return Ok(Outcome::Duplicate);
+            }
+            let plan = sync::plan_snapshots(
+                std::slice::from_ref(snapshot),
+                state.users,
+                &state.tombstoned,
+            );
+            tx.write_rows(&plan.writes, now).await?;
+            plan.outcomes[0]
+        }
+        EventKind::UserDeleted { user_id } => {
+            let keys = StateKeys {
+                user_ids: vec![user_id.clone()],
+                ..StateKeys::default()
+            };
+            tx.lock_keys(&keys.lock_keys()).await?;
+            let state = tx.load_state(dedupe_id, &keys).await?;
+            if state.seen {
+                return Ok(Outcome::Duplicate);
+            }
+            let view = SyncState {
+                tombstoned: state.tombstoned.contains(user_id),
+                users: state.users,
+            };
+            let plan = sync::plan_deletion(user_id, &view, mode);
+            for change in &plan.changes {
+                tx.apply_deletion(change, now).await?;
+            }
+            plan.outcome
+        }
+        EventKind::Unhandled => Outcome::Ignored,
+        EventKind::Unusable { reason, .. } => {
+            error = Some(reason.as_str());
+            Outcome::Failed
+        }
+    };
+    finish(tx, event.event, &event.source, outcome, error, now).await
+}
+
+/// Records what happened to a delivered or replayed event.
+pub(super) async fn finish<T: Statements>(
+    tx: &mut T,
+    event: &ClerkEvent,
+    source: &Source<'_>,
+    outcome: Outcome,
+    error: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<Outcome, sqlx::Error> {
+    match source {
+        Source::Clerk => Ok(outcome),
+        Source::Replay { svix_id } => {
+            tx.update_inbox(svix_id, outcome, error, now).await?;
+            Ok(outcome)
+        }
+        Source::Delivery(delivery) => {
+            let inserted = tx
+                .insert_inbox(&InboxRecord {
+                    svix_id: delivery.svix_id,
+                    event_type: &event.event_type,
+                    user_id: event.user_id(),
+                    outcome,
+                    error,
+                    payload: delivery.payload,
+                    svix_timestamp: delivery.svix_timestamp,
+                    received_at: now,
+                })
+                .await?;
+            Ok(if inserted {
+                outcome
+            } else {
+                Outcome::Duplicate
+            })
+        }
+    }
+}
+
+/// A page of snapshots from Clerk (backfill, reconciliation): one transaction, one set of
+/// locks, one read, one bulk write, planned snapshot by snapshot by the webhook rules. With a
+/// checkpoint, its state key is written in the same transaction, so a resumed run starts
+/// exactly after the last page that landed. A dry run decides and writes nothing.
+pub(super) async fn apply_snapshots<T: Statements>(
+    tx: &mut T,
+    snapshots: &[UserSnapshot],
+    checkpoint: Option<(&str, &str)>,
+    dry_run: bool,
+) -> Result<Vec<Applied>, sqlx::Error> {
+    let now = now();
+    let refs: Vec<&UserSnapshot> = snapshots.iter().collect();
+    let keys = keys_of(&refs);
+    if !dry_run {
+        tx.lock_keys(&keys.lock_keys()).await?;
+    }
+    let state = tx.load_state(None, &keys).await?;
+    let previous: std::collections::HashMap<String, Option<i64>> = state
+        .users
+        .iter()
+        .map(|u| (u.id.clone(), u.clerk_updated_at))
+        .collect();
+    let plan = sync::plan_snapshots(snapshots, state.users, &state.tombstoned);
+    if !dry_run {
+        tx.write_rows(&plan.writes, now).await?;
+        if let Some((key, value)) = checkpoint {
+            tx.set_state(key, Some(value), now).await?;
+        }
+    }
+    Ok(snapshots
+        .iter()
+        .zip(plan.outcomes)
+        .map(|(snapshot, outcome)| Applied {
+            user_id: snapshot.id.clone(),
+            outcome,
+            previous: previous.get(&snapshot.id).copied().flatten(),
+            clerk_updated_at: snapshot.updated_at,
+        })
+        .collect())
+}

@@ -1,0 +1,407 @@
+//! The SQL both backends share, written once. `$n` placeholders work on SQLite too; what
+//! differs is where clerk-sync's own tables live (a `clerk_sync` schema on PostgreSQL,
+//! `clerk_sync_`-prefixed tables on SQLite), how a list is passed (an array on PostgreSQL, a
+//! JSON array on SQLite), and the statements each dialect writes its own way (given as items).
+
+use std::collections::HashSet;
+
+use chrono::NaiveDateTime;
+
+use super::{InboxRecord, StoredEvent, UserRecord};
+use crate::sync::{Change, Outcome, RowWrites, StoredUser};
+
+/// What an event (or a batch of snapshots) touches: user ids, emails, usernames.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct StateKeys {
+    pub user_ids: Vec<String>,
+    pub emails: Vec<String>,
+    pub usernames: Vec<String>,
+}
+
+impl StateKeys {
+    /// Advisory-lock keys: everything touching a user id, email or username takes these, so
+    /// events that could interfere run one after the other while unrelated ones run in
+    /// parallel. Sorted: one global order, so two transactions never wait on each other
+    /// crosswise.
+    pub fn lock_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .user_ids
+            .iter()
+            .map(|id| format!("user:{id}"))
+            .chain(self.emails.iter().map(|e| format!("email:{e}")))
+            .chain(self.usernames.iter().map(|u| format!("username:{u}")))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+/// Rows and facts an event's decision needs.
+#[derive(Debug, Default)]
+pub(crate) struct LoadedState {
+    pub users: Vec<StoredUser>,
+    pub tombstoned: HashSet<String>,
+    /// The delivery's `svix-id` is in the inbox already.
+    pub seen: bool,
+}
+
+/// The statements a transaction runs, per dialect.
+pub(crate) trait Statements {
+    /// Serializes transactions touching the same keys (no-op where the database serializes
+    /// all writers anyway).
+    async fn lock_keys(&mut self, keys: &[String]) -> Result<(), sqlx::Error>;
+
+    /// Rows holding any of the ids, emails or usernames, tombstoned ids, and whether the
+    /// `svix-id` was processed before, in one round trip.
+    async fn load_state(
+        &mut self,
+        svix_id: Option<&str>,
+        keys: &StateKeys,
+    ) -> Result<LoadedState, sqlx::Error>;
+
+    /// Clears changing emails and usernames, then inserts or overwrites the rows.
+    async fn write_rows(
+        &mut self,
+        writes: &RowWrites,
+        now: NaiveDateTime,
+    ) -> Result<(), sqlx::Error>;
+
+    /// A deletion's changes (remove or soft-delete the row, tombstone the id).
+    async fn apply_deletion(
+        &mut self,
+        change: &Change,
+        now: NaiveDateTime,
+    ) -> Result<(), sqlx::Error>;
+
+    /// A user's row and whether its id is tombstoned, in one round trip.
+    async fn user(&mut self, id: &str) -> Result<(Option<UserRecord>, bool), sqlx::Error>;
+
+    /// Returns false when the `svix-id` is already there.
+    async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
+
+    /// Records the result of replaying a stored event.
+    async fn update_inbox(
+        &mut self,
+        svix_id: &str,
+        outcome: Outcome,
+        error: Option<&str>,
+        now: NaiveDateTime,
+    ) -> Result<(), sqlx::Error>;
+
+    async fn stored_event(&mut self, svix_id: &str) -> Result<Option<StoredEvent>, sqlx::Error>;
+
+    async fn stored_events(
+        &mut self,
+        failed_only: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error>;
+
+    async fn get_state(&mut self, key: &str) -> Result<Option<String>, sqlx::Error>;
+
+    async fn set_state(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        now: NaiveDateTime,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Takes or renews a lease; false when another holder's lease has not expired.
+    async fn acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        expires_at: NaiveDateTime,
+        now: NaiveDateTime,
+    ) -> Result<bool, sqlx::Error>;
+
+    async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error>;
+
+    /// Ids of live rows first written before `before` (candidates for reconciliation's
+    /// deletion phase).
+    async fn live_user_ids(&mut self, before: NaiveDateTime) -> Result<Vec<String>, sqlx::Error>;
+}
+
+/// Implements [`Statements`] for a dialect's connection type.
+///
+/// * `$ns`: prefix of clerk-sync's own tables;
+/// * `$in_open`/`$in_close` wrap a list placeholder into "is in this list";
+/// * `$list`: turns `&[String]` into the value bound for such a placeholder;
+/// * then the dialect's own methods (`lock_keys`, `write_rows`).
+macro_rules! statements_impl {
+    ($conn:ty, ns = $ns:literal, in_list = ($in_open:literal, $in_close:literal), list = $list:expr, { $($own:item)* }) => {
+        impl $crate::store::statements::Statements for $conn {
+            $($own)*
+
+            async fn load_state(
+                &mut self,
+                svix_id: Option<&str>,
+                keys: &$crate::store::statements::StateKeys,
+            ) -> Result<$crate::store::statements::LoadedState, sqlx::Error> {
+                use sqlx::Row;
+                let list = $list;
+                let rows = sqlx::query(concat!(
+                    r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
+                       FROM users WHERE id "#, $in_open, "$2", $in_close,
+                    " OR email ", $in_open, "$3", $in_close,
+                    " OR username ", $in_open, "$4", $in_close, r#"
+                       UNION ALL
+                       SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
+                       UNION ALL
+                       SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
+                ))
+                .bind(svix_id)
+                .bind(list(&keys.user_ids))
+                .bind(list(&keys.emails))
+                .bind(list(&keys.usernames))
+                .fetch_all(&mut *self)
+                .await?;
+                let mut state = $crate::store::statements::LoadedState::default();
+                for row in rows {
+                    match row.try_get::<&str, _>("kind")? {
+                        "t" => {
+                            state.tombstoned.insert(row.try_get("id")?);
+                        }
+                        "i" => state.seen = true,
+                        _ => state.users.push($crate::sync::StoredUser {
+                            id: row.try_get("id")?,
+                            email: row.try_get("email")?,
+                            username: row.try_get("username")?,
+                            clerk_updated_at: row
+                                .try_get::<Option<chrono::NaiveDateTime>, _>("clerkUpdatedAt")?
+                                .map($crate::store::datetime_to_millis),
+                            deleted: row.try_get("deleted")?,
+                        }),
+                    }
+                }
+                Ok(state)
+            }
+
+            async fn apply_deletion(
+                &mut self,
+                change: &$crate::sync::Change,
+                now: chrono::NaiveDateTime,
+            ) -> Result<(), sqlx::Error> {
+                use $crate::sync::Change;
+                let query = match change {
+                    Change::DeleteRow { user_id } => {
+                        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id)
+                    }
+                    Change::SoftDeleteRow { user_id } => sqlx::query(
+                        r#"UPDATE users SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
+                           WHERE id = $1"#,
+                    )
+                    .bind(user_id)
+                    .bind(now),
+                    Change::Tombstone { user_id } => sqlx::query(concat!(
+                        "INSERT INTO ", $ns, "tombstones (user_id, deleted_at) VALUES ($1, $2)
+                         ON CONFLICT (user_id) DO NOTHING"
+                    ))
+                    .bind(user_id)
+                    .bind(now),
+                    Change::ReleaseEmail { .. } | Change::ReleaseUsername { .. } | Change::Upsert(_) => {
+                        unreachable!("snapshot changes are written by write_rows")
+                    }
+                };
+                query.execute(&mut *self).await.map(drop)
+            }
+
+            async fn user(
+                &mut self,
+                id: &str,
+            ) -> Result<(Option<$crate::store::UserRecord>, bool), sqlx::Error> {
+                use sqlx::Row;
+                let row = sqlx::query(concat!(
+                    r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
+                              u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
+                              EXISTS (SELECT 1 FROM "#, $ns, r#"tombstones t WHERE t.user_id = $1) AS tombstoned
+                       FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = $1"#
+                ))
+                .bind(id)
+                .fetch_one(&mut *self)
+                .await?;
+                let tombstoned: bool = row.try_get("tombstoned")?;
+                let Some(id) = row.try_get::<Option<String>, _>("id")? else {
+                    return Ok((None, tombstoned));
+                };
+                let record = $crate::store::UserRecord {
+                    id,
+                    email: row.try_get("email")?,
+                    first_name: row.try_get("firstName")?,
+                    last_name: row.try_get("lastName")?,
+                    name: row.try_get("name")?,
+                    image_url: row.try_get("imageUrl")?,
+                    username: row.try_get("username")?,
+                    clerk_created_at: row.try_get("clerkCreatedAt")?,
+                    clerk_updated_at: row.try_get("clerkUpdatedAt")?,
+                    created_at: row.try_get("createdAt")?,
+                    updated_at: row.try_get("updatedAt")?,
+                    deleted_at: row.try_get("deletedAt")?,
+                };
+                Ok((Some(record), tombstoned))
+            }
+
+            async fn insert_inbox(
+                &mut self,
+                record: &$crate::store::InboxRecord<'_>,
+            ) -> Result<bool, sqlx::Error> {
+                let result = sqlx::query(concat!(
+                    "INSERT INTO ", $ns, "inbox (svix_id, event_type, user_id, outcome, error, payload,
+                                             svix_timestamp, received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (svix_id) DO NOTHING"
+                ))
+                .bind(record.svix_id)
+                .bind(record.event_type)
+                .bind(record.user_id)
+                .bind(record.outcome.as_str())
+                .bind(record.error)
+                .bind(record.payload)
+                .bind(record.svix_timestamp)
+                .bind(record.received_at)
+                .execute(&mut *self)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn update_inbox(
+                &mut self,
+                svix_id: &str,
+                outcome: $crate::sync::Outcome,
+                error: Option<&str>,
+                now: chrono::NaiveDateTime,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(concat!(
+                    "UPDATE ", $ns, "inbox SET outcome = $2, error = $3, replayed_at = $4 WHERE svix_id = $1"
+                ))
+                .bind(svix_id)
+                .bind(outcome.as_str())
+                .bind(error)
+                .bind(now)
+                .execute(&mut *self)
+                .await
+                .map(drop)
+            }
+
+            async fn stored_event(
+                &mut self,
+                svix_id: &str,
+            ) -> Result<Option<$crate::store::StoredEvent>, sqlx::Error> {
+                let row = sqlx::query(concat!(
+                    "SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp,
+                            received_at, replayed_at FROM ", $ns, "inbox WHERE svix_id = $1"
+                ))
+                .bind(svix_id)
+                .fetch_optional(&mut *self)
+                .await?;
+                row.map(|r| $crate::store::statements::stored_event(&r)).transpose()
+            }
+
+            async fn stored_events(
+                &mut self,
+                failed_only: bool,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::StoredEvent>, sqlx::Error> {
+                let rows = sqlx::query(concat!(
+                    "SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp,
+                            received_at, replayed_at FROM ", $ns, "inbox
+                     WHERE outcome = 'failed' OR NOT $1
+                     ORDER BY received_at DESC, svix_id LIMIT $2"
+                ))
+                .bind(failed_only)
+                .bind(limit)
+                .fetch_all(&mut *self)
+                .await?;
+                rows.iter().map($crate::store::statements::stored_event).collect()
+            }
+
+            async fn get_state(&mut self, key: &str) -> Result<Option<String>, sqlx::Error> {
+                sqlx::query_scalar(concat!("SELECT value FROM ", $ns, "state WHERE key = $1"))
+                    .bind(key)
+                    .fetch_optional(&mut *self)
+                    .await
+            }
+
+            async fn set_state(
+                &mut self,
+                key: &str,
+                value: Option<&str>,
+                now: chrono::NaiveDateTime,
+            ) -> Result<(), sqlx::Error> {
+                let query = match value {
+                    Some(value) => sqlx::query(concat!(
+                        "INSERT INTO ", $ns, "state (key, value, updated_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                    ))
+                    .bind(key)
+                    .bind(value)
+                    .bind(now),
+                    None => sqlx::query(concat!("DELETE FROM ", $ns, "state WHERE key = $1")).bind(key),
+                };
+                query.execute(&mut *self).await.map(drop)
+            }
+
+            async fn acquire_lease(
+                &mut self,
+                name: &str,
+                holder: &str,
+                expires_at: chrono::NaiveDateTime,
+                now: chrono::NaiveDateTime,
+            ) -> Result<bool, sqlx::Error> {
+                let result = sqlx::query(concat!(
+                    "INSERT INTO ", $ns, "leases AS l (name, holder, expires_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                     WHERE l.expires_at < $4 OR l.holder = $2"
+                ))
+                .bind(name)
+                .bind(holder)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
+                sqlx::query(concat!("DELETE FROM ", $ns, "leases WHERE name = $1 AND holder = $2"))
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&mut *self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn live_user_ids(
+                &mut self,
+                before: chrono::NaiveDateTime,
+            ) -> Result<Vec<String>, sqlx::Error> {
+                sqlx::query_scalar(r#"SELECT id FROM users WHERE "deletedAt" IS NULL AND "createdAt" < $1 ORDER BY id"#)
+                    .bind(before)
+                    .fetch_all(&mut *self)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use statements_impl;
+
+/// Reads an inbox row (same columns on both backends).
+pub(crate) fn stored_event<R: sqlx::Row>(row: &R) -> Result<StoredEvent, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> NaiveDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredEvent {
+        svix_id: row.try_get("svix_id")?,
+        event_type: row.try_get("event_type")?,
+        user_id: row.try_get("user_id")?,
+        outcome: row.try_get("outcome")?,
+        error: row.try_get("error")?,
+        payload: row.try_get("payload")?,
+        svix_timestamp: row.try_get("svix_timestamp")?,
+        received_at: row.try_get("received_at")?,
+        replayed_at: row.try_get("replayed_at")?,
+    })
+}
