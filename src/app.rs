@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -11,6 +12,8 @@ use crate::clerk::api::ClerkApi;
 use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
 use crate::config::{ClerkSettings, ServeConfig};
 use crate::http::{AppState, Users, router};
+use crate::jobs::reconcile::{self, ReconcileOptions};
+use crate::jobs::{MAX_PAGE_SIZE, Pacer};
 use crate::store::{Store, StoreError};
 use crate::webhook::Verifier;
 
@@ -19,6 +22,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    /// Scheduled reconciliation, when configured.
+    reconciler: Option<(ClerkApi, Duration, ReconcileOptions)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +58,33 @@ impl App {
                     addr: config.listen,
                     source,
                 })?;
+        let reconciler = match (config.reconcile_every, &state.users.clerk) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(StartError::Config(
+                    "CLERK_SYNC_RECONCILE_EVERY needs CLERK_SECRET_KEY: reconciliation reads \
+                     every user from Clerk's Backend API"
+                        .into(),
+                ));
+            }
+            (Some(every), Some(api)) => Some((
+                api.clone(),
+                every,
+                ReconcileOptions {
+                    dry_run: false,
+                    allow_mass_delete: false,
+                    requests_per_10s: Pacer::default_budget(api),
+                    page_size: MAX_PAGE_SIZE,
+                    delete_mode: config.delete_mode,
+                    quiet: true,
+                },
+            )),
+        };
         Ok(App {
             listener,
             router: router(state, config.max_body_bytes),
             store,
+            reconciler,
         })
     }
 
@@ -76,13 +104,21 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
+        let scheduler = self.reconciler.map(|(api, every, options)| {
+            tracing::info!(every_s = every.as_secs(), "reconciliation scheduled");
+            tokio::spawn(reconcile::schedule(self.store.clone(), api, every, options))
+        });
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        if let Some(scheduler) = scheduler {
+            scheduler.abort();
+        }
+        served
     }
 }
 

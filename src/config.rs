@@ -369,6 +369,33 @@ impl ClerkSettings {
     }
 }
 
+/// Reads a duration like `90s`, `30m`, `6h`, `1d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 90s, 30m, 6h or 1d"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit; use s, m, h or d (e.g. 6h)"
+            ));
+        }
+    };
+    if number == 0 {
+        return Err(format!("{text:?} is zero; use e.g. 6h"));
+    }
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -381,6 +408,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub pool: PoolSettings,
     pub clerk: ClerkSettings,
+    /// Run reconciliation this often (`CLERK_SYNC_RECONCILE_EVERY`); off when `None`.
+    pub reconcile_every: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -399,6 +428,7 @@ impl ServeConfig {
                 acquire_timeout: Duration::from_secs(5),
             },
             clerk: ClerkSettings::default(),
+            reconcile_every: None,
         }
     }
 }
@@ -456,6 +486,18 @@ mod tests {
             "127.0.0.1:9"
         );
         assert!(listen_address(Some("nonsense"), None).is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("6 hours").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod app;
 pub mod clerk;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod store;
 pub mod sync;

@@ -6,10 +6,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use clerk_sync::app::{App, shutdown_signal};
+use clerk_sync::clerk::api::{ClerkApi, RetryPolicy, SecretKey};
 use clerk_sync::config::{
     ClerkSettings, ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig,
-    listen_address, secrets_from_env,
+    listen_address, parse_duration, secrets_from_env,
 };
+use clerk_sync::jobs::backfill::BackfillOptions;
+use clerk_sync::jobs::reconcile::ReconcileOptions;
+use clerk_sync::jobs::{JobError, Pacer, events};
 use clerk_sync::store::{PoolSettings, Store};
 use clerk_sync::sync::DeleteMode;
 use clerk_sync::trigger::{self, TriggerEvent, UserFields};
@@ -58,6 +62,30 @@ enum Command {
         The signing secret is CLERK_WEBHOOK_SIGNING_SECRET if set, else the development secret \
         that `clerk-sync serve` generated next to the database.")]
     Trigger(TriggerArgs),
+    /// Import every user from Clerk (resumable; never overwrites newer webhook data).
+    #[command(after_help = "Examples:\n  \
+        CLERK_SECRET_KEY=sk_live_... DATABASE_URL=postgres://... clerk-sync backfill\n  \
+        clerk-sync backfill --restart                    # ignore an interrupted run's checkpoint\n  \
+        clerk-sync backfill --max-requests-per-10s 100   # gentler on Clerk's rate limit\n\n\
+        A killed run continues from its last committed page when started again.\n\
+        Exit codes: 0 done, 1 error, 3 another process is running a backfill.")]
+    Backfill(BackfillArgs),
+    /// Compare the table with Clerk and fix drift (missing, outdated and deleted users).
+    #[command(after_help = "Examples:\n  \
+        clerk-sync reconcile --dry-run    # print what would change, change nothing\n  \
+        clerk-sync reconcile\n\n\
+        Deletions happen only after a complete walk of Clerk's users, each confirmed with Clerk;\n\
+        more than a tenth of the table is refused unless --allow-mass-delete.\n\
+        Exit codes: 0 done (a dry run that found drift included), 1 error, 3 another process\n\
+        is reconciling.")]
+    Reconcile(ReconcileArgs),
+    /// Look at stored events and replay them.
+    #[command(after_help = "Examples:\n  \
+        clerk-sync events list --failed\n  \
+        clerk-sync events show msg_2abc...\n  \
+        clerk-sync events replay msg_2abc...\n  \
+        clerk-sync events replay --failed     # after upgrading past a bug that made them fail")]
+    Events(EventsArgs),
 }
 
 #[derive(Args)]
@@ -123,23 +151,113 @@ struct ServeArgs {
     #[arg(long, env = "CLERK_SYNC_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
     #[command(flatten)]
-    clerk: ClerkArgs,
+    clerk: ClerkApiArgs,
+    #[command(flatten)]
+    sessions: SessionArgs,
+    /// Run reconciliation this often (e.g. 6h, 30m, 1d); off by default. Needs
+    /// CLERK_SECRET_KEY. With several processes on one database, one at a time runs it.
+    #[arg(long, env = "CLERK_SYNC_RECONCILE_EVERY", value_parser = parse_duration)]
+    reconcile_every: Option<std::time::Duration>,
 }
 
-/// Clerk's Backend API and session tokens (for /api/users/me).
 #[derive(Args)]
-struct ClerkArgs {
-    /// Clerk secret key (sk_test_... / sk_live_...): enables the fallback fetch of users whose
-    /// webhook has not arrived, profile updates, and session keys fetched from Clerk.
+struct JobArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    clerk: ClerkApiArgs,
+    /// Requests to Clerk per 10 seconds. Default: half of Clerk's limit for the key's
+    /// instance (500 for sk_live_, 50 for sk_test_), leaving the rest to the live service.
+    #[arg(long, env = "CLERK_SYNC_REQUESTS_PER_10S")]
+    max_requests_per_10s: Option<u32>,
+    /// Users per page (Clerk's largest is 500).
+    #[arg(long, default_value_t = clerk_sync::jobs::MAX_PAGE_SIZE, hide = true)]
+    page_size: u32,
+    /// No progress output (the summary is still printed).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Start from the first user even if an interrupted run left a checkpoint.
+    #[arg(long)]
+    restart: bool,
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Print what would change, as a table, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow deleting more than a tenth of the table (refused by default: it usually means
+    /// the secret key belongs to another Clerk instance).
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// What deleting a user does (as for serve).
+    #[arg(long, env = "CLERK_SYNC_DELETE_MODE", default_value = "hard", value_parser = parse_delete_mode)]
+    delete_mode: DeleteMode,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List stored events, newest first.
+    List {
+        /// Only events that failed.
+        #[arg(long)]
+        failed: bool,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one event with its payload.
+    Show { svix_id: String },
+    /// Apply stored events again, by the same rules as their first delivery.
+    Replay {
+        /// The event to replay.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        svix_id: Option<String>,
+        /// Replay every failed event, oldest first.
+        #[arg(long)]
+        failed: bool,
+        /// What a replayed user.deleted does (as for serve).
+        #[arg(long, env = "CLERK_SYNC_DELETE_MODE", default_value = "hard", value_parser = parse_delete_mode)]
+        delete_mode: DeleteMode,
+    },
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    #[command(subcommand)]
+    command: EventsCommand,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// Clerk's Backend API.
+#[derive(Args)]
+struct ClerkApiArgs {
+    /// Clerk secret key (sk_test_... / sk_live_...), from Clerk's dashboard (API keys).
+    /// For serve: enables the fallback fetch of users whose webhook has not arrived, profile
+    /// updates, and session keys fetched from Clerk.
     #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
     clerk_secret_key: Option<String>,
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = clerk_sync::clerk::api::DEFAULT_API_URL)]
+    clerk_api_url: String,
+}
+
+/// Session tokens (for /api/users/me).
+#[derive(Args)]
+struct SessionArgs {
     /// PEM public key ("JWKS Public Key" in Clerk's dashboard) to verify sessions without
     /// calling Clerk.
     #[arg(long, env = "CLERK_JWT_KEY", hide_env_values = true)]
     clerk_jwt_key: Option<String>,
-    /// Clerk's Backend API.
-    #[arg(long, env = "CLERK_API_URL", default_value = clerk_sync::clerk::api::DEFAULT_API_URL)]
-    clerk_api_url: String,
     /// Publishable key (pk_test_... / pk_live_...): tokens must be issued by its Frontend API.
     /// NEXT_PUBLIC_CLERK_PUBLISHABLE_KEY is read too.
     #[arg(long, env = "CLERK_PUBLISHABLE_KEY")]
@@ -200,12 +318,16 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Trigger(args) => trigger(args).await,
+        Command::Backfill(args) => backfill(args).await,
+        Command::Reconcile(args) => reconcile(args).await,
+        Command::Events(args) => events(args).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let code = e.downcast_ref::<JobError>().map_or(1, JobError::exit_code);
+            ExitCode::from(code)
         }
     }
 }
@@ -267,14 +389,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         clerk: ClerkSettings::from_values(
             Some(&args.clerk.clerk_api_url),
             args.clerk.clerk_secret_key.as_deref(),
-            args.clerk.clerk_jwt_key.as_deref(),
-            args.clerk
+            args.sessions.clerk_jwt_key.as_deref(),
+            args.sessions
                 .clerk_publishable_key
                 .as_deref()
-                .or(args.clerk.next_public_clerk_publishable_key.as_deref()),
-            args.clerk.clerk_authorized_parties.as_deref(),
-            args.clerk.allow_pending_sessions,
+                .or(args.sessions.next_public_clerk_publishable_key.as_deref()),
+            args.sessions.clerk_authorized_parties.as_deref(),
+            args.sessions.allow_pending_sessions,
         )?,
+        reconcile_every: args.reconcile_every,
         ..ServeConfig::new(database, secrets)
     };
     tracing::info!(database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));
@@ -350,6 +473,136 @@ async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A migrated store and a Clerk client for a job, or an error saying what to set.
+async fn job_setup(args: &JobArgs) -> anyhow::Result<(Store, ClerkApi, u32)> {
+    let Some(key) = args
+        .clerk
+        .clerk_secret_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return Err(ConfigError(
+            "CLERK_SECRET_KEY is not set: this command reads users from Clerk's Backend API. \
+             Copy the secret key from Clerk's dashboard (Configure, API keys), e.g. \
+             CLERK_SECRET_KEY=sk_live_..."
+                .into(),
+        )
+        .into());
+    };
+    let key = SecretKey::parse(key).map_err(ConfigError)?;
+    let api = ClerkApi::new(&args.clerk.clerk_api_url, key, RetryPolicy::default())
+        .map_err(ConfigError)?;
+    let (database, _) = database(&args.database)?;
+    let store = Store::connect(&database, &PoolSettings::default()).await?;
+    store.check_connection(&database).await?;
+    store.migrate().await?;
+    let budget = args
+        .max_requests_per_10s
+        .unwrap_or_else(|| Pacer::default_budget(&api))
+        .max(1);
+    Ok((store, api, budget))
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let (store, api, budget) = job_setup(&args.job).await?;
+    let report = clerk_sync::jobs::backfill::run(
+        &store,
+        &api,
+        &BackfillOptions {
+            page_size: args.job.page_size,
+            requests_per_10s: budget,
+            restart: args.restart,
+            quiet: args.job.quiet,
+        },
+    )
+    .await?;
+    if let Some(cursor) = &report.resumed_after {
+        println!("resumed after {cursor}");
+    }
+    println!("backfill done: {}", report.summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let (store, api, budget) = job_setup(&args.job).await?;
+    let report = clerk_sync::jobs::reconcile::run(
+        &store,
+        &api,
+        &ReconcileOptions {
+            dry_run: args.dry_run,
+            allow_mass_delete: args.allow_mass_delete,
+            requests_per_10s: budget,
+            page_size: args.job.page_size,
+            delete_mode: args.delete_mode,
+            quiet: args.job.quiet,
+        },
+    )
+    .await?;
+    print!("{}", report.table());
+    let verb = if report.dry_run {
+        "reconcile (dry run, nothing changed)"
+    } else {
+        "reconcile done"
+    };
+    println!("{verb}: {}", report.summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let (database, _) = database(&args.database)?;
+    let store = Store::connect(&database, &PoolSettings::default()).await?;
+    store.check_connection(&database).await?;
+    store.migrate().await?;
+    match args.command {
+        EventsCommand::List { failed, limit } => {
+            print!(
+                "{}",
+                events::table(&store.stored_events(failed, limit.max(1)).await?)
+            );
+        }
+        EventsCommand::Show { svix_id } => match store.stored_event(&svix_id).await? {
+            Some(event) => print!("{}", events::details(&event)),
+            None => {
+                return Err(ConfigError(format!(
+                    "no stored event has svix-id {svix_id}; `clerk-sync events list` shows them"
+                ))
+                .into());
+            }
+        },
+        EventsCommand::Replay {
+            svix_id: Some(svix_id),
+            delete_mode,
+            ..
+        } => {
+            let before = store.stored_event(&svix_id).await?;
+            match store.replay(&svix_id, delete_mode).await? {
+                Some(outcome) => println!(
+                    "{svix_id}: {} -> {outcome}",
+                    before.map_or_else(|| "?".into(), |e| e.outcome)
+                ),
+                None => {
+                    return Err(ConfigError(format!(
+                        "no stored event has svix-id {svix_id}; `clerk-sync events list` shows them"
+                    ))
+                    .into());
+                }
+            }
+        }
+        EventsCommand::Replay {
+            svix_id: None,
+            delete_mode,
+            ..
+        } => {
+            let (summary, results) = events::replay_failed(&store, delete_mode).await?;
+            for (svix_id, outcome) in &results {
+                println!("{svix_id}: failed -> {outcome}");
+            }
+            println!("replayed {} failed events: {summary}", results.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dev_secret_for_trigger(database: &DatabaseArgs) -> anyhow::Result<SigningSecret> {

@@ -165,6 +165,11 @@ impl ClerkApi {
         })
     }
 
+    /// Whether the key is a production one (`sk_live_`); Clerk's rate limits differ.
+    pub fn is_production(&self) -> bool {
+        self.secret_key.0.starts_with("sk_live_")
+    }
+
     fn url(&self, segments: &[&str]) -> String {
         let mut url = format!("{}/v1", self.base);
         for segment in segments {

@@ -431,6 +431,11 @@ impl Store {
         on_connection!(self, |conn| conn.release_lease(name, holder).await?)
     }
 
+    /// Who holds the lease `name` (expired or not).
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError> {
+        on_connection!(self, |conn| conn.lease_holder(name).await?)
+    }
+
     /// Ids of live rows first written before `before`.
     pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
         on_connection!(self, |conn| conn.live_user_ids(before).await?)

@@ -117,6 +117,8 @@ pub(crate) trait Statements {
 
     async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error>;
 
+    async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error>;
+
     /// Ids of live rows first written before `before` (candidates for reconciliation's
     /// deletion phase).
     async fn live_user_ids(&mut self, before: NaiveDateTime) -> Result<Vec<String>, sqlx::Error>;
@@ -369,6 +371,13 @@ macro_rules! statements_impl {
                     .execute(&mut *self)
                     .await
                     .map(drop)
+            }
+
+            async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error> {
+                sqlx::query_scalar(concat!("SELECT holder FROM ", $ns, "leases WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&mut *self)
+                    .await
             }
 
             async fn live_user_ids(

@@ -23,7 +23,7 @@ const OUR_VARS: [&str; 8] = [
     "RUST_LOG",
 ];
 
-fn clerk_sync(dir: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn clerk_sync(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(dir);
     for var in OUR_VARS {
@@ -106,11 +106,11 @@ impl Drop for Server {
     }
 }
 
-fn run(mut command: Command) -> Output {
+pub(crate) fn run(mut command: Command) -> Output {
     command.output().expect("clerk-sync runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -9,6 +9,7 @@ mod clerk_emulator;
 mod cli;
 mod fixtures;
 mod history;
+mod jobs;
 mod signatures;
 mod users_api;
 mod webhook_rules;

@@ -275,6 +275,12 @@ impl ClerkEmulator {
         self.shared.lock().inject(n, Fault::Status(status));
     }
 
+    /// The next `n` requests under `/v1` are answered normally, and only then do faults
+    /// injected after this call apply: a way to make a job fail midway.
+    pub fn pass_next(&self, n: usize) {
+        self.shared.lock().inject(n, Fault::Pass);
+    }
+
     /// The next `n` requests under `/v1` get 429 with `Retry-After: retry_after_secs`.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
         self.shared
@@ -336,8 +342,12 @@ struct Instance {
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
+    /// Answer normally: queued before other faults to make them strike midway through a job.
+    Pass,
     Status(StatusCode),
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
 }
 
 impl Instance {
@@ -408,7 +418,7 @@ async fn handle(
     let response = match fault {
         Some(Fault::Status(status)) => error_for_status(status),
         Some(Fault::RateLimited { retry_after_secs }) => rate_limited(retry_after_secs),
-        None => shared.route(&method, path, query, &headers, &body),
+        Some(Fault::Pass) | None => shared.route(&method, path, query, &headers, &body),
     };
     shared.lock().requests[slot].status = response.status().as_u16();
     response

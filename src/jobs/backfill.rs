@@ -1,0 +1,130 @@
+//! `clerk-sync backfill`: imports every user Clerk has, oldest first, a page (500 users) per
+//! transaction, by the webhook rules, so it never overwrites a newer webhook and never brings
+//! back a deleted user. The cursor is stored with each page, so a killed run continues from
+//! its last committed page instead of starting over.
+
+use serde::{Deserialize, Serialize};
+
+use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use crate::clerk::api::ClerkApi;
+use crate::store::Store;
+use crate::sync::UserSnapshot;
+
+/// State key of the checkpoint.
+const CHECKPOINT: &str = "backfill";
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Users per request (at most 500, Clerk's largest page).
+    pub page_size: u32,
+    /// Requests to Clerk per 10 seconds.
+    pub requests_per_10s: u32,
+    /// Ignore a checkpoint left by an interrupted run and start from the first user.
+    pub restart: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Id of the last user of the last committed page.
+    cursor: String,
+    /// Users processed so far, across resumed runs.
+    processed: u64,
+}
+
+/// What a backfill did.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillReport {
+    pub summary: Summary,
+    /// The cursor the run resumed after, if it continued an interrupted one.
+    pub resumed_after: Option<String>,
+    pub pages: u64,
+}
+
+pub async fn run(
+    store: &Store,
+    api: &ClerkApi,
+    options: &BackfillOptions,
+) -> Result<BackfillReport, JobError> {
+    let lease = Lease::acquire(store, "backfill").await?;
+    let result = walk(store, api, options, &lease).await;
+    lease.release().await?;
+    result
+}
+
+async fn walk(
+    store: &Store,
+    api: &ClerkApi,
+    options: &BackfillOptions,
+    lease: &Lease<'_>,
+) -> Result<BackfillReport, JobError> {
+    let mut report = BackfillReport::default();
+    let checkpoint = match store.state(CHECKPOINT).await? {
+        Some(_) if options.restart => None,
+        Some(text) => serde_json::from_str::<Checkpoint>(&text).ok(),
+        None => None,
+    };
+    let mut cursor = checkpoint.as_ref().map(|c| c.cursor.clone());
+    let mut processed = checkpoint.as_ref().map_or(0, |c| c.processed);
+    if let Some(checkpoint) = &checkpoint {
+        tracing::info!(
+            "resuming the interrupted backfill after {} ({} users already processed)",
+            checkpoint.cursor,
+            checkpoint.processed
+        );
+        report.resumed_after = Some(checkpoint.cursor.clone());
+    }
+
+    let total = match api.count_users().await {
+        Ok(total) => Some(total),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count Clerk's users; progress shows no total");
+            None
+        }
+    };
+    let mut progress = Progress::new("backfill", total, options.quiet);
+    progress.advance(processed);
+    let mut pacer = Pacer::new(options.requests_per_10s);
+    let page_size = options.page_size.clamp(1, super::MAX_PAGE_SIZE);
+
+    loop {
+        lease.renew().await?;
+        let page = fetch_page(api, &mut pacer, page_size, cursor.as_deref()).await?;
+        let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
+            break;
+        };
+        let full_page = page.len() as u32 == page_size;
+        let mut snapshots = Vec::with_capacity(page.len());
+        for user in page {
+            match UserSnapshot::from_clerk(user) {
+                Ok(snapshot) => snapshots.push(snapshot),
+                Err(e) => {
+                    tracing::warn!(user_id = e.user_id.as_deref().unwrap_or("-"), error = %e.reason, "user from Clerk cannot be applied");
+                    report.summary.failed += 1;
+                }
+            }
+        }
+        processed += snapshots.len() as u64;
+        let checkpoint = serde_json::to_string(&Checkpoint {
+            cursor: last_id.clone(),
+            processed,
+        })
+        .expect("a checkpoint serializes");
+        let applied = store
+            .apply_snapshots(&snapshots, Some((CHECKPOINT, &checkpoint)), false)
+            .await?;
+        for applied in &applied {
+            report.summary.record(applied.outcome);
+        }
+        report.pages += 1;
+        progress.advance(applied.len() as u64);
+        cursor = Some(last_id);
+        if !full_page {
+            break;
+        }
+    }
+    progress.finish();
+    store.set_state(CHECKPOINT, None).await?;
+    Ok(report)
+}

@@ -1,0 +1,271 @@
+//! Jobs that read users from Clerk's API rather than from webhooks (backfill, reconciliation)
+//! and that re-apply stored events (replay). Other sources of snapshots, same rules: every
+//! snapshot goes through the store's one flow.
+
+pub mod backfill;
+pub mod events;
+pub mod reconcile;
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::clerk::UserData;
+use crate::clerk::api::{ClerkApi, ClerkApiError};
+use crate::store::{Store, StoreError};
+use crate::sync::Outcome;
+
+/// Clerk's largest page.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// How long a job's lease lasts without renewal; renewed on every page.
+const LEASE_TTL: Duration = Duration::from_secs(120);
+/// How many long rate-limit waits a job sits out before giving up.
+const MAX_RATE_LIMIT_WAITS: u32 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Clerk(#[from] ClerkApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "another clerk-sync process is running the {job} job (lease held by {holder}); try again when it has finished"
+    )]
+    LeaseHeld { job: &'static str, holder: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl JobError {
+    /// Exit code for scripts: 3 when another process holds the job's lease, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            JobError::LeaseHeld { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What a job did, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    /// Users skipped because they are deleted here (tombstoned), or events not for us.
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl Summary {
+    pub fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Created => self.created += 1,
+            Outcome::Updated => self.updated += 1,
+            Outcome::Unchanged | Outcome::Stale | Outcome::Duplicate => self.unchanged += 1,
+            Outcome::Deleted | Outcome::NotFound => self.deleted += 1,
+            Outcome::Tombstoned | Outcome::Ignored => self.skipped += 1,
+            Outcome::Failed => self.failed += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.created + self.updated + self.unchanged + self.deleted + self.skipped + self.failed
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "created {}, updated {}, unchanged {}, deleted {}, skipped {}, failed {}",
+            self.created, self.updated, self.unchanged, self.deleted, self.skipped, self.failed
+        )
+    }
+}
+
+/// Spaces requests to Clerk so a job stays within its share of the instance's rate limit
+/// (1000 requests / 10 s in production, 100 in development) and leaves the rest to the live
+/// fallback fetch.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    pub fn new(requests_per_10s: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(10) / requests_per_10s.max(1),
+            next: Instant::now(),
+        }
+    }
+
+    /// Half the instance's limit, judged by the key: `sk_live_` production, else development.
+    pub fn default_budget(api: &ClerkApi) -> u32 {
+        if api.is_production() { 500 } else { 50 }
+    }
+
+    pub async fn wait(&mut self) {
+        let now = Instant::now();
+        if self.next > now {
+            tokio::time::sleep(self.next - now).await;
+        }
+        self.next = self.next.max(now) + self.interval;
+    }
+}
+
+/// One page of users in creation order, after `cursor`, at the pacer's rate. The client
+/// already waits out short `429`s; long ones are waited out here, as often as it takes within
+/// reason, since a job has time.
+pub async fn fetch_page(
+    api: &ClerkApi,
+    pacer: &mut Pacer,
+    page_size: u32,
+    cursor: Option<&str>,
+) -> Result<Vec<UserData>, JobError> {
+    let mut waits = 0;
+    loop {
+        pacer.wait().await;
+        match api.list_users(page_size, cursor).await {
+            Err(ClerkApiError::RateLimited { retry_after }) if waits < MAX_RATE_LIMIT_WAITS => {
+                waits += 1;
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                tracing::info!(
+                    wait_s = wait.as_secs(),
+                    "Clerk's rate limit reached; waiting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            result => return result.map_err(JobError::from),
+        }
+    }
+}
+
+/// A job's hold on its lease; renewed while the job runs, released at the end.
+pub struct Lease<'a> {
+    store: &'a Store,
+    name: &'static str,
+    holder: String,
+}
+
+impl<'a> Lease<'a> {
+    /// Takes the lease `name`, or says who holds it.
+    pub async fn acquire(store: &'a Store, name: &'static str) -> Result<Lease<'a>, JobError> {
+        let holder = format!(
+            "{}/pid {}/{}",
+            hostname(),
+            std::process::id(),
+            crate::clerk::sample::random_id("run")
+        );
+        if store.acquire_lease(name, &holder, LEASE_TTL).await? {
+            Ok(Lease {
+                store,
+                name,
+                holder,
+            })
+        } else {
+            Err(JobError::LeaseHeld {
+                job: name,
+                holder: store
+                    .lease_holder(name)
+                    .await?
+                    .unwrap_or_else(|| "another process".into()),
+            })
+        }
+    }
+
+    /// Extends the lease; fails if another process took it meanwhile (this one stalled past
+    /// the lease's lifetime), so two runs never interleave.
+    pub async fn renew(&self) -> Result<(), JobError> {
+        if self
+            .store
+            .acquire_lease(self.name, &self.holder, LEASE_TTL)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(JobError::Refused(format!(
+                "lost the {} lease to another process; stopping",
+                self.name
+            )))
+        }
+    }
+
+    pub async fn release(self) -> Result<(), JobError> {
+        self.store.release_lease(self.name, &self.holder).await?;
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Progress of a long job: a bar with count, rate and ETA on a terminal, a log line per page
+/// otherwise (and when quiet, nothing).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    job: &'static str,
+    done: u64,
+    total: Option<u64>,
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new(job: &'static str, total: Option<u64>, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total.unwrap_or(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:40}] {pos}/{len} users, {per_sec}, ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(job);
+            bar
+        });
+        Progress {
+            bar,
+            quiet,
+            job,
+            done: 0,
+            total,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn advance(&mut self, users: u64) {
+        self.done += users;
+        if let Some(bar) = &self.bar {
+            if self.total.is_some_and(|t| self.done > t) {
+                bar.set_length(self.done);
+            }
+            bar.set_position(self.done);
+        } else if !self.quiet {
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            match self.total {
+                Some(total) => {
+                    tracing::info!("{}: {}/{} users ({rate:.0}/s)", self.job, self.done, total)
+                }
+                None => tracing::info!("{}: {} users ({rate:.0}/s)", self.job, self.done),
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `clerk-sync reconcile`: compares the table with Clerk and fixes drift that lost webhooks
+//! left: users missing here, rows older than Clerk's, and rows whose user Clerk no longer has.
+//!
+//! Deleting is the dangerous part, so it happens only after a complete walk of Clerk's users
+//! (an error mid-walk skips it), only for rows that existed before the walk began, each
+//! confirmed by asking Clerk for that user, and never for a large share of the table unless
+//! asked (a secret key for the wrong instance must not empty the table).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::DateTime;
+
+use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use crate::clerk::api::ClerkApi;
+use crate::store::Store;
+use crate::sync::{DeleteMode, Outcome, UserSnapshot};
+
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// Report what would change; change nothing.
+    pub dry_run: bool,
+    /// Allow deleting more than a tenth of the table.
+    pub allow_mass_delete: bool,
+    pub requests_per_10s: u32,
+    pub page_size: u32,
+    pub delete_mode: DeleteMode,
+    pub quiet: bool,
+}
+
+/// What reconciliation does to one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Skip,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Skip => "skip",
+        }
+    }
+}
+
+/// One difference between the table and Clerk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub action: Action,
+    pub user_id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    pub summary: Summary,
+    pub drift: Vec<Drift>,
+    pub dry_run: bool,
+}
+
+impl ReconcileReport {
+    /// The drift as a table a person can read.
+    pub fn table(&self) -> String {
+        if self.drift.is_empty() {
+            return "No drift: the table matches Clerk.\n".into();
+        }
+        let width = self
+            .drift
+            .iter()
+            .map(|d| d.user_id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut out = format!("{:<6}  {:<width$}  DETAIL\n", "ACTION", "USER");
+        for drift in &self.drift {
+            let _ = writeln!(
+                out,
+                "{:<6}  {:<width$}  {}",
+                drift.action.as_str(),
+                drift.user_id,
+                drift.detail
+            );
+        }
+        out
+    }
+}
+
+fn iso(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub async fn run(
+    store: &Store,
+    api: &ClerkApi,
+    options: &ReconcileOptions,
+) -> Result<ReconcileReport, JobError> {
+    let lease = Lease::acquire(store, "reconcile").await?;
+    let result = reconcile(store, api, options, &lease).await;
+    lease.release().await?;
+    result
+}
+
+async fn reconcile(
+    store: &Store,
+    api: &ClerkApi,
+    options: &ReconcileOptions,
+    lease: &Lease<'_>,
+) -> Result<ReconcileReport, JobError> {
+    let mut report = ReconcileReport {
+        dry_run: options.dry_run,
+        ..ReconcileReport::default()
+    };
+    let walk_started = chrono::Utc::now().naive_utc();
+    let total = api.count_users().await.ok();
+    let mut progress = Progress::new("reconcile", total, options.quiet);
+    let mut pacer = Pacer::new(options.requests_per_10s);
+    let page_size = options.page_size.clamp(1, super::MAX_PAGE_SIZE);
+    let mut in_clerk: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+
+    // Phase 1: every user Clerk has, applied (or, dry, planned) by the webhook rules.
+    loop {
+        lease.renew().await?;
+        let page = fetch_page(api, &mut pacer, page_size, cursor.as_deref()).await?;
+        let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
+            break;
+        };
+        let full_page = page.len() as u32 == page_size;
+        let mut snapshots = Vec::with_capacity(page.len());
+        for user in page {
+            if let Some(id) = &user.id {
+                in_clerk.insert(id.clone());
+            }
+            match UserSnapshot::from_clerk(user) {
+                Ok(snapshot) => snapshots.push(snapshot),
+                Err(e) => {
+                    report.summary.failed += 1;
+                    tracing::warn!(user_id = e.user_id.as_deref().unwrap_or("-"), error = %e.reason, "user from Clerk cannot be applied");
+                }
+            }
+        }
+        let applied = store
+            .apply_snapshots(&snapshots, None, options.dry_run)
+            .await?;
+        for applied in &applied {
+            report.summary.record(applied.outcome);
+            let (action, detail) = match applied.outcome {
+                Outcome::Created => (Action::Create, "missing from the table".to_string()),
+                Outcome::Updated => (
+                    Action::Update,
+                    format!(
+                        "table has {}, Clerk has {}",
+                        applied.previous.map_or("no version".into(), iso),
+                        iso(applied.clerk_updated_at)
+                    ),
+                ),
+                Outcome::Tombstoned => (
+                    Action::Skip,
+                    "deleted here, still listed by Clerk".to_string(),
+                ),
+                _ => continue,
+            };
+            report.drift.push(Drift {
+                action,
+                user_id: applied.user_id.clone(),
+                detail,
+            });
+        }
+        progress.advance(applied.len() as u64);
+        cursor = Some(last_id);
+        if !full_page {
+            break;
+        }
+    }
+    progress.finish();
+
+    // Phase 2: rows whose user Clerk no longer lists. Only rows written before the walk began
+    // count (a user created meanwhile may be missing from the pages already read).
+    let live_ids = store.live_user_ids(walk_started).await?;
+    let live = live_ids.len();
+    let candidates: Vec<String> = live_ids
+        .into_iter()
+        .filter(|id| !in_clerk.contains(id))
+        .collect();
+    if candidates.len() > 10 && candidates.len() * 10 > live && !options.allow_mass_delete {
+        return Err(JobError::Refused(format!(
+            "refusing to delete {} of {live} users that Clerk does not list: that is more than a \
+             tenth of the table, which usually means CLERK_SECRET_KEY belongs to another Clerk \
+             instance (development vs production). Check the key; if the deletions are really \
+             wanted, run again with --allow-mass-delete. Nothing was deleted.",
+            candidates.len()
+        )));
+    }
+    for user_id in candidates {
+        lease.renew().await?;
+        pacer.wait().await;
+        // Confirm with Clerk: the listing is a moving picture, a single lookup is not.
+        match api.get_user(&user_id).await? {
+            Some(data) => {
+                if let Ok(snapshot) = UserSnapshot::from_clerk(data) {
+                    let outcome = if options.dry_run {
+                        Outcome::Unchanged
+                    } else {
+                        store.apply_snapshot(&snapshot, options.delete_mode).await?
+                    };
+                    report.summary.record(outcome);
+                }
+            }
+            None => {
+                let outcome = if options.dry_run {
+                    Outcome::Deleted
+                } else {
+                    store.apply_deletion(&user_id, options.delete_mode).await?
+                };
+                report.summary.record(outcome);
+                report.drift.push(Drift {
+                    action: Action::Delete,
+                    user_id,
+                    detail: "no longer exists in Clerk".into(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Runs reconciliation every `every` inside `serve`. Several processes may run this; the lease
+/// lets one at a time work, the others skip that round.
+pub async fn schedule(store: Store, api: ClerkApi, every: Duration, options: ReconcileOptions) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match run(&store, &api, &options).await {
+            Ok(report) => {
+                tracing::info!(summary = %report.summary, "scheduled reconciliation finished")
+            }
+            Err(JobError::LeaseHeld { holder, .. }) => {
+                tracing::debug!(
+                    holder,
+                    "scheduled reconciliation skipped: another process runs it"
+                )
+            }
+            Err(e) => tracing::error!(error = %e, "scheduled reconciliation failed"),
+        }
+    }
+}
