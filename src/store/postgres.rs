@@ -56,7 +56,7 @@ statements_impl!(
                          email = CASE WHEN id = ANY($1) THEN NULL ELSE email END,
                          username = CASE WHEN id = ANY($2) THEN NULL ELSE username END,
                          "updatedAt" = $3
-                       WHERE id = ANY($1) OR id = ANY($2)"#,
+                       WHERE id = ANY($1 || $2)"#,
                 )
                 .bind(&writes.clear_email)
                 .bind(&writes.clear_username)

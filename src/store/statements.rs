@@ -142,11 +142,17 @@ macro_rules! statements_impl {
             ) -> Result<$crate::store::statements::LoadedState, sqlx::Error> {
                 use sqlx::Row;
                 let list = $list;
+                // One arm per column, so each uses its index (an OR across columns would make
+                // PostgreSQL scan the table); a row found twice is merged below.
                 let rows = sqlx::query(concat!(
                     r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                       FROM users WHERE id "#, $in_open, "$2", $in_close,
-                    " OR email ", $in_open, "$3", $in_close,
-                    " OR username ", $in_open, "$4", $in_close, r#"
+                       FROM users WHERE id "#, $in_open, "$2", $in_close, r#"
+                       UNION ALL
+                       SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                       FROM users WHERE email "#, $in_open, "$3", $in_close, r#"
+                       UNION ALL
+                       SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                       FROM users WHERE username "#, $in_open, "$4", $in_close, r#"
                        UNION ALL
                        SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
                        UNION ALL
@@ -159,14 +165,17 @@ macro_rules! statements_impl {
                 .fetch_all(&mut *self)
                 .await?;
                 let mut state = $crate::store::statements::LoadedState::default();
+                let mut found = std::collections::HashSet::new();
                 for row in rows {
+                    let id: String = row.try_get("id")?;
                     match row.try_get::<&str, _>("kind")? {
                         "t" => {
-                            state.tombstoned.insert(row.try_get("id")?);
+                            state.tombstoned.insert(id);
                         }
                         "i" => state.seen = true,
+                        _ if !found.insert(id.clone()) => {}
                         _ => state.users.push($crate::sync::StoredUser {
-                            id: row.try_get("id")?,
+                            id,
                             email: row.try_get("email")?,
                             username: row.try_get("username")?,
                             clerk_updated_at: row
