@@ -10,6 +10,7 @@ mod cli;
 mod fixtures;
 mod history;
 mod jobs;
+mod prisma_client;
 mod signatures;
 mod users_api;
 mod webhook_rules;
