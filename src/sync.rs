@@ -318,11 +318,13 @@ pub fn plan_snapshot(snapshot: &UserSnapshot, state: &SyncState) -> Plan {
 /// The rows a batch of snapshots leaves behind, ready to be written in bulk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowWrites {
-    /// Existing rows whose email changes: cleared first, so no value is ever held twice
-    /// while the batch is written.
-    pub clear_email: Vec<String>,
-    /// Existing rows whose username changes.
-    pub clear_username: Vec<String>,
+    /// Existing rows whose email changes, with the email they held when read: cleared first,
+    /// so no value is ever held twice while the batch is written; and cleared only if they
+    /// still hold it, because the row's own newer event may have moved it meanwhile (its user
+    /// is not locked by this transaction, only the value is).
+    pub clear_email: Vec<(String, String)>,
+    /// Existing rows whose username changes, with the username they held.
+    pub clear_username: Vec<(String, String)>,
     /// Rows to insert or overwrite, with their final email and username.
     pub upserts: Vec<UserSnapshot>,
 }
@@ -408,13 +410,11 @@ pub fn plan_snapshots(
         }
         outcomes.push(plan.outcome);
     }
-    let changed = |field: fn(&StoredUser) -> &Option<String>| -> Vec<String> {
+    let changed = |field: fn(&StoredUser) -> &Option<String>| -> Vec<(String, String)> {
         initial
             .values()
-            .filter(|before| {
-                field(before).is_some() && rows.get(&before.id).map(field) != Some(field(before))
-            })
-            .map(|before| before.id.clone())
+            .filter(|before| rows.get(&before.id).map(field) != Some(field(before)))
+            .filter_map(|before| Some((before.id.clone(), field(before).clone()?)))
             .collect()
     };
     BatchPlan {
@@ -611,7 +611,10 @@ mod tests {
             plan.outcomes,
             vec![Outcome::Created, Outcome::Created, Outcome::Stale]
         );
-        assert_eq!(plan.writes.clear_email, vec!["b".to_string()]);
+        assert_eq!(
+            plan.writes.clear_email,
+            vec![("b".to_string(), "x@example.com".to_string())]
+        );
         let emails: Vec<(&str, Option<&str>)> = plan
             .writes
             .upserts

@@ -50,19 +50,28 @@ statements_impl!(
             writes: &crate::sync::RowWrites,
             now: chrono::NaiveDateTime,
         ) -> Result<(), sqlx::Error> {
-            if !writes.clear_email.is_empty() || !writes.clear_username.is_empty() {
-                sqlx::query(
-                    r#"UPDATE users SET
-                         email = CASE WHEN id = ANY($1) THEN NULL ELSE email END,
-                         username = CASE WHEN id = ANY($2) THEN NULL ELSE username END,
-                         "updatedAt" = $3
-                       WHERE id = ANY($1 || $2)"#,
-                )
-                .bind(&writes.clear_email)
-                .bind(&writes.clear_username)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
+            for (column, cleared) in [
+                ("email", &writes.clear_email),
+                ("username", &writes.clear_username),
+            ] {
+                if cleared.is_empty() {
+                    continue;
+                }
+                let (ids, values): (Vec<&str>, Vec<&str>) = cleared
+                    .iter()
+                    .map(|(id, value)| (id.as_str(), value.as_str()))
+                    .unzip();
+                let sql = format!(
+                    r#"UPDATE users SET {column} = NULL, "updatedAt" = $3
+                       FROM unnest($1::text[], $2::text[]) AS c(id, value)
+                       WHERE users.id = c.id AND users.{column} = c.value"#
+                );
+                sqlx::query(&sql)
+                    .bind(ids)
+                    .bind(values)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
             }
             if writes.upserts.is_empty() {
                 return Ok(());

@@ -65,16 +65,18 @@ statements_impl!(
             writes: &crate::sync::RowWrites,
             now: chrono::NaiveDateTime,
         ) -> Result<(), sqlx::Error> {
-            for id in &writes.clear_email {
-                sqlx::query(r#"UPDATE users SET email = NULL, "updatedAt" = $2 WHERE id = $1"#)
+            for (id, email) in &writes.clear_email {
+                sqlx::query(r#"UPDATE users SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#)
                     .bind(id)
+                    .bind(email)
                     .bind(now)
                     .execute(&mut *self)
                     .await?;
             }
-            for id in &writes.clear_username {
-                sqlx::query(r#"UPDATE users SET username = NULL, "updatedAt" = $2 WHERE id = $1"#)
+            for (id, username) in &writes.clear_username {
+                sqlx::query(r#"UPDATE users SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#)
                     .bind(id)
+                    .bind(username)
                     .bind(now)
                     .execute(&mut *self)
                     .await?;

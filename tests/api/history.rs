@@ -159,13 +159,16 @@ async fn deliver_all(app: &TestApp, events: Vec<String>, duplicate_every: usize,
             for (name, value) in signed_headers(&secret, &svix_id, now, body.as_bytes()).unwrap() {
                 request = request.header(name, value);
             }
-            let status = request.send().await.unwrap().status().as_u16();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
             drop(permit);
-            status
+            (status, text)
         });
     }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 200, "every delivery is accepted");
+    while let Some(answer) = tasks.join_next().await {
+        let (status, text) = answer.unwrap();
+        assert_eq!(status, 200, "every delivery is accepted: {text}");
     }
 }
 
