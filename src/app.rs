@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::clerk::api::ClerkApi;
 use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
 use crate::config::{ClerkSettings, ServeConfig};
-use crate::http::{AppState, Users, router};
+use crate::http::{AppState, Users};
 use crate::jobs::reconcile::{self, ReconcileOptions};
 use crate::jobs::{MAX_PAGE_SIZE, Pacer};
 use crate::store::{Store, StoreError};
@@ -20,6 +20,8 @@ use crate::webhook::Verifier;
 /// A service bound to its address, ready to run.
 pub struct App {
     listener: TcpListener,
+    /// `/metrics` on its own address, when configured.
+    metrics: Option<(TcpListener, axum::Router)>,
     router: axum::Router,
     store: Store,
     /// Scheduled reconciliation, when configured.
@@ -50,7 +52,17 @@ impl App {
                 tracing::info!(version, description, "applied migration");
             }
         }
+        crate::metrics::install();
         let state = build_state(config, store.clone())?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                Some((listener, crate::http::metrics_router(state.clone())))
+            }
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -82,7 +94,8 @@ impl App {
         };
         Ok(App {
             listener,
-            router: router(state, config.max_body_bytes),
+            router: crate::http::routes(state, config.max_body_bytes, metrics.is_none()),
+            metrics,
             store,
             reconciler,
         })
@@ -108,6 +121,16 @@ impl App {
             tracing::info!(every_s = every.as_secs(), "reconciliation scheduled");
             tokio::spawn(reconcile::schedule(self.store.clone(), api, every, options))
         });
+        let metrics_server = self.metrics.map(|(listener, router)| {
+            tracing::info!(
+                "metrics on http://{}/metrics",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         let served = axum::serve(
             self.listener,
             self.router
@@ -117,6 +140,9 @@ impl App {
         .await;
         if let Some(scheduler) = scheduler {
             scheduler.abort();
+        }
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
         }
         served
     }
@@ -131,6 +157,8 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
         verifier: Arc::new(Verifier::new(&config.secrets)),
         delete_mode: config.delete_mode,
         users: Arc::new(users(&config.clerk)?),
+        metrics_token: config.metrics_token.as_deref().map(Arc::from),
+        admin_token: config.admin_token.as_deref().map(Arc::from),
     })
 }
 

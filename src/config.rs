@@ -410,6 +410,12 @@ pub struct ServeConfig {
     pub clerk: ClerkSettings,
     /// Run reconciliation this often (`CLERK_SYNC_RECONCILE_EVERY`); off when `None`.
     pub reconcile_every: Option<Duration>,
+    /// Serve `/metrics` on this address instead of the main one (`CLERK_SYNC_METRICS_LISTEN`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token `/metrics` requires (`CLERK_SYNC_METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
+    /// Opens the `/status` page (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
+    pub admin_token: Option<String>,
 }
 
 impl ServeConfig {
@@ -429,6 +435,9 @@ impl ServeConfig {
             },
             clerk: ClerkSettings::default(),
             reconcile_every: None,
+            metrics_listen: None,
+            metrics_token: None,
+            admin_token: None,
         }
     }
 }

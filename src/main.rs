@@ -158,6 +158,16 @@ struct ServeArgs {
     /// CLERK_SECRET_KEY. With several processes on one database, one at a time runs it.
     #[arg(long, env = "CLERK_SYNC_RECONCILE_EVERY", value_parser = parse_duration)]
     reconcile_every: Option<std::time::Duration>,
+    /// Serve /metrics on this address instead of the main one (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "CLERK_SYNC_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Require this bearer token for /metrics (open by default, as Prometheus expects).
+    #[arg(long, env = "CLERK_SYNC_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Token that opens the /status page (as a Bearer token, or as the password of HTTP Basic
+    /// authentication in a browser). The page is off without it.
+    #[arg(long, env = "CLERK_SYNC_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -398,6 +408,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.sessions.allow_pending_sessions,
         )?,
         reconcile_every: args.reconcile_every,
+        metrics_listen: args
+            .metrics_listen
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .map(|addr| {
+                listen_address(Some(addr), None).map_err(|_| {
+                    ConfigError(format!(
+                        "CLERK_SYNC_METRICS_LISTEN = {addr:?} is not an address to listen on; use \
+                         HOST:PORT, e.g. 127.0.0.1:9100"
+                    ))
+                })
+            })
+            .transpose()?,
+        metrics_token: args.metrics_token.filter(|t| !t.trim().is_empty()),
+        admin_token: args.admin_token.filter(|t| !t.trim().is_empty()),
         ..ServeConfig::new(database, secrets)
     };
     tracing::info!(database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));

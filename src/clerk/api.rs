@@ -182,7 +182,10 @@ impl ClerkApi {
     /// `GET /v1/users/{id}`; `None` when Clerk has no such user.
     pub async fn get_user(&self, user_id: &str) -> Result<Option<UserData>, ClerkApiError> {
         let url = self.url(&["users", user_id]);
-        match self.call(|| self.http.request(Method::GET, &url)).await {
+        match self
+            .call("get_user", || self.http.request(Method::GET, &url))
+            .await
+        {
             Ok(response) => decode(response).await.map(Some),
             Err(ClerkApiError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -197,7 +200,9 @@ impl ClerkApi {
     ) -> Result<UserData, ClerkApiError> {
         let url = self.url(&["users", user_id]);
         let response = self
-            .call(|| self.http.request(Method::PATCH, &url).json(update))
+            .call("update_user", || {
+                self.http.request(Method::PATCH, &url).json(update)
+            })
             .await?;
         decode(response).await
     }
@@ -211,7 +216,7 @@ impl ClerkApi {
         let url = self.url(&["users"]);
         let limit = limit.clamp(1, 500).to_string();
         let response = self
-            .call(|| {
+            .call("list_users", || {
                 let mut request = self
                     .http
                     .request(Method::GET, &url)
@@ -228,25 +233,37 @@ impl ClerkApi {
     /// `GET /v1/users/count`.
     pub async fn count_users(&self) -> Result<u64, ClerkApiError> {
         let url = self.url(&["users", "count"]);
-        let response = self.call(|| self.http.request(Method::GET, &url)).await?;
+        let response = self
+            .call("count_users", || self.http.request(Method::GET, &url))
+            .await?;
         decode::<TotalCount>(response).await.map(|c| c.total_count)
     }
 
     /// `GET /v1/jwks`: the keys Clerk signs session tokens with.
     pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, ClerkApiError> {
         let url = self.url(&["jwks"]);
-        let response = self.call(|| self.http.request(Method::GET, &url)).await?;
+        let response = self
+            .call("jwks", || self.http.request(Method::GET, &url))
+            .await?;
         decode(response).await
     }
 
     /// Sends a request, retrying what a retry can fix. Returns the successful response, or the
     /// error Clerk (or the network) gave last.
-    async fn call(&self, build: impl Fn() -> RequestBuilder) -> Result<Response, ClerkApiError> {
+    async fn call(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ClerkApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.retry.attempts;
             let result = build().bearer_auth(&self.secret_key.0).send().await;
+            crate::metrics::clerk_api_call(
+                endpoint,
+                result.as_ref().ok().map(|r| r.status().as_u16()),
+            );
             let response = match result {
                 Ok(response) => response,
                 Err(e) if last => {

@@ -2,7 +2,9 @@
 
 mod error;
 mod health;
+mod metrics;
 mod openapi;
+mod status;
 pub mod users;
 mod webhook;
 
@@ -32,16 +34,35 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub delete_mode: DeleteMode,
     pub users: Arc<Users>,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Arc<str>>,
+    /// Token that opens `/status` (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
+    pub admin_token: Option<Arc<str>>,
 }
 
-/// The service's routes: the webhook endpoint, the current-user API, the health checks and
-/// the OpenAPI document. An app embedding clerk-sync can merge this into its own router.
+/// The service's routes: the webhook endpoint, the current-user API, the health checks,
+/// `/metrics` and the OpenAPI document. An app embedding clerk-sync can merge this into its
+/// own router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(webhook::router())
+    routes(state, max_body_bytes, true)
+}
+
+/// `/metrics` alone, for a separate listen address.
+pub fn metrics_router(state: AppState) -> Router {
+    metrics::router().with_state(state)
+}
+
+pub(crate) fn routes(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Router {
+    let base = if with_metrics {
+        metrics::router()
+    } else {
+        Router::new()
+    };
+    base.merge(webhook::router())
         .merge(users::router())
         .merge(health::router())
         .merge(openapi::router())
+        .merge(status::router())
         .layer(TraceLayer::new_for_http())
         // The body limit is enforced by RequestBodyLimitLayer (413 before reading when the
         // length is declared); axum's own default would cap at 2 MiB regardless.

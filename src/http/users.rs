@@ -80,7 +80,10 @@ where
                     .into(),
             ));
         };
-        let token = session_token(parts).ok_or(ApiError::SignInRequired)?;
+        let Some(token) = session_token(parts) else {
+            crate::metrics::session_failure("missing");
+            return Err(ApiError::SignInRequired);
+        };
         match verifier.verify(token).await {
             Ok(session) => Ok(ClerkSession(session)),
             Err(SessionError::KeysUnavailable(reason)) => {
@@ -93,6 +96,7 @@ where
                 ))
             }
             Err(e) => {
+                crate::metrics::session_failure(e.reason());
                 tracing::info!(reason = e.reason(), "session refused: {e}");
                 Err(ApiError::InvalidSession)
             }
@@ -221,6 +225,17 @@ impl FetchError {
 }
 
 async fn fetch_and_apply(state: &AppState, clerk: &ClerkApi, user_id: &str) -> Fetched {
+    let fetched = fetch_and_apply_once(state, clerk, user_id).await;
+    crate::metrics::fallback_fetch(match fetched {
+        Fetched::Synced => "synced",
+        Fetched::Deleted => "deleted",
+        Fetched::NotInClerk => "not_in_clerk",
+        Fetched::Failed(_) => "failed",
+    });
+    fetched
+}
+
+async fn fetch_and_apply_once(state: &AppState, clerk: &ClerkApi, user_id: &str) -> Fetched {
     let started = Instant::now();
     let data = match clerk.get_user(user_id).await {
         Ok(Some(data)) => data,

@@ -21,7 +21,18 @@ use crate::webhook::Rejection;
 const RETRY_AFTER_SECONDS: &str = "5";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(WEBHOOK_PATH, post(receive))
+    Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .layer(axum::middleware::map_response(count_oversized))
+}
+
+/// Bodies over the limit are refused by the body-limit layer before the handler runs; they
+/// are counted here.
+async fn count_oversized(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        crate::metrics::webhook_rejected("too_large");
+    }
+    response
 }
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -30,6 +41,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Ok(delivery) => delivery,
         Err(rejection) => {
             tracing::warn!(reason = rejection.reason(), "webhook rejected: {rejection}");
+            crate::metrics::webhook_rejected(rejection.reason());
             return rejected(rejection);
         }
     };
@@ -37,6 +49,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(svix_id = %delivery.svix_id, reason = "not_an_event", "webhook rejected: {e}");
+            crate::metrics::webhook_rejected("not_an_event");
             return (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": format!("not a Clerk event: {e}")})),
@@ -56,6 +69,12 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     };
     match state.store.record_event(&incoming, state.delete_mode).await {
         Ok(outcome) => {
+            crate::metrics::event_processed(
+                &event.event_type,
+                outcome,
+                started.elapsed(),
+                delivery.timestamp,
+            );
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             let user_id = event.user_id().unwrap_or("-");
             if let (Outcome::Failed, EventKind::Unusable { reason, .. }) = (outcome, &event.kind) {
@@ -74,6 +93,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             (StatusCode::OK, Json(json!({"outcome": outcome.as_str()}))).into_response()
         }
         Err(e) => {
+            crate::metrics::webhook_request("unavailable");
             tracing::error!(
                 svix_id = %delivery.svix_id, event_type = %event.event_type,
                 user_id = event.user_id().unwrap_or("-"), error = %e,

@@ -11,6 +11,7 @@ mod migrations;
 mod postgres;
 mod sqlite;
 mod statements;
+mod status;
 
 use std::future::Future;
 use std::time::Duration;
@@ -429,6 +430,28 @@ impl Store {
 
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         on_connection!(self, |conn| conn.release_lease(name, holder).await?)
+    }
+
+    /// Stored events whose outcome is `failed`.
+    pub async fn failed_event_count(&self) -> Result<u64, StoreError> {
+        on_connection!(self, |conn| conn.failed_event_count().await?).map(|n| n.max(0) as u64)
+    }
+
+    /// Connections in the pool: (idle, in use, limit).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        let (size, idle, max) = match self {
+            Store::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            ),
+            Store::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            ),
+        };
+        (idle, size.saturating_sub(idle), max)
     }
 
     /// Who holds the lease `name` (expired or not).

@@ -119,6 +119,8 @@ pub(crate) trait Statements {
 
     async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error>;
 
+    async fn failed_event_count(&mut self) -> Result<i64, sqlx::Error>;
+
     /// Ids of live rows first written before `before` (candidates for reconciliation's
     /// deletion phase).
     async fn live_user_ids(&mut self, before: NaiveDateTime) -> Result<Vec<String>, sqlx::Error>;
@@ -380,6 +382,12 @@ macro_rules! statements_impl {
                     .execute(&mut *self)
                     .await
                     .map(drop)
+            }
+
+            async fn failed_event_count(&mut self) -> Result<i64, sqlx::Error> {
+                sqlx::query_scalar(concat!("SELECT count(*) FROM ", $ns, "inbox WHERE outcome = 'failed'"))
+                    .fetch_one(&mut *self)
+                    .await
             }
 
             async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error> {

@@ -1,0 +1,55 @@
+//! `GET /metrics`: Prometheus text format. Open by default (as scrapers expect); a bearer token
+//! (`CLERK_SYNC_METRICS_TOKEN`) can close it, and `CLERK_SYNC_METRICS_LISTEN` moves it to a
+//! separate address. Database gauges are read at scrape time, so they are never stale.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::AppState;
+
+/// A scrape must not hang on a database that is away.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics need the bearer token set in CLERK_SYNC_METRICS_TOKEN\n",
+            )
+                .into_response();
+        }
+    }
+    let failed =
+        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.failed_event_count()).await;
+    let (up, failed) = match failed {
+        Ok(Ok(count)) => (true, Some(count)),
+        _ => (false, None),
+    };
+    let (idle, in_use, max) = state.store.pool_stats();
+    crate::metrics::set_database(up, failed, idle, in_use, max);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::install().render(),
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

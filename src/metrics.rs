@@ -1,0 +1,274 @@
+//! Prometheus metrics: names, labels, and the recorder. Every series is created at start-up
+//! with a zero value for each of its known labels, so dashboards and alerts work before the
+//! first event. Labels are small closed sets; never a user id or an email.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::sync::Outcome;
+
+pub const WEBHOOK_REQUESTS: &str = "clerk_sync_webhook_requests_total";
+pub const WEBHOOK_REJECTED: &str = "clerk_sync_webhook_rejected_total";
+pub const EVENTS_APPLIED: &str = "clerk_sync_events_applied_total";
+pub const EVENT_PROCESSING: &str = "clerk_sync_event_processing_seconds";
+pub const DELIVERY_LAG: &str = "clerk_sync_delivery_lag_seconds";
+pub const LAST_EVENT: &str = "clerk_sync_last_event_timestamp_seconds";
+pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
+pub const FALLBACK_FETCHES: &str = "clerk_sync_fallback_fetches_total";
+pub const SESSION_FAILURES: &str = "clerk_sync_session_verification_failures_total";
+pub const RATE_LIMITED: &str = "clerk_sync_rate_limited_total";
+pub const INBOX_FAILED: &str = "clerk_sync_inbox_failed_events";
+pub const DB_CONNECTIONS: &str = "clerk_sync_db_pool_connections";
+pub const DB_MAX_CONNECTIONS: &str = "clerk_sync_db_pool_max_connections";
+pub const DATABASE_UP: &str = "clerk_sync_database_up";
+pub const BUILD_INFO: &str = "clerk_sync_build_info";
+
+/// Webhook request outcomes.
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "duplicate",
+    "ignored",
+    "failed",
+    "rejected",
+    "unavailable",
+];
+/// Why webhook requests were rejected.
+pub const REJECTION_REASONS: [&str; 8] = [
+    "missing_header",
+    "malformed_header",
+    "timestamp_too_old",
+    "timestamp_in_future",
+    "invalid_signature",
+    "body_not_utf8",
+    "not_an_event",
+    "too_large",
+];
+/// Event types we label by; everything else is `other`.
+pub const EVENT_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
+pub const CLERK_ENDPOINTS: [&str; 5] = [
+    "get_user",
+    "update_user",
+    "list_users",
+    "count_users",
+    "jwks",
+];
+pub const CLERK_STATUSES: [&str; 6] = ["2xx", "404", "429", "4xx", "5xx", "network"];
+pub const FALLBACK_RESULTS: [&str; 4] = ["synced", "deleted", "not_in_clerk", "failed"];
+pub const SESSION_REASONS: [&str; 14] = [
+    "missing",
+    "malformed",
+    "algorithm",
+    "category",
+    "unknown_key",
+    "signature",
+    "expired",
+    "not_yet_valid",
+    "issued_in_future",
+    "no_subject",
+    "authorized_party",
+    "issuer",
+    "pending",
+    "keys_unavailable",
+];
+pub const RATE_LIMIT_SCOPES: [&str; 4] = ["webhook_unverified", "user", "address", "concurrency"];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder once per process and creates every series; returns the handle that
+/// renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(EVENT_PROCESSING.into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DELIVERY_LAG.into()),
+                        &[
+                            0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0, 86400.0,
+                        ],
+                    )
+                })
+                .expect("bucket lists are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            zero();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(WEBHOOK_REQUESTS, "Webhook requests by outcome");
+    describe_counter!(
+        WEBHOOK_REJECTED,
+        "Webhook requests refused before processing, by reason"
+    );
+    describe_counter!(
+        EVENTS_APPLIED,
+        "Verified events processed, by event type and result"
+    );
+    describe_histogram!(
+        EVENT_PROCESSING,
+        Unit::Seconds,
+        "Time to verify, apply and store one delivery"
+    );
+    describe_histogram!(
+        DELIVERY_LAG,
+        Unit::Seconds,
+        "Now minus the delivery's svix-timestamp"
+    );
+    describe_gauge!(
+        LAST_EVENT,
+        Unit::Seconds,
+        "Unix time of the last event stored (0 before the first)"
+    );
+    describe_counter!(
+        CLERK_API_REQUESTS,
+        "Calls to Clerk's Backend API, by endpoint and status class"
+    );
+    describe_counter!(
+        FALLBACK_FETCHES,
+        "Users fetched from Clerk because their row was missing, by result"
+    );
+    describe_counter!(SESSION_FAILURES, "Session tokens refused, by reason");
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused with 429 by clerk-sync, by scope"
+    );
+    describe_gauge!(
+        INBOX_FAILED,
+        "Stored events whose outcome is failed (replayable)"
+    );
+    describe_gauge!(DB_CONNECTIONS, "Database pool connections, by state");
+    describe_gauge!(DB_MAX_CONNECTIONS, "Database pool size limit");
+    describe_gauge!(DATABASE_UP, "1 when the database answered the last check");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which clerk-sync runs"
+    );
+}
+
+fn zero() {
+    for outcome in WEBHOOK_OUTCOMES {
+        counter!(WEBHOOK_REQUESTS, "outcome" => outcome).increment(0);
+    }
+    for reason in REJECTION_REASONS {
+        counter!(WEBHOOK_REJECTED, "reason" => reason).increment(0);
+    }
+    for event_type in EVENT_TYPES {
+        for outcome in Outcome::ALL
+            .into_iter()
+            .filter(|o| *o != Outcome::Duplicate)
+        {
+            counter!(EVENTS_APPLIED, "event_type" => event_type, "result" => outcome.as_str())
+                .increment(0);
+        }
+    }
+    for endpoint in CLERK_ENDPOINTS {
+        for status in CLERK_STATUSES {
+            counter!(CLERK_API_REQUESTS, "endpoint" => endpoint, "status" => status).increment(0);
+        }
+    }
+    for result in FALLBACK_RESULTS {
+        counter!(FALLBACK_FETCHES, "result" => result).increment(0);
+    }
+    for reason in SESSION_REASONS {
+        counter!(SESSION_FAILURES, "reason" => reason).increment(0);
+    }
+    for scope in RATE_LIMIT_SCOPES {
+        counter!(RATE_LIMITED, "scope" => scope).increment(0);
+    }
+    let _ = histogram!(EVENT_PROCESSING);
+    let _ = histogram!(DELIVERY_LAG);
+    gauge!(LAST_EVENT).set(0.0);
+    gauge!(INBOX_FAILED).set(0.0);
+    gauge!(DB_CONNECTIONS, "state" => "idle").set(0.0);
+    gauge!(DB_CONNECTIONS, "state" => "in_use").set(0.0);
+    gauge!(DB_MAX_CONNECTIONS).set(0.0);
+    gauge!(DATABASE_UP).set(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+fn event_type_label(event_type: &str) -> &'static str {
+    EVENT_TYPES
+        .into_iter()
+        .find(|t| *t == event_type)
+        .unwrap_or("other")
+}
+
+pub fn webhook_request(outcome: &'static str) {
+    counter!(WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+pub fn webhook_rejected(reason: &'static str) {
+    webhook_request("rejected");
+    counter!(WEBHOOK_REJECTED, "reason" => reason).increment(1);
+}
+
+/// A verified delivery was processed.
+pub fn event_processed(event_type: &str, outcome: Outcome, took: Duration, svix_timestamp: i64) {
+    let request_outcome = match outcome {
+        Outcome::Duplicate => "duplicate",
+        Outcome::Ignored => "ignored",
+        Outcome::Failed => "failed",
+        _ => "accepted",
+    };
+    webhook_request(request_outcome);
+    if outcome != Outcome::Duplicate {
+        counter!(EVENTS_APPLIED, "event_type" => event_type_label(event_type), "result" => outcome.as_str())
+            .increment(1);
+    }
+    histogram!(EVENT_PROCESSING).record(took.as_secs_f64());
+    let now = chrono::Utc::now();
+    let lag = (now.timestamp_millis() as f64 / 1000.0 - svix_timestamp as f64).max(0.0);
+    histogram!(DELIVERY_LAG).record(lag);
+    gauge!(LAST_EVENT).set(now.timestamp_millis() as f64 / 1000.0);
+}
+
+/// A call to Clerk's API ended with `status` (None: no answer).
+pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
+    let class = match status {
+        None => "network",
+        Some(404) => "404",
+        Some(429) => "429",
+        Some(200..=299) => "2xx",
+        Some(400..=499) => "4xx",
+        Some(_) => "5xx",
+    };
+    counter!(CLERK_API_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
+}
+
+pub fn fallback_fetch(result: &'static str) {
+    counter!(FALLBACK_FETCHES, "result" => result).increment(1);
+}
+
+pub fn session_failure(reason: &'static str) {
+    counter!(SESSION_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn rate_limited(scope: &'static str) {
+    counter!(RATE_LIMITED, "scope" => scope).increment(1);
+}
+
+/// Gauges read from the database and the pool when `/metrics` is scraped.
+pub fn set_database(up: bool, failed_events: Option<u64>, idle: u32, in_use: u32, max: u32) {
+    gauge!(DATABASE_UP).set(if up { 1.0 } else { 0.0 });
+    if let Some(failed) = failed_events {
+        gauge!(INBOX_FAILED).set(failed as f64);
+    }
+    gauge!(DB_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
+    gauge!(DB_MAX_CONNECTIONS).set(f64::from(max));
+}
