@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::clerk::api::ClerkApi;
 use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
 use crate::config::{ClerkSettings, ServeConfig};
-use crate::http::{AppState, Users};
+use crate::http::{AppState, RateLimiters, Users};
 use crate::jobs::reconcile::{self, ReconcileOptions};
 use crate::jobs::{MAX_PAGE_SIZE, Pacer};
 use crate::store::{Store, StoreError};
@@ -26,6 +26,7 @@ pub struct App {
     store: Store,
     /// Scheduled reconciliation, when configured.
     reconciler: Option<(ClerkApi, Duration, ReconcileOptions)>,
+    shutdown_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +95,16 @@ impl App {
         };
         Ok(App {
             listener,
-            router: crate::http::routes(state, config.max_body_bytes, metrics.is_none()),
+            router: crate::http::routes(
+                state,
+                config.max_body_bytes,
+                metrics.is_none(),
+                &config.limits,
+            ),
             metrics,
             store,
             reconciler,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
@@ -131,13 +138,35 @@ impl App {
             );
             tokio::spawn(async move { axum::serve(listener, router).await })
         });
-        let served = axum::serve(
+        // Stop accepting on the signal, let requests in flight finish, but not forever: a
+        // transaction cut short rolls back, and Svix delivers that event again.
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(signal);
+        let grace = self.shutdown_timeout;
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let served = tokio::select! {
+            served = server => served,
+            () = deadline => {
+                tracing::warn!(grace_s = grace.as_secs(), "requests still in flight after the shutdown grace period; exiting");
+                Ok(())
+            }
+        };
+        self.store.close().await;
         if let Some(scheduler) = scheduler {
             scheduler.abort();
         }
@@ -159,6 +188,8 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
         users: Arc::new(users(&config.clerk)?),
         metrics_token: config.metrics_token.as_deref().map(Arc::from),
         admin_token: config.admin_token.as_deref().map(Arc::from),
+        limiters: Arc::new(RateLimiters::new(&config.limits)),
+        db_timeout: config.limits.db_timeout,
     })
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::clerk::api::{DEFAULT_API_URL, RetryPolicy, SecretKey};
 use crate::clerk::session::{JWKS_MIN_REFETCH, issuer_from_publishable_key};
+use crate::http::LimitSettings;
 use crate::store::PoolSettings;
 use crate::sync::DeleteMode;
 use crate::webhook::SigningSecret;
@@ -416,9 +417,118 @@ pub struct ServeConfig {
     pub metrics_token: Option<String>,
     /// Opens the `/status` page (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
     pub admin_token: Option<String>,
+    pub limits: LimitSettings,
+    /// After SIGTERM, how long requests in flight may take before the process exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServeConfig {
+    /// The effective configuration, one `VARIABLE = value` line each, secrets redacted.
+    pub fn describe(&self) -> String {
+        let set = |present: bool| {
+            if present {
+                "(set, redacted)"
+            } else {
+                "(not set)"
+            }
+        };
+        let seconds = |d: Duration| format!("{}s", d.as_secs_f64());
+        let lines = [
+            ("DATABASE_URL", self.database.to_string()),
+            ("CLERK_SYNC_LISTEN", self.listen.to_string()),
+            (
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+                format!("{} secret(s), redacted", self.secrets.len()),
+            ),
+            (
+                "CLERK_SYNC_DELETE_MODE",
+                format!("{:?}", self.delete_mode).to_lowercase(),
+            ),
+            ("CLERK_SYNC_MAX_BODY_BYTES", self.max_body_bytes.to_string()),
+            (
+                "CLERK_SYNC_DB_MAX_CONNECTIONS",
+                self.pool.max_connections.to_string(),
+            ),
+            ("migrate at start", self.migrate.to_string()),
+            ("CLERK_API_URL", self.clerk.api_url.clone()),
+            (
+                "CLERK_SECRET_KEY",
+                set(self.clerk.secret_key.is_some()).into(),
+            ),
+            ("CLERK_JWT_KEY", set(self.clerk.jwt_key.is_some()).into()),
+            (
+                "expected issuer (CLERK_PUBLISHABLE_KEY)",
+                self.clerk
+                    .issuer
+                    .clone()
+                    .unwrap_or_else(|| "(not checked)".into()),
+            ),
+            (
+                "CLERK_AUTHORIZED_PARTIES",
+                if self.clerk.authorized_parties.is_empty() {
+                    "(not checked)".into()
+                } else {
+                    self.clerk.authorized_parties.join(",")
+                },
+            ),
+            (
+                "CLERK_SYNC_ALLOW_PENDING_SESSIONS",
+                self.clerk.allow_pending_sessions.to_string(),
+            ),
+            (
+                "CLERK_SYNC_RECONCILE_EVERY",
+                self.reconcile_every.map_or("off".into(), seconds),
+            ),
+            (
+                "CLERK_SYNC_METRICS_LISTEN",
+                self.metrics_listen
+                    .map_or("(main address)".into(), |a| a.to_string()),
+            ),
+            (
+                "CLERK_SYNC_METRICS_TOKEN",
+                set(self.metrics_token.is_some()).into(),
+            ),
+            (
+                "CLERK_SYNC_ADMIN_TOKEN",
+                set(self.admin_token.is_some()).into(),
+            ),
+            (
+                "CLERK_SYNC_RATE_LIMIT_UNVERIFIED",
+                format!("{}/min per address", self.limits.unverified_per_minute),
+            ),
+            (
+                "CLERK_SYNC_RATE_LIMIT_USER",
+                format!("{}/min per user", self.limits.user_per_minute),
+            ),
+            (
+                "CLERK_SYNC_RATE_LIMIT_ADDRESS",
+                format!("{}/min per address", self.limits.address_per_minute),
+            ),
+            (
+                "CLERK_SYNC_TRUSTED_PROXIES",
+                format!("{:?}", self.limits.trusted_proxies),
+            ),
+            (
+                "CLERK_SYNC_MAX_CONCURRENCY",
+                self.limits.max_concurrency.to_string(),
+            ),
+            (
+                "CLERK_SYNC_REQUEST_TIMEOUT",
+                seconds(self.limits.request_timeout),
+            ),
+            ("CLERK_SYNC_DB_TIMEOUT", seconds(self.limits.db_timeout)),
+            (
+                "CLERK_SYNC_SHUTDOWN_TIMEOUT",
+                seconds(self.shutdown_timeout),
+            ),
+        ];
+        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        lines
+            .iter()
+            .map(|(key, value)| format!("{key:<width$}  {value}\n"))
+            .collect()
+    }
+
     /// A configuration with defaults for everything but the database and secrets (used by
     /// tests and by apps that embed clerk-sync).
     pub fn new(database: DatabaseTarget, secrets: Vec<SigningSecret>) -> Self {
@@ -438,6 +548,8 @@ impl ServeConfig {
             metrics_listen: None,
             metrics_token: None,
             admin_token: None,
+            limits: LimitSettings::default(),
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }

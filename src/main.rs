@@ -11,6 +11,7 @@ use clerk_sync::config::{
     ClerkSettings, ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig,
     listen_address, parse_duration, secrets_from_env,
 };
+use clerk_sync::http::{IpNet, LimitSettings};
 use clerk_sync::jobs::backfill::BackfillOptions;
 use clerk_sync::jobs::reconcile::ReconcileOptions;
 use clerk_sync::jobs::{JobError, Pacer, events};
@@ -168,6 +169,35 @@ struct ServeArgs {
     /// authentication in a browser). The page is off without it.
     #[arg(long, env = "CLERK_SYNC_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Webhook requests that fail verification allowed per client address per minute
+    /// (signed deliveries are never limited).
+    #[arg(long, env = "CLERK_SYNC_RATE_LIMIT_UNVERIFIED", default_value_t = 60)]
+    rate_limit_unverified: u32,
+    /// User API requests allowed per signed-in user per minute.
+    #[arg(long, env = "CLERK_SYNC_RATE_LIMIT_USER", default_value_t = 120)]
+    rate_limit_user: u32,
+    /// User API requests allowed per client address per minute.
+    #[arg(long, env = "CLERK_SYNC_RATE_LIMIT_ADDRESS", default_value_t = 600)]
+    rate_limit_address: u32,
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For
+    /// names the client, e.g. 10.0.0.0/8.
+    #[arg(long, env = "CLERK_SYNC_TRUSTED_PROXIES")]
+    trusted_proxies: Option<String>,
+    /// Requests handled at once; more wait for a slot.
+    #[arg(long, env = "CLERK_SYNC_MAX_CONCURRENCY", default_value_t = 512)]
+    max_concurrency: usize,
+    /// Longest time for one request, body included (e.g. 10s); a slow client gets 503.
+    #[arg(long, env = "CLERK_SYNC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    request_timeout: std::time::Duration,
+    /// Longest time for one database operation (e.g. 10s) before the request gets 503.
+    #[arg(long, env = "CLERK_SYNC_DB_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    db_timeout: std::time::Duration,
+    /// After SIGTERM, how long requests in flight may run before the process exits anyway.
+    #[arg(long, env = "CLERK_SYNC_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(Args)]
@@ -363,17 +393,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(secrets) => secrets,
         None if args.dev || database_defaulted => {
             let dev = DevSecret::load_or_create(&database.dev_secret_path())?;
-            println!(
-                "Development mode: webhooks must be signed with {} ({} {}).\n\
+            if !args.print_config {
+                println!(
+                    "Development mode: webhooks must be signed with {} ({} {}).\n\
                  Send a test event with: clerk-sync trigger user.created",
-                dev.text,
-                if dev.created {
-                    "generated and stored in"
-                } else {
-                    "read from"
-                },
-                dev.path.display()
-            );
+                    dev.text,
+                    if dev.created {
+                        "generated and stored in"
+                    } else {
+                        "read from"
+                    },
+                    dev.path.display()
+                );
+            }
             vec![dev.secret]
         }
         None => {
@@ -423,8 +455,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         metrics_token: args.metrics_token.filter(|t| !t.trim().is_empty()),
         admin_token: args.admin_token.filter(|t| !t.trim().is_empty()),
+        limits: LimitSettings {
+            unverified_per_minute: args.rate_limit_unverified,
+            user_per_minute: args.rate_limit_user,
+            address_per_minute: args.rate_limit_address,
+            trusted_proxies: args
+                .trusted_proxies
+                .as_deref()
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(IpNet::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError(format!("CLERK_SYNC_TRUSTED_PROXIES: {e}")))?,
+            max_concurrency: args.max_concurrency,
+            request_timeout: args.request_timeout,
+            db_timeout: args.db_timeout,
+        },
+        shutdown_timeout: args.shutdown_timeout,
         ..ServeConfig::new(database, secrets)
     };
+    if args.print_config {
+        print!("{}", config.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
     tracing::info!(database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));
     let app = App::build(&config).await?;
     tracing::info!(

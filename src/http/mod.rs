@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod limits;
 mod metrics;
 mod openapi;
 mod status;
@@ -9,13 +10,16 @@ pub mod users;
 mod webhook;
 
 pub use error::ApiError;
+pub use limits::{IpNet, LimitSettings, RateLimiters};
 pub use users::{ClerkSession, SyncedUser, Users, ensure_user_exists, user_json};
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::store::Store;
@@ -38,13 +42,16 @@ pub struct AppState {
     pub metrics_token: Option<Arc<str>>,
     /// Token that opens `/status` (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
     pub admin_token: Option<Arc<str>>,
+    pub limiters: Arc<RateLimiters>,
+    /// Longest time one database operation may take before the request gets 503.
+    pub db_timeout: std::time::Duration,
 }
 
 /// The service's routes: the webhook endpoint, the current-user API, the health checks,
 /// `/metrics` and the OpenAPI document. An app embedding clerk-sync can merge this into its
 /// own router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    routes(state, max_body_bytes, true)
+    routes(state, max_body_bytes, true, &LimitSettings::default())
 }
 
 /// `/metrics` alone, for a separate listen address.
@@ -52,7 +59,12 @@ pub fn metrics_router(state: AppState) -> Router {
     metrics::router().with_state(state)
 }
 
-pub(crate) fn routes(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Router {
+pub(crate) fn routes(
+    state: AppState,
+    max_body_bytes: usize,
+    with_metrics: bool,
+    limits: &LimitSettings,
+) -> Router {
     let base = if with_metrics {
         metrics::router()
     } else {
@@ -68,5 +80,14 @@ pub(crate) fn routes(state: AppState, max_body_bytes: usize, with_metrics: bool)
         // length is declared); axum's own default would cap at 2 MiB regardless.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        // A slow client (or a body sent a byte a second) is cut off with 503, which Svix
+        // retries; the ceiling keeps a burst from opening more work than the database takes.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrency.max(1),
+        ))
         .with_state(state)
 }

@@ -80,12 +80,25 @@ where
                     .into(),
             ));
         };
+        let client = state
+            .limiters
+            .client_address(super::RateLimiters::peer(parts), &parts.headers);
+        if let Some(wait) = client.and_then(|c| state.limiters.address(c).err()) {
+            crate::metrics::rate_limited("address");
+            return Err(ApiError::RateLimited(Some(wait)));
+        }
         let Some(token) = session_token(parts) else {
             crate::metrics::session_failure("missing");
             return Err(ApiError::SignInRequired);
         };
         match verifier.verify(token).await {
-            Ok(session) => Ok(ClerkSession(session)),
+            Ok(session) => {
+                if let Err(wait) = state.limiters.user(&session.user_id) {
+                    crate::metrics::rate_limited("user");
+                    return Err(ApiError::RateLimited(Some(wait)));
+                }
+                Ok(ClerkSession(session))
+            }
             Err(SessionError::KeysUnavailable(reason)) => {
                 tracing::error!(
                     reason,

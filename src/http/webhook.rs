@@ -3,8 +3,11 @@
 
 use std::time::Instant;
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -13,7 +16,8 @@ use serde_json::json;
 
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
-use crate::store::{DeliveryRecord, IncomingEvent, Source};
+use crate::http::ApiError;
+use crate::store::{DeliveryRecord, IncomingEvent, Source, StoreError};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
 
@@ -35,12 +39,25 @@ async fn count_oversized(response: Response) -> Response {
     response
 }
 
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let delivery = match state.verifier.verify(&headers, &body) {
         Ok(delivery) => delivery,
         Err(rejection) => {
-            tracing::warn!(reason = rejection.reason(), "webhook rejected: {rejection}");
+            // Only requests that fail verification count against their address: a flood of
+            // junk from Svix's own addresses must not starve its signed deliveries.
+            let client = state.limiters.client_address(peer.map(|p| p.0.0), &headers);
+            if let Some(wait) = client.and_then(|c| state.limiters.unverified(c).err()) {
+                crate::metrics::rate_limited("webhook_unverified");
+                tracing::warn!(reason = rejection.reason(), client = ?client, "webhook rejected and rate limited: {rejection}");
+                return ApiError::RateLimited(Some(wait)).into_response();
+            }
+            tracing::warn!(reason = rejection.reason(), client = ?client, "webhook rejected: {rejection}");
             crate::metrics::webhook_rejected(rejection.reason());
             return rejected(rejection);
         }
@@ -67,7 +84,13 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             payload: &payload,
         }),
     };
-    match state.store.record_event(&incoming, state.delete_mode).await {
+    let recorded = tokio::time::timeout(
+        state.db_timeout,
+        state.store.record_event(&incoming, state.delete_mode),
+    )
+    .await
+    .unwrap_or_else(|_| Err(StoreError::TimedOut(state.db_timeout)));
+    match recorded {
         Ok(outcome) => {
             crate::metrics::event_processed(
                 &event.event_type,

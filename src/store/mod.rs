@@ -57,6 +57,9 @@ pub enum StoreError {
     /// The database cannot be reached or failed in a way a later attempt can get past.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// An operation took longer than the configured database timeout.
+    #[error("database did not answer within {0:?}")]
+    TimedOut(Duration),
     /// The database refused the user's data itself (e.g. a NUL character in a name).
     #[error("{0}")]
     Rejected(String),
@@ -240,6 +243,14 @@ impl Store {
                 .map(drop),
         };
         result.map_err(|e| StoreError::Setup(format!("cannot connect to {target}: {e}")))
+    }
+
+    /// Closes the pool: waits for connections in use to come back, then closes them all.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
     }
 
     /// Whether the database answers.
@@ -489,8 +500,13 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::random_range(0..base))
 }
 
-/// A transaction that lost to a concurrent one; trying again gives a different result.
+/// A transaction that lost to a concurrent one, or ran on a connection the server had
+/// closed (Neon suspends idle computes and closes their connections): trying again, on
+/// another connection, gives a different result.
 fn is_lost_race(error: &sqlx::Error) -> bool {
+    if matches!(error, sqlx::Error::Io(_)) {
+        return true;
+    }
     let Some(db) = error.as_database_error() else {
         return false;
     };
@@ -498,8 +514,9 @@ fn is_lost_race(error: &sqlx::Error) -> bool {
         return true;
     }
     match db.code().as_deref() {
-        // serialization_failure, deadlock_detected, lock_not_available
-        Some("40001" | "40P01" | "55P03") => true,
+        // serialization_failure, deadlock_detected, lock_not_available, and the server
+        // terminating the connection (admin_shutdown, e.g. a compute suspended)
+        Some("40001" | "40P01" | "55P03" | "57P01") => true,
         // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes
         Some(code) => matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6)),
         None => false,

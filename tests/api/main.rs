@@ -8,6 +8,7 @@ mod clerk_emulator;
 
 mod cli;
 mod fixtures;
+mod hardening;
 mod history;
 mod jobs;
 mod prisma_client;
