@@ -50,9 +50,15 @@ enum Command {
         Endpoints: POST /api/webhooks/clerk, GET|PATCH /api/users/me, GET /healthz, GET /readyz, \
         GET /openapi.json")]
     Serve(ServeArgs),
-    /// Apply pending database migrations and exit.
-    #[command(after_help = "Example:\n  DATABASE_URL=postgres://... clerk-sync migrate")]
-    Migrate(DatabaseArgs),
+    /// Apply pending database migrations and exit; adopts an existing users table.
+    #[command(after_help = "Examples:\n  \
+        DATABASE_URL=postgres://... clerk-sync migrate --dry-run   # say what would change\n  \
+        DATABASE_URL=postgres://... clerk-sync migrate\n\n\
+        An existing table is adopted, in one transaction, without losing a row: the design's\n\
+        recommended users table (email becomes optional, deletedAt is added) or its older\n\
+        User table (renamed to users, new columns added; run `clerk-sync backfill` afterwards\n\
+        to fill names and usernames from Clerk). Anything else is refused, untouched.")]
+    Migrate(MigrateArgs),
     /// Send a realistic, signed Clerk event to a running clerk-sync.
     #[command(after_help = "Examples:\n  \
         clerk-sync trigger user.created\n  \
@@ -95,6 +101,15 @@ struct DatabaseArgs {
     /// Default: the SQLite file clerk-sync.db in the working directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Print what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -490,11 +505,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
-    let (database, _) = database(&args)?;
+async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let (database, _) = database(&args.database)?;
     let store = Store::connect(&database, &PoolSettings::default()).await?;
     store.check_connection(&database).await?;
+    if args.dry_run {
+        let report = store.migrate_dry_run().await?;
+        if report.adopted.is_empty() && report.applied.is_empty() {
+            println!(
+                "{database}: schema is up to date (version {}); nothing to do",
+                report.version
+            );
+        }
+        if !report.adopted.is_empty() {
+            println!("{database}: would adopt the existing users table:");
+            for change in &report.adopted {
+                println!("  - {change}");
+            }
+        }
+        for (version, description) in &report.applied {
+            println!("{database}: would apply migration {version} ({description})");
+        }
+        println!("dry run: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = store.migrate().await?;
+    for change in &report.adopted {
+        println!("{database}: adopted the existing users table: {change}");
+    }
     if report.applied.is_empty() {
         println!(
             "{database}: schema is up to date (version {})",

@@ -43,14 +43,21 @@ const SQLITE: &[Migration] = &[
 /// Arbitrary constant naming the migration lock among advisory locks.
 const MIGRATION_LOCK_KEY: i64 = 0x636c_6b73_796e_6301;
 
-/// What a migration run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a migration run did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MigrationReport {
     /// Versions and descriptions applied by this run.
     pub applied: Vec<(i64, &'static str)>,
     /// The schema version after the run.
     pub version: i64,
+    /// Changes made to adopt an existing users table, one line each.
+    pub adopted: Vec<String>,
+    /// Nothing was changed.
+    pub dry_run: bool,
 }
+
+/// Where the users table ends in the first migration: an adopted table skips that part.
+const END_OF_USERS_TABLE: &str = "-- clerk-sync: end of the users table";
 
 fn pending(
     known: &'static [Migration],
@@ -83,7 +90,10 @@ fn failed(migration: &Migration, error: sqlx::Error) -> StoreError {
     StoreError::Setup(message)
 }
 
-pub(super) async fn run_postgres(pool: &PgPool) -> Result<MigrationReport, StoreError> {
+pub(super) async fn run_postgres(
+    pool: &PgPool,
+    dry_run: bool,
+) -> Result<MigrationReport, StoreError> {
     let mut tx = pool.begin().await.map_err(StoreError::Unavailable)?;
     // A transaction-scoped lock, so it also works through a transaction-mode pooler.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -110,11 +120,34 @@ pub(super) async fn run_postgres(pool: &PgPool) -> Result<MigrationReport, Store
         .map(|row| row.get(0))
         .collect();
     let mut report = MigrationReport {
-        applied: Vec::new(),
         version: applied.iter().copied().max().unwrap_or(0),
+        dry_run,
+        ..MigrationReport::default()
     };
+    let mut adopted = false;
+    if !applied.contains(&1) {
+        if let Some(adoption) = super::adopt::plan(&mut tx).await? {
+            if !dry_run {
+                super::adopt::apply(&mut tx, &adoption).await?;
+            }
+            report.adopted = adoption.changes;
+            adopted = true;
+        }
+    }
     for migration in pending(POSTGRES, &applied)? {
-        sqlx::raw_sql(migration.sql)
+        report
+            .applied
+            .push((migration.version, migration.description));
+        report.version = migration.version;
+        if dry_run {
+            continue;
+        }
+        // The marker is a comment line; what follows its line is clerk-sync's own tables.
+        let sql = match migration.sql.split_once(END_OF_USERS_TABLE) {
+            Some((_, rest)) if adopted => rest.split_once('\n').map_or("", |(_, after)| after),
+            _ => migration.sql,
+        };
+        sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(migration, e))?;
@@ -133,7 +166,10 @@ pub(super) async fn run_postgres(pool: &PgPool) -> Result<MigrationReport, Store
     Ok(report)
 }
 
-pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<MigrationReport, StoreError> {
+pub(super) async fn run_sqlite(
+    pool: &SqlitePool,
+    dry_run: bool,
+) -> Result<MigrationReport, StoreError> {
     // IMMEDIATE takes the write lock first: a second process waits instead of racing.
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
@@ -157,10 +193,34 @@ pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<MigrationReport, Sto
         .map(|row| row.get(0))
         .collect();
     let mut report = MigrationReport {
-        applied: Vec::new(),
         version: applied.iter().copied().max().unwrap_or(0),
+        dry_run,
+        ..MigrationReport::default()
     };
+    if !applied.contains(&1) {
+        let existing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'User')",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        if existing > 0 {
+            return Err(StoreError::Setup(
+                "this SQLite database already has a users table that clerk-sync did not create; \
+                 adopting an existing table is supported on PostgreSQL. Use a new SQLite file. \
+                 Nothing was changed."
+                    .into(),
+            ));
+        }
+    }
     for migration in pending(SQLITE, &applied)? {
+        report
+            .applied
+            .push((migration.version, migration.description));
+        report.version = migration.version;
+        if dry_run {
+            continue;
+        }
         sqlx::raw_sql(migration.sql)
             .execute(&mut *tx)
             .await

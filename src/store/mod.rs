@@ -6,6 +6,7 @@
 //! the SQL both backends share in `statements`; the dialect modules say how to reach their
 //! database and write what each writes its own way.
 
+mod adopt;
 mod flow;
 mod migrations;
 mod postgres;
@@ -222,11 +223,21 @@ impl Store {
         }
     }
 
-    /// Applies pending schema migrations (safe to run from several processes at once).
+    /// Applies pending schema migrations (safe to run from several processes at once),
+    /// adopting an existing users table first if there is one.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.migrate_with(false).await
+    }
+
+    /// What `migrate` would do, changing nothing.
+    pub async fn migrate_dry_run(&self) -> Result<MigrationReport, StoreError> {
+        self.migrate_with(true).await
+    }
+
+    async fn migrate_with(&self, dry_run: bool) -> Result<MigrationReport, StoreError> {
         match self {
-            Store::Postgres(pool) => migrations::run_postgres(pool).await,
-            Store::Sqlite(pool) => migrations::run_sqlite(pool).await,
+            Store::Postgres(pool) => migrations::run_postgres(pool, dry_run).await,
+            Store::Sqlite(pool) => migrations::run_sqlite(pool, dry_run).await,
         }
     }
 

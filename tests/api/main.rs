@@ -6,6 +6,7 @@ mod support;
 #[path = "../clerk_emulator/mod.rs"]
 mod clerk_emulator;
 
+mod adopt;
 mod cli;
 mod fixtures;
 mod hardening;

@@ -25,6 +25,8 @@ CREATE INDEX "users_email_idx" ON "users"("email");
 CREATE UNIQUE INDEX "users_username_key" ON "users"("username");
 CREATE INDEX "users_username_idx" ON "users"("username");
 
+-- clerk-sync: end of the users table (an existing table is adopted instead of created above)
+
 -- Every verified delivery, keyed by svix-id: a redelivery finds its row and changes nothing.
 -- The raw body is kept so failed events can be inspected and replayed.
 CREATE TABLE clerk_sync.inbox (

@@ -1,0 +1,230 @@
+//! Adopting the table an existing app already has, so moving the webhook work to clerk-sync
+//! loses no row: the design's recommended `users` table as Prisma created it (email required,
+//! no `deletedAt`), or the design's older `User` table (fewer columns, Prisma's default
+//! name). Each is altered into the contract of `prisma/schema.prisma`, in the migration's
+//! transaction; anything clerk-sync does not understand is refused, untouched.
+
+use sqlx::{PgConnection, Row};
+
+use super::StoreError;
+
+/// A column of the contract: name, SQL type, type as `information_schema` reports it.
+const CONTRACT: [(&str, &str, &str); 12] = [
+    ("id", "TEXT", "text"),
+    ("email", "TEXT", "text"),
+    ("firstName", "TEXT", "text"),
+    ("lastName", "TEXT", "text"),
+    ("name", "TEXT", "text"),
+    ("imageUrl", "TEXT", "text"),
+    ("username", "TEXT", "text"),
+    (
+        "clerkCreatedAt",
+        "TIMESTAMP(3)",
+        "timestamp(3) without time zone",
+    ),
+    (
+        "clerkUpdatedAt",
+        "TIMESTAMP(3)",
+        "timestamp(3) without time zone",
+    ),
+    (
+        "createdAt",
+        "TIMESTAMP(3)",
+        "timestamp(3) without time zone",
+    ),
+    (
+        "updatedAt",
+        "TIMESTAMP(3)",
+        "timestamp(3) without time zone",
+    ),
+    (
+        "deletedAt",
+        "TIMESTAMP(3)",
+        "timestamp(3) without time zone",
+    ),
+];
+
+/// What adopting an existing table does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// One line per change, for people.
+    pub changes: Vec<String>,
+    statements: Vec<String>,
+}
+
+struct Column {
+    name: String,
+    data_type: String,
+    nullable: bool,
+}
+
+async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT column_name::text AS name,
+                CASE WHEN data_type = 'timestamp without time zone'
+                     THEN format('timestamp(%s) without time zone', datetime_precision)
+                     ELSE data_type::text END AS data_type,
+                is_nullable = 'YES' AS nullable
+         FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = $1
+         ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Column {
+                name: r.try_get("name")?,
+                data_type: r.try_get("data_type")?,
+                nullable: r.try_get("nullable")?,
+            })
+        })
+        .collect()
+}
+
+async fn indexes(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Looks at what the database has. `None`: there is no table to adopt (create it). An error:
+/// there is something clerk-sync does not understand, described so a person can decide.
+pub(super) async fn plan(conn: &mut PgConnection) -> Result<Option<Adoption>, StoreError> {
+    let unavailable = StoreError::Unavailable;
+    let users = columns(conn, "users").await.map_err(unavailable)?;
+    let legacy = columns(conn, "User").await.map_err(unavailable)?;
+    let (table, existing) = match (users.is_empty(), legacy.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, false) => {
+            return Err(StoreError::Setup(
+                "the database has both a \"users\" and a \"User\" table; clerk-sync cannot tell \
+                 which one the app uses. Merge or drop one of them, then run `clerk-sync migrate` \
+                 again. Nothing was changed."
+                    .into(),
+            ));
+        }
+        (false, true) => ("users", users),
+        (true, false) => ("User", legacy),
+    };
+
+    let mut problems = Vec::new();
+    for column in &existing {
+        match CONTRACT.iter().find(|(name, _, _)| *name == column.name) {
+            None => problems.push(format!(
+                "column \"{}\" is not part of the model",
+                column.name
+            )),
+            Some((_, _, expected)) if *expected != column.data_type => problems.push(format!(
+                "column \"{}\" is {}, the model has {expected}",
+                column.name, column.data_type
+            )),
+            Some(_) => {}
+        }
+    }
+    if existing.iter().any(|c| c.name == "id" && c.nullable) {
+        problems.push("column \"id\" allows NULL".into());
+    }
+    if !existing.iter().any(|c| c.name == "id") {
+        problems.push("there is no \"id\" column".into());
+    }
+    if !problems.is_empty() {
+        return Err(StoreError::Setup(format!(
+            "the existing \"{table}\" table is not one clerk-sync knows how to adopt: {}. It \
+             adopts the design's recommended users table and its older User table (see \
+             prisma/schema.prisma). Adjust the table, or point DATABASE_URL at a database \
+             without it. Nothing was changed.",
+            problems.join("; ")
+        )));
+    }
+
+    let mut adoption = Adoption::default();
+    let mut change = |description: String, statement: String| {
+        adoption.changes.push(description);
+        adoption.statements.push(statement);
+    };
+    if table == "User" {
+        change(
+            "rename table \"User\" to \"users\" (the recommended model's @@map(\"users\"))".into(),
+            r#"ALTER TABLE "User" RENAME TO "users""#.into(),
+        );
+        for (old, new) in [
+            ("User_pkey", "users_pkey"),
+            ("User_email_key", "users_email_key"),
+            ("User_email_idx", "users_email_idx"),
+        ] {
+            if indexes(conn, "User")
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .any(|i| i == old)
+            {
+                change(
+                    format!("rename index \"{old}\" to \"{new}\""),
+                    format!(r#"ALTER INDEX "{old}" RENAME TO "{new}""#),
+                );
+            }
+        }
+    }
+    for (name, sql_type, _) in CONTRACT {
+        if !existing.iter().any(|c| c.name == name) {
+            change(
+                format!("add column \"{name}\" {sql_type}"),
+                format!(r#"ALTER TABLE "users" ADD COLUMN "{name}" {sql_type}"#),
+            );
+        }
+    }
+    if existing.iter().any(|c| c.name == "email" && !c.nullable) {
+        change(
+            "allow NULL in \"email\" (users who signed up with a phone number, a username or a wallet have none)".into(),
+            r#"ALTER TABLE "users" ALTER COLUMN "email" DROP NOT NULL"#.into(),
+        );
+    }
+    let have = indexes(conn, table).await.map_err(unavailable)?;
+    let renamed = |name: &str| {
+        have.iter()
+            .any(|i| i == name || *i == name.replacen("users", "User", 1))
+    };
+    for (index, sql) in [
+        (
+            "users_email_key",
+            r#"CREATE UNIQUE INDEX "users_email_key" ON "users"("email")"#,
+        ),
+        (
+            "users_email_idx",
+            r#"CREATE INDEX "users_email_idx" ON "users"("email")"#,
+        ),
+        (
+            "users_username_key",
+            r#"CREATE UNIQUE INDEX "users_username_key" ON "users"("username")"#,
+        ),
+        (
+            "users_username_idx",
+            r#"CREATE INDEX "users_username_idx" ON "users"("username")"#,
+        ),
+    ] {
+        if !renamed(index) {
+            change(format!("create index \"{index}\""), sql.to_string());
+        }
+    }
+    Ok(Some(adoption))
+}
+
+/// Applies an adoption inside the caller's transaction.
+pub(super) async fn apply(conn: &mut PgConnection, adoption: &Adoption) -> Result<(), StoreError> {
+    for statement in &adoption.statements {
+        sqlx::query(statement)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                StoreError::Setup(format!(
+                    "adopting the existing table failed at `{statement}`: {e}"
+                ))
+            })?;
+    }
+    Ok(())
+}
