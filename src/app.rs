@@ -45,7 +45,8 @@ pub enum StartError {
 impl App {
     /// Connects to the database, applies migrations (unless turned off) and binds the address.
     pub async fn build(config: &ServeConfig) -> Result<App, StartError> {
-        let store = Store::connect(&config.database, &config.pool).await?;
+        let store =
+            Store::connect_with(&config.database, &config.pool, config.users_table.clone()).await?;
         if config.migrate {
             store.check_connection(&config.database).await?;
             let report = store.migrate().await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::clerk::api::{DEFAULT_API_URL, RetryPolicy, SecretKey};
 use crate::clerk::session::{JWKS_MIN_REFETCH, issuer_from_publishable_key};
 use crate::http::LimitSettings;
-use crate::store::PoolSettings;
+use crate::store::{PoolSettings, UsersTable};
 use crate::sync::DeleteMode;
 use crate::webhook::SigningSecret;
 
@@ -418,6 +418,8 @@ pub struct ServeConfig {
     /// Opens the `/status` page (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
     pub admin_token: Option<String>,
     pub limits: LimitSettings,
+    /// Where the app's users table is (`CLERK_SYNC_USERS_TABLE`, `CLERK_SYNC_USERS_SCHEMA`).
+    pub users_table: UsersTable,
     /// After SIGTERM, how long requests in flight may take before the process exits anyway.
     pub shutdown_timeout: Duration,
 }
@@ -435,6 +437,10 @@ impl ServeConfig {
         let seconds = |d: Duration| format!("{}s", d.as_secs_f64());
         let lines = [
             ("DATABASE_URL", self.database.to_string()),
+            (
+                "CLERK_SYNC_USERS_TABLE / _SCHEMA",
+                self.users_table.quoted().to_string(),
+            ),
             ("CLERK_SYNC_LISTEN", self.listen.to_string()),
             (
                 "CLERK_WEBHOOK_SIGNING_SECRET",
@@ -549,6 +555,7 @@ impl ServeConfig {
             metrics_token: None,
             admin_token: None,
             limits: LimitSettings::default(),
+            users_table: UsersTable::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }

@@ -15,7 +15,7 @@ use clerk_sync::http::{IpNet, LimitSettings};
 use clerk_sync::jobs::backfill::BackfillOptions;
 use clerk_sync::jobs::reconcile::ReconcileOptions;
 use clerk_sync::jobs::{JobError, Pacer, events};
-use clerk_sync::store::{PoolSettings, Store};
+use clerk_sync::store::{PoolSettings, Store, UsersTable};
 use clerk_sync::sync::DeleteMode;
 use clerk_sync::trigger::{self, TriggerEvent, UserFields};
 use clerk_sync::webhook::SigningSecret;
@@ -101,6 +101,29 @@ struct DatabaseArgs {
     /// Default: the SQLite file clerk-sync.db in the working directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Name of the app's users table, for apps that named theirs differently (set it before
+    /// the first migrate).
+    #[arg(long, env = "CLERK_SYNC_USERS_TABLE", default_value = "users")]
+    users_table: String,
+    /// PostgreSQL schema of the users table (default: the connection's current schema,
+    /// usually public).
+    #[arg(long, env = "CLERK_SYNC_USERS_SCHEMA")]
+    users_schema: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn users_table(&self) -> Result<UsersTable, ConfigError> {
+        UsersTable::new(self.users_schema.as_deref(), self.users_table.trim()).map_err(ConfigError)
+    }
+
+    /// Connects to the configured database and checks it answers.
+    async fn store(&self) -> anyhow::Result<(Store, DatabaseTarget)> {
+        let (target, _) = database(self)?;
+        let store =
+            Store::connect_with(&target, &PoolSettings::default(), self.users_table()?).await?;
+        store.check_connection(&target).await?;
+        Ok((store, target))
+    }
 }
 
 #[derive(Args)]
@@ -488,6 +511,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             db_timeout: args.db_timeout,
         },
         shutdown_timeout: args.shutdown_timeout,
+        users_table: args.database.users_table()?,
         ..ServeConfig::new(database, secrets)
     };
     if args.print_config {
@@ -506,9 +530,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let (database, _) = database(&args.database)?;
-    let store = Store::connect(&database, &PoolSettings::default()).await?;
-    store.check_connection(&database).await?;
+    let (store, database) = args.database.store().await?;
     if args.dry_run {
         let report = store.migrate_dry_run().await?;
         if report.adopted.is_empty() && report.applied.is_empty() {
@@ -611,9 +633,7 @@ async fn job_setup(args: &JobArgs) -> anyhow::Result<(Store, ClerkApi, u32)> {
     let key = SecretKey::parse(key).map_err(ConfigError)?;
     let api = ClerkApi::new(&args.clerk.clerk_api_url, key, RetryPolicy::default())
         .map_err(ConfigError)?;
-    let (database, _) = database(&args.database)?;
-    let store = Store::connect(&database, &PoolSettings::default()).await?;
-    store.check_connection(&database).await?;
+    let (store, _) = args.database.store().await?;
     store.migrate().await?;
     let budget = args
         .max_requests_per_10s
@@ -668,9 +688,7 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let (database, _) = database(&args.database)?;
-    let store = Store::connect(&database, &PoolSettings::default()).await?;
-    store.check_connection(&database).await?;
+    let (store, _) = args.database.store().await?;
     store.migrate().await?;
     match args.command {
         EventsCommand::List { failed, limit } => {

@@ -6,7 +6,7 @@
 
 use sqlx::{PgConnection, Row};
 
-use super::StoreError;
+use super::{StoreError, UsersTable};
 
 /// A column of the contract: name, SQL type, type as `information_schema` reports it.
 const CONTRACT: [(&str, &str, &str); 12] = [
@@ -58,7 +58,11 @@ struct Column {
     nullable: bool,
 }
 
-async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, sqlx::Error> {
+async fn columns(
+    conn: &mut PgConnection,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<Vec<Column>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT column_name::text AS name,
                 CASE WHEN data_type = 'timestamp without time zone'
@@ -66,10 +70,11 @@ async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, sq
                      ELSE data_type::text END AS data_type,
                 is_nullable = 'YES' AS nullable
          FROM information_schema.columns
-         WHERE table_schema = current_schema() AND table_name = $1
+         WHERE table_schema = coalesce($2, current_schema()) AND table_name = $1
          ORDER BY ordinal_position",
     )
     .bind(table)
+    .bind(schema)
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
@@ -83,21 +88,37 @@ async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, sq
         .collect()
 }
 
-async fn indexes(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, sqlx::Error> {
+async fn indexes(
+    conn: &mut PgConnection,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+        "SELECT indexname::text FROM pg_indexes
+         WHERE schemaname = coalesce($2, current_schema()) AND tablename = $1",
     )
     .bind(table)
+    .bind(schema)
     .fetch_all(&mut *conn)
     .await
 }
 
 /// Looks at what the database has. `None`: there is no table to adopt (create it). An error:
 /// there is something clerk-sync does not understand, described so a person can decide.
-pub(super) async fn plan(conn: &mut PgConnection) -> Result<Option<Adoption>, StoreError> {
+pub(super) async fn plan(
+    conn: &mut PgConnection,
+    target: &UsersTable,
+) -> Result<Option<Adoption>, StoreError> {
     let unavailable = StoreError::Unavailable;
-    let users = columns(conn, "users").await.map_err(unavailable)?;
-    let legacy = columns(conn, "User").await.map_err(unavailable)?;
+    let schema = target.schema();
+    let name = target.name();
+    let users = columns(conn, schema, name).await.map_err(unavailable)?;
+    // The design's older model is Prisma's default table name for model User.
+    let legacy = if name == "users" {
+        columns(conn, schema, "User").await.map_err(unavailable)?
+    } else {
+        Vec::new()
+    };
     let (table, existing) = match (users.is_empty(), legacy.is_empty()) {
         (true, true) => return Ok(None),
         (false, false) => {
@@ -108,9 +129,10 @@ pub(super) async fn plan(conn: &mut PgConnection) -> Result<Option<Adoption>, St
                     .into(),
             ));
         }
-        (false, true) => ("users", users),
+        (false, true) => (name, users),
         (true, false) => ("User", legacy),
     };
+    let quoted = target.quoted();
 
     let mut problems = Vec::new();
     for column in &existing {
@@ -148,67 +170,56 @@ pub(super) async fn plan(conn: &mut PgConnection) -> Result<Option<Adoption>, St
         adoption.statements.push(statement);
     };
     if table == "User" {
+        let qualify = |name: &str| match schema {
+            Some(schema) => format!("\"{schema}\".\"{name}\""),
+            None => format!("\"{name}\""),
+        };
         change(
             "rename table \"User\" to \"users\" (the recommended model's @@map(\"users\"))".into(),
-            r#"ALTER TABLE "User" RENAME TO "users""#.into(),
+            format!(r#"ALTER TABLE {} RENAME TO "users""#, qualify("User")),
         );
+        let have = indexes(conn, schema, "User").await.map_err(unavailable)?;
         for (old, new) in [
             ("User_pkey", "users_pkey"),
             ("User_email_key", "users_email_key"),
             ("User_email_idx", "users_email_idx"),
         ] {
-            if indexes(conn, "User")
-                .await
-                .map_err(unavailable)?
-                .iter()
-                .any(|i| i == old)
-            {
+            if have.iter().any(|i| i == old) {
                 change(
                     format!("rename index \"{old}\" to \"{new}\""),
-                    format!(r#"ALTER INDEX "{old}" RENAME TO "{new}""#),
+                    format!(r#"ALTER INDEX {} RENAME TO "{new}""#, qualify(old)),
                 );
             }
         }
     }
-    for (name, sql_type, _) in CONTRACT {
-        if !existing.iter().any(|c| c.name == name) {
+    for (column, sql_type, _) in CONTRACT {
+        if !existing.iter().any(|c| c.name == column) {
             change(
-                format!("add column \"{name}\" {sql_type}"),
-                format!(r#"ALTER TABLE "users" ADD COLUMN "{name}" {sql_type}"#),
+                format!("add column \"{column}\" {sql_type}"),
+                format!(r#"ALTER TABLE {quoted} ADD COLUMN "{column}" {sql_type}"#),
             );
         }
     }
     if existing.iter().any(|c| c.name == "email" && !c.nullable) {
         change(
             "allow NULL in \"email\" (users who signed up with a phone number, a username or a wallet have none)".into(),
-            r#"ALTER TABLE "users" ALTER COLUMN "email" DROP NOT NULL"#.into(),
+            format!(r#"ALTER TABLE {quoted} ALTER COLUMN "email" DROP NOT NULL"#),
         );
     }
-    let have = indexes(conn, table).await.map_err(unavailable)?;
-    let renamed = |name: &str| {
-        have.iter()
-            .any(|i| i == name || *i == name.replacen("users", "User", 1))
-    };
-    for (index, sql) in [
-        (
-            "users_email_key",
-            r#"CREATE UNIQUE INDEX "users_email_key" ON "users"("email")"#,
-        ),
-        (
-            "users_email_idx",
-            r#"CREATE INDEX "users_email_idx" ON "users"("email")"#,
-        ),
-        (
-            "users_username_key",
-            r#"CREATE UNIQUE INDEX "users_username_key" ON "users"("username")"#,
-        ),
-        (
-            "users_username_idx",
-            r#"CREATE INDEX "users_username_idx" ON "users"("username")"#,
-        ),
+    let have = indexes(conn, schema, table).await.map_err(unavailable)?;
+    for (suffix, unique, column) in [
+        ("email_key", "UNIQUE ", "email"),
+        ("email_idx", "", "email"),
+        ("username_key", "UNIQUE ", "username"),
+        ("username_idx", "", "username"),
     ] {
-        if !renamed(index) {
-            change(format!("create index \"{index}\""), sql.to_string());
+        let index = format!("{name}_{suffix}");
+        let legacy_index = format!("User_{suffix}");
+        if !have.iter().any(|i| *i == index || *i == legacy_index) {
+            change(
+                format!("create index \"{index}\""),
+                format!(r#"CREATE {unique}INDEX "{index}" ON {quoted}("{column}")"#),
+            );
         }
     }
     Ok(Some(adoption))

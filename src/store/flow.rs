@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 
 use super::statements::{StateKeys, Statements};
-use super::{Applied, InboxRecord, IncomingEvent, Source, now};
+use super::{Applied, InboxRecord, IncomingEvent, Source, UsersTable, now};
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::sync::{self, DeleteMode, Outcome, SyncState, UserSnapshot};
 
@@ -22,6 +22,7 @@ fn keys_of(snapshots: &[&UserSnapshot]) -> StateKeys {
 /// The whole effect of one event. `Duplicate` means nothing was written.
 pub(super) async fn apply_event<T: Statements>(
     tx: &mut T,
+    users: &UsersTable,
     event: &IncomingEvent<'_>,
     mode: DeleteMode,
 ) -> Result<Outcome, sqlx::Error> {
@@ -35,7 +36,7 @@ pub(super) async fn apply_event<T: Statements>(
         EventKind::UserSnapshot(snapshot) => {
             let keys = keys_of(&[snapshot]);
             tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(dedupe_id, &keys).await?;
+            let state = tx.load_state(users, dedupe_id, &keys).await?;
             if state.seen {
                 return Ok(Outcome::Duplicate);
             }
@@ -44,7 +45,7 @@ pub(super) async fn apply_event<T: Statements>(
                 state.users,
                 &state.tombstoned,
             );
-            tx.write_rows(&plan.writes, now).await?;
+            tx.write_rows(users, &plan.writes, now).await?;
             plan.outcomes[0]
         }
         EventKind::UserDeleted { user_id } => {
@@ -53,7 +54,7 @@ pub(super) async fn apply_event<T: Statements>(
                 ..StateKeys::default()
             };
             tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(dedupe_id, &keys).await?;
+            let state = tx.load_state(users, dedupe_id, &keys).await?;
             if state.seen {
                 return Ok(Outcome::Duplicate);
             }
@@ -63,7 +64,7 @@ pub(super) async fn apply_event<T: Statements>(
             };
             let plan = sync::plan_deletion(user_id, &view, mode);
             for change in &plan.changes {
-                tx.apply_deletion(change, now).await?;
+                tx.apply_deletion(users, change, now).await?;
             }
             plan.outcome
         }
@@ -119,6 +120,7 @@ pub(super) async fn finish<T: Statements>(
 /// exactly after the last page that landed. A dry run decides and writes nothing.
 pub(super) async fn apply_snapshots<T: Statements>(
     tx: &mut T,
+    users: &UsersTable,
     snapshots: &[UserSnapshot],
     checkpoint: Option<(&str, &str)>,
     dry_run: bool,
@@ -129,7 +131,7 @@ pub(super) async fn apply_snapshots<T: Statements>(
     if !dry_run {
         tx.lock_keys(&keys.lock_keys()).await?;
     }
-    let state = tx.load_state(None, &keys).await?;
+    let state = tx.load_state(users, None, &keys).await?;
     let previous: std::collections::HashMap<String, Option<i64>> = state
         .users
         .iter()
@@ -137,7 +139,7 @@ pub(super) async fn apply_snapshots<T: Statements>(
         .collect();
     let plan = sync::plan_snapshots(snapshots, state.users, &state.tombstoned);
     if !dry_run {
-        tx.write_rows(&plan.writes, now).await?;
+        tx.write_rows(users, &plan.writes, now).await?;
         if let Some((key, value)) = checkpoint {
             tx.set_state(key, Some(value), now).await?;
         }

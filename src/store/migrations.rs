@@ -6,7 +6,7 @@
 
 use sqlx::{PgPool, Row, SqlitePool};
 
-use super::StoreError;
+use super::{StoreError, UsersTable};
 
 struct Migration {
     version: i64,
@@ -92,6 +92,7 @@ fn failed(migration: &Migration, error: sqlx::Error) -> StoreError {
 
 pub(super) async fn run_postgres(
     pool: &PgPool,
+    users: &UsersTable,
     dry_run: bool,
 ) -> Result<MigrationReport, StoreError> {
     let mut tx = pool.begin().await.map_err(StoreError::Unavailable)?;
@@ -126,7 +127,7 @@ pub(super) async fn run_postgres(
     };
     let mut adopted = false;
     if !applied.contains(&1) {
-        if let Some(adoption) = super::adopt::plan(&mut tx).await? {
+        if let Some(adoption) = super::adopt::plan(&mut tx, users).await? {
             if !dry_run {
                 super::adopt::apply(&mut tx, &adoption).await?;
             }
@@ -147,7 +148,16 @@ pub(super) async fn run_postgres(
             Some((_, rest)) if adopted => rest.split_once('\n').map_or("", |(_, after)| after),
             _ => migration.sql,
         };
-        sqlx::raw_sql(sql)
+        if let (Some(schema), false) = (users.schema(), adopted)
+            && migration.version == 1
+        {
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| failed(migration, e))?;
+        }
+        let sql = users.sql(sql);
+        sqlx::raw_sql(&sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(migration, e))?;
@@ -168,6 +178,7 @@ pub(super) async fn run_postgres(
 
 pub(super) async fn run_sqlite(
     pool: &SqlitePool,
+    users: &UsersTable,
     dry_run: bool,
 ) -> Result<MigrationReport, StoreError> {
     // IMMEDIATE takes the write lock first: a second process waits instead of racing.
@@ -221,7 +232,8 @@ pub(super) async fn run_sqlite(
         if dry_run {
             continue;
         }
-        sqlx::raw_sql(migration.sql)
+        let sql = users.sql(migration.sql);
+        sqlx::raw_sql(&sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(migration, e))?;

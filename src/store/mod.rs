@@ -30,11 +30,94 @@ use statements::Statements;
 /// is tried again before the delivery is answered with 503.
 const CONFLICT_RETRIES: u32 = 8;
 
-/// A connection pool to the configured database.
+/// The configured database: a connection pool and where the app's users table is.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    users: UsersTable,
+}
+
+/// A connection pool to one of the two backends.
+#[derive(Clone, Debug)]
+pub enum Pool {
     Postgres(sqlx::PgPool),
     Sqlite(sqlx::SqlitePool),
+}
+
+/// Where the app's users table is: `users` by default; apps that named theirs differently set
+/// `CLERK_SYNC_USERS_TABLE` (and, on PostgreSQL, `CLERK_SYNC_USERS_SCHEMA`). Index and
+/// constraint names follow Prisma's pattern for that name (`<table>_pkey`, `<table>_email_key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsersTable {
+    schema: Option<String>,
+    name: String,
+    quoted: String,
+}
+
+impl Default for UsersTable {
+    fn default() -> Self {
+        UsersTable::new(None, "users").expect("the default name is valid")
+    }
+}
+
+impl UsersTable {
+    /// Names are restricted to letters, digits and underscores (quoted as given, so case
+    /// counts, as with Prisma's `@@map`).
+    pub fn new(schema: Option<&str>, name: &str) -> Result<UsersTable, String> {
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+        };
+        if !valid(name) {
+            return Err(format!(
+                "CLERK_SYNC_USERS_TABLE = {name:?} is not a table name clerk-sync accepts: use \
+                 letters, digits and underscores, e.g. users or AppUser"
+            ));
+        }
+        let schema = schema.map(str::trim).filter(|s| !s.is_empty());
+        if let Some(schema) = schema
+            && !valid(schema)
+        {
+            return Err(format!(
+                "CLERK_SYNC_USERS_SCHEMA = {schema:?} is not a schema name clerk-sync accepts: use \
+                 letters, digits and underscores, e.g. app"
+            ));
+        }
+        let quoted = match schema {
+            Some(schema) => format!("\"{schema}\".\"{name}\""),
+            None => format!("\"{name}\""),
+        };
+        Ok(UsersTable {
+            schema: schema.map(str::to_owned),
+            name: name.to_owned(),
+            quoted,
+        })
+    }
+
+    /// The table name as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The schema, when one is configured (else the connection's current schema).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The quoted, schema-qualified identifier to put in SQL.
+    pub fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    /// Fills a statement template: `{users}` is the table, `{table}` its bare name (for
+    /// index and constraint names).
+    pub(crate) fn sql(&self, template: &str) -> String {
+        template
+            .replace("{users}", &self.quoted)
+            .replace("{table}", &self.name)
+    }
 }
 
 /// Pool settings.
@@ -155,8 +238,8 @@ pub(crate) struct InboxRecord<'a> {
 macro_rules! in_transaction {
     ($store:expr, |$conn:ident| $body:expr) => {
         async {
-            match $store {
-                Store::Postgres(pool) => {
+            match &$store.pool {
+                Pool::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
                     let result = {
                         let $conn = &mut *tx;
@@ -165,7 +248,7 @@ macro_rules! in_transaction {
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(result)
                 }
-                Store::Sqlite(pool) => {
+                Pool::Sqlite(pool) => {
                     let mut tx = pool.begin_with(sqlite::BEGIN_WRITE).await?;
                     let result = {
                         let $conn = &mut *tx;
@@ -185,13 +268,13 @@ macro_rules! in_transaction {
 macro_rules! on_connection {
     ($store:expr, |$conn:ident| $body:expr) => {
         async {
-            match $store {
-                Store::Postgres(pool) => {
+            match &$store.pool {
+                Pool::Postgres(pool) => {
                     let mut connection = pool.acquire().await?;
                     let $conn = &mut *connection;
                     Ok::<_, sqlx::Error>($body)
                 }
-                Store::Sqlite(pool) => {
+                Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await?;
                     let $conn = &mut *connection;
                     Ok($body)
@@ -210,16 +293,43 @@ impl Store {
         target: &DatabaseTarget,
         pool: &PoolSettings,
     ) -> Result<Store, StoreError> {
-        match target {
-            DatabaseTarget::Postgres { url } => postgres::connect(url, pool).map(Store::Postgres),
-            DatabaseTarget::Sqlite { path } => sqlite::connect(path, pool).await.map(Store::Sqlite),
-        }
+        Self::connect_with(target, pool, UsersTable::default()).await
+    }
+
+    /// As [`Store::connect`], for a users table named differently.
+    pub async fn connect_with(
+        target: &DatabaseTarget,
+        pool: &PoolSettings,
+        users: UsersTable,
+    ) -> Result<Store, StoreError> {
+        let pool = match target {
+            DatabaseTarget::Postgres { url } => postgres::connect(url, pool).map(Pool::Postgres)?,
+            DatabaseTarget::Sqlite { path } => {
+                if users.schema().is_some() {
+                    return Err(StoreError::Setup(
+                        "CLERK_SYNC_USERS_SCHEMA is for PostgreSQL; SQLite has no schemas".into(),
+                    ));
+                }
+                sqlite::connect(path, pool).await.map(Pool::Sqlite)?
+            }
+        };
+        Ok(Store { pool, users })
+    }
+
+    /// The connection pool (for queries of the app's own, and tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Where the users table is.
+    pub fn users_table(&self) -> &UsersTable {
+        &self.users
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
+        match &self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
         }
     }
 
@@ -235,9 +345,9 @@ impl Store {
     }
 
     async fn migrate_with(&self, dry_run: bool) -> Result<MigrationReport, StoreError> {
-        match self {
-            Store::Postgres(pool) => migrations::run_postgres(pool, dry_run).await,
-            Store::Sqlite(pool) => migrations::run_sqlite(pool, dry_run).await,
+        match &self.pool {
+            Pool::Postgres(pool) => migrations::run_postgres(pool, &self.users, dry_run).await,
+            Pool::Sqlite(pool) => migrations::run_sqlite(pool, &self.users, dry_run).await,
         }
     }
 
@@ -245,11 +355,11 @@ impl Store {
     /// bad password, TLS) rather than the pool's "timed out".
     pub async fn check_connection(&self, target: &DatabaseTarget) -> Result<(), StoreError> {
         use sqlx::Connection;
-        let result = match self {
-            Store::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
+        let result = match &self.pool {
+            Pool::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
                 .await
                 .map(drop),
-            Store::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
+            Pool::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
                 .await
                 .map(drop),
         };
@@ -258,17 +368,17 @@ impl Store {
 
     /// Closes the pool: waits for connections in use to come back, then closes them all.
     pub async fn close(&self) {
-        match self {
-            Store::Postgres(pool) => pool.close().await,
-            Store::Sqlite(pool) => pool.close().await,
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
         }
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let result = match self {
-            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        let result = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
         };
         result.map_err(StoreError::Unavailable)
     }
@@ -282,7 +392,13 @@ impl Store {
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
         let result = retrying(|| async {
-            in_transaction!(self, |conn| flow::apply_event(conn, event, mode).await?)
+            in_transaction!(self, |conn| flow::apply_event(
+                conn,
+                &self.users,
+                event,
+                mode
+            )
+            .await?)
         })
         .await;
         match result {
@@ -363,7 +479,7 @@ impl Store {
     ) -> Result<Vec<Applied>, StoreError> {
         retrying(|| async {
             in_transaction!(self, |conn| {
-                flow::apply_snapshots(conn, snapshots, checkpoint, dry_run).await?
+                flow::apply_snapshots(conn, &self.users, snapshots, checkpoint, dry_run).await?
             })
         })
         .await
@@ -409,7 +525,7 @@ impl Store {
 
     /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
     pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
-        on_connection!(self, |conn| conn.user(id).await?)
+        on_connection!(self, |conn| conn.user(&self.users, id).await?)
     }
 
     pub async fn stored_event(&self, svix_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -461,13 +577,13 @@ impl Store {
 
     /// Connections in the pool: (idle, in use, limit).
     pub fn pool_stats(&self) -> (u32, u32, u32) {
-        let (size, idle, max) = match self {
-            Store::Postgres(pool) => (
+        let (size, idle, max) = match &self.pool {
+            Pool::Postgres(pool) => (
                 pool.size(),
                 pool.num_idle() as u32,
                 pool.options().get_max_connections(),
             ),
-            Store::Sqlite(pool) => (
+            Pool::Sqlite(pool) => (
                 pool.size(),
                 pool.num_idle() as u32,
                 pool.options().get_max_connections(),
@@ -483,7 +599,7 @@ impl Store {
 
     /// Ids of live rows first written before `before`.
     pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
-        on_connection!(self, |conn| conn.live_user_ids(before).await?)
+        on_connection!(self, |conn| conn.live_user_ids(&self.users, before).await?)
     }
 }
 

@@ -47,6 +47,7 @@ statements_impl!(
         /// rule in SQL as a last line of defence; the decision was made under the locks.
         async fn write_rows(
             &mut self,
+            users: &crate::store::UsersTable,
             writes: &crate::sync::RowWrites,
             now: chrono::NaiveDateTime,
         ) -> Result<(), sqlx::Error> {
@@ -61,11 +62,11 @@ statements_impl!(
                     .iter()
                     .map(|(id, value)| (id.as_str(), value.as_str()))
                     .unzip();
-                let sql = format!(
-                    r#"UPDATE users SET {column} = NULL, "updatedAt" = $3
+                let sql = users.sql(&format!(
+                    r#"UPDATE {{users}} AS u SET {column} = NULL, "updatedAt" = $3
                        FROM unnest($1::text[], $2::text[]) AS c(id, value)
-                       WHERE users.id = c.id AND users.{column} = c.value"#
-                );
+                       WHERE u.id = c.id AND u.{column} = c.value"#
+                ));
                 sqlx::query(&sql)
                     .bind(ids)
                     .bind(values)
@@ -81,8 +82,8 @@ statements_impl!(
                 |f: fn(&crate::sync::UserSnapshot) -> Option<String>| -> Vec<Option<String>> {
                     rows.iter().map(f).collect()
                 };
-            sqlx::query(
-                r#"INSERT INTO users (id, email, "firstName", "lastName", name, "imageUrl", username,
+            let sql = users.sql(
+                r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
                                       "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
                    SELECT id, email, first_name, last_name, name, image_url, username,
                           clerk_created_at, clerk_updated_at, $10, $10
@@ -96,21 +97,30 @@ statements_impl!(
                      "imageUrl" = excluded."imageUrl", username = excluded.username,
                      "clerkCreatedAt" = excluded."clerkCreatedAt",
                      "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-                   WHERE users."clerkUpdatedAt" IS NULL OR users."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
-            )
-            .bind(rows.iter().map(|u| u.id.clone()).collect::<Vec<String>>())
-            .bind(column(|u| u.email.clone()))
-            .bind(column(|u| u.first_name.clone()))
-            .bind(column(|u| u.last_name.clone()))
-            .bind(column(|u| u.name.clone()))
-            .bind(column(|u| u.image_url.clone()))
-            .bind(column(|u| u.username.clone()))
-            .bind(rows.iter().map(|u| u.created_at.map(millis_to_datetime)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|u| millis_to_datetime(u.updated_at)).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *self)
-            .await
-            .map(drop)
+                   WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
+            );
+            sqlx::query(&sql)
+                .bind(rows.iter().map(|u| u.id.clone()).collect::<Vec<String>>())
+                .bind(column(|u| u.email.clone()))
+                .bind(column(|u| u.first_name.clone()))
+                .bind(column(|u| u.last_name.clone()))
+                .bind(column(|u| u.name.clone()))
+                .bind(column(|u| u.image_url.clone()))
+                .bind(column(|u| u.username.clone()))
+                .bind(
+                    rows.iter()
+                        .map(|u| u.created_at.map(millis_to_datetime))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    rows.iter()
+                        .map(|u| millis_to_datetime(u.updated_at))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(now)
+                .execute(&mut *self)
+                .await
+                .map(drop)
         }
     }
 );

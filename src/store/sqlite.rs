@@ -12,6 +12,18 @@ use sqlx::sqlite::{
 use super::statements::statements_impl;
 use super::{PoolSettings, StoreError, millis_to_datetime};
 
+/// The newest-wins upsert, as on PostgreSQL (the WHERE clause repeats the rule in SQL).
+const UPSERT: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
+                                     "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    ON CONFLICT (id) DO UPDATE SET
+      email = excluded.email, "firstName" = excluded."firstName",
+      "lastName" = excluded."lastName", name = excluded.name,
+      "imageUrl" = excluded."imageUrl", username = excluded.username,
+      "clerkCreatedAt" = excluded."clerkCreatedAt",
+      "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
+    WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
+
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -62,11 +74,17 @@ statements_impl!(
 
         async fn write_rows(
             &mut self,
+            users: &crate::store::UsersTable,
             writes: &crate::sync::RowWrites,
             now: chrono::NaiveDateTime,
         ) -> Result<(), sqlx::Error> {
+            let clear_email = users.sql(
+                r#"UPDATE {users} SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#,
+            );
+            let clear_username = users.sql(r#"UPDATE {users} SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#);
+            let upsert = users.sql(UPSERT);
             for (id, email) in &writes.clear_email {
-                sqlx::query(r#"UPDATE users SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#)
+                sqlx::query(&clear_email)
                     .bind(id)
                     .bind(email)
                     .bind(now)
@@ -74,7 +92,7 @@ statements_impl!(
                     .await?;
             }
             for (id, username) in &writes.clear_username {
-                sqlx::query(r#"UPDATE users SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#)
+                sqlx::query(&clear_username)
                     .bind(id)
                     .bind(username)
                     .bind(now)
@@ -82,30 +100,19 @@ statements_impl!(
                     .await?;
             }
             for user in &writes.upserts {
-                sqlx::query(
-                    r#"INSERT INTO users (id, email, "firstName", "lastName", name, "imageUrl", username,
-                                          "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-                       ON CONFLICT (id) DO UPDATE SET
-                         email = excluded.email, "firstName" = excluded."firstName",
-                         "lastName" = excluded."lastName", name = excluded.name,
-                         "imageUrl" = excluded."imageUrl", username = excluded.username,
-                         "clerkCreatedAt" = excluded."clerkCreatedAt",
-                         "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-                       WHERE users."clerkUpdatedAt" IS NULL OR users."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
-                )
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(&user.first_name)
-                .bind(&user.last_name)
-                .bind(&user.name)
-                .bind(&user.image_url)
-                .bind(&user.username)
-                .bind(user.created_at.map(millis_to_datetime))
-                .bind(millis_to_datetime(user.updated_at))
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
+                sqlx::query(&upsert)
+                    .bind(&user.id)
+                    .bind(&user.email)
+                    .bind(&user.first_name)
+                    .bind(&user.last_name)
+                    .bind(&user.name)
+                    .bind(&user.image_url)
+                    .bind(&user.username)
+                    .bind(user.created_at.map(millis_to_datetime))
+                    .bind(millis_to_datetime(user.updated_at))
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
             }
             Ok(())
         }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
 
-use super::{InboxRecord, StoredEvent, UserRecord};
+use super::{InboxRecord, StoredEvent, UserRecord, UsersTable};
 use crate::sync::{Change, Outcome, RowWrites, StoredUser};
 
 /// What an event (or a batch of snapshots) touches: user ids, emails, usernames.
@@ -56,6 +56,7 @@ pub(crate) trait Statements {
     /// `svix-id` was processed before, in one round trip.
     async fn load_state(
         &mut self,
+        users: &UsersTable,
         svix_id: Option<&str>,
         keys: &StateKeys,
     ) -> Result<LoadedState, sqlx::Error>;
@@ -63,6 +64,7 @@ pub(crate) trait Statements {
     /// Clears changing emails and usernames, then inserts or overwrites the rows.
     async fn write_rows(
         &mut self,
+        users: &UsersTable,
         writes: &RowWrites,
         now: NaiveDateTime,
     ) -> Result<(), sqlx::Error>;
@@ -70,12 +72,17 @@ pub(crate) trait Statements {
     /// A deletion's changes (remove or soft-delete the row, tombstone the id).
     async fn apply_deletion(
         &mut self,
+        users: &UsersTable,
         change: &Change,
         now: NaiveDateTime,
     ) -> Result<(), sqlx::Error>;
 
     /// A user's row and whether its id is tombstoned, in one round trip.
-    async fn user(&mut self, id: &str) -> Result<(Option<UserRecord>, bool), sqlx::Error>;
+    async fn user(
+        &mut self,
+        users: &UsersTable,
+        id: &str,
+    ) -> Result<(Option<UserRecord>, bool), sqlx::Error>;
 
     /// Returns false when the `svix-id` is already there.
     async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
@@ -123,7 +130,11 @@ pub(crate) trait Statements {
 
     /// Ids of live rows first written before `before` (candidates for reconciliation's
     /// deletion phase).
-    async fn live_user_ids(&mut self, before: NaiveDateTime) -> Result<Vec<String>, sqlx::Error>;
+    async fn live_user_ids(
+        &mut self,
+        users: &UsersTable,
+        before: NaiveDateTime,
+    ) -> Result<Vec<String>, sqlx::Error>;
 }
 
 /// Implements [`Statements`] for a dialect's connection type.
@@ -139,6 +150,7 @@ macro_rules! statements_impl {
 
             async fn load_state(
                 &mut self,
+                users: &$crate::store::UsersTable,
                 svix_id: Option<&str>,
                 keys: &$crate::store::statements::StateKeys,
             ) -> Result<$crate::store::statements::LoadedState, sqlx::Error> {
@@ -146,20 +158,21 @@ macro_rules! statements_impl {
                 let list = $list;
                 // One arm per column, so each uses its index (an OR across columns would make
                 // PostgreSQL scan the table); a row found twice is merged below.
-                let rows = sqlx::query(concat!(
+                let sql = users.sql(concat!(
                     r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                       FROM users WHERE id "#, $in_open, "$2", $in_close, r#"
+                       FROM {users} WHERE id "#, $in_open, "$2", $in_close, r#"
                        UNION ALL
                        SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                       FROM users WHERE email "#, $in_open, "$3", $in_close, r#"
+                       FROM {users} WHERE email "#, $in_open, "$3", $in_close, r#"
                        UNION ALL
                        SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                       FROM users WHERE username "#, $in_open, "$4", $in_close, r#"
+                       FROM {users} WHERE username "#, $in_open, "$4", $in_close, r#"
                        UNION ALL
                        SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
                        UNION ALL
                        SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
-                ))
+                ));
+                let rows = sqlx::query(&sql)
                 .bind(svix_id)
                 .bind(list(&keys.user_ids))
                 .bind(list(&keys.emails))
@@ -192,18 +205,19 @@ macro_rules! statements_impl {
 
             async fn apply_deletion(
                 &mut self,
+                users: &$crate::store::UsersTable,
                 change: &$crate::sync::Change,
                 now: chrono::NaiveDateTime,
             ) -> Result<(), sqlx::Error> {
                 use $crate::sync::Change;
+                let delete = users.sql("DELETE FROM {users} WHERE id = $1");
+                let soft_delete = users.sql(
+                    r#"UPDATE {users} SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
+                       WHERE id = $1"#,
+                );
                 let query = match change {
-                    Change::DeleteRow { user_id } => {
-                        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id)
-                    }
-                    Change::SoftDeleteRow { user_id } => sqlx::query(
-                        r#"UPDATE users SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
-                           WHERE id = $1"#,
-                    )
+                    Change::DeleteRow { user_id } => sqlx::query(&delete).bind(user_id),
+                    Change::SoftDeleteRow { user_id } => sqlx::query(&soft_delete)
                     .bind(user_id)
                     .bind(now),
                     Change::Tombstone { user_id } => sqlx::query(concat!(
@@ -221,15 +235,17 @@ macro_rules! statements_impl {
 
             async fn user(
                 &mut self,
+                users: &$crate::store::UsersTable,
                 id: &str,
             ) -> Result<(Option<$crate::store::UserRecord>, bool), sqlx::Error> {
                 use sqlx::Row;
-                let row = sqlx::query(concat!(
+                let sql = users.sql(concat!(
                     r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
                               u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
                               EXISTS (SELECT 1 FROM "#, $ns, r#"tombstones t WHERE t.user_id = $1) AS tombstoned
-                       FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = $1"#
-                ))
+                       FROM (SELECT 1) AS one LEFT JOIN {users} u ON u.id = $1"#
+                ));
+                let row = sqlx::query(&sql)
                 .bind(id)
                 .fetch_one(&mut *self)
                 .await?;
@@ -399,9 +415,11 @@ macro_rules! statements_impl {
 
             async fn live_user_ids(
                 &mut self,
+                users: &$crate::store::UsersTable,
                 before: chrono::NaiveDateTime,
             ) -> Result<Vec<String>, sqlx::Error> {
-                sqlx::query_scalar(r#"SELECT id FROM users WHERE "deletedAt" IS NULL AND "createdAt" < $1 ORDER BY id"#)
+                let sql = users.sql(r#"SELECT id FROM {users} WHERE "deletedAt" IS NULL AND "createdAt" < $1 ORDER BY id"#);
+                sqlx::query_scalar(&sql)
                     .bind(before)
                     .fetch_all(&mut *self)
                     .await

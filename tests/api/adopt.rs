@@ -202,3 +202,86 @@ async fn a_table_clerk_sync_does_not_understand_is_refused_untouched() {
     .unwrap();
     assert_eq!(ours, 0, "the refused migration left nothing behind");
 }
+
+#[tokio::test]
+async fn a_differently_named_table_in_another_schema_works_end_to_end() {
+    use clerk_sync::store::UsersTable;
+    let table = UsersTable::new(Some("app"), "AppUser").unwrap();
+    let app = TestApp::spawn_with(Backend::Postgres, move |c| c.users_table = table).await;
+    let mut user = SampleUser::new("user_named", 1_716_883_200_000);
+    user.email = Some("named@example.com".into());
+    assert_eq!(
+        app.deliver(&sample::user_created(&user)).await.outcome(),
+        "created"
+    );
+    let (row, _) = app.store.user("user_named").await.unwrap();
+    assert_eq!(row.unwrap().email.as_deref(), Some("named@example.com"));
+
+    let DatabaseTarget::Postgres { url } = app.db.target() else {
+        unreachable!()
+    };
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'app' AND tablename = 'AppUser' ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "AppUser_email_idx",
+            "AppUser_email_key",
+            "AppUser_pkey",
+            "AppUser_username_idx",
+            "AppUser_username_key"
+        ]
+    );
+    let public: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(public, 0, "nothing in the default schema");
+    // Deletes and the fallback paths use the same table.
+    assert_eq!(
+        app.deliver(&sample::user_deleted("user_named", 1_716_883_300_000))
+            .await
+            .outcome(),
+        "deleted"
+    );
+    let left: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "app"."AppUser""#)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_differently_named_sqlite_table_works_and_a_schema_is_refused() {
+    use clerk_sync::store::UsersTable;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.users_table = UsersTable::new(None, "members").unwrap()
+    })
+    .await;
+    assert_eq!(
+        app.deliver(&sample::user_created(&SampleUser::new(
+            "user_m",
+            1_716_883_200_000
+        )))
+        .await
+        .outcome(),
+        "created"
+    );
+    assert!(app.store.user("user_m").await.unwrap().0.is_some());
+    let db = TestDb::create(Backend::Sqlite).await;
+    let error = Store::connect_with(
+        &db.target(),
+        &PoolSettings::default(),
+        UsersTable::new(Some("app"), "members").unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("SQLite has no schemas"), "{error}");
+    assert!(UsersTable::new(None, "users; DROP TABLE x").is_err());
+}

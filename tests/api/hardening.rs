@@ -103,7 +103,7 @@ async fn connections_the_server_closed_are_replaced_without_failing_events() {
         200
     );
     // What Neon does when it suspends a compute: every connection is terminated.
-    let clerk_sync::store::Store::Postgres(pool) = &app.store else {
+    let clerk_sync::store::Pool::Postgres(pool) = app.store.pool() else {
         unreachable!()
     };
     let admin = std::env::var("CLERK_SYNC_TEST_DATABASE_URL")

@@ -10,7 +10,7 @@ use clerk_sync::config::{ClerkSettings, DatabaseTarget};
 use clerk_sync::jobs::backfill::{self, BackfillOptions};
 use clerk_sync::jobs::reconcile::{self, Action, ReconcileOptions};
 use clerk_sync::jobs::{JobError, events};
-use clerk_sync::store::Store;
+use clerk_sync::store::{Pool, Store};
 use clerk_sync::sync::DeleteMode;
 use serde_json::json;
 
@@ -451,7 +451,7 @@ async fn replay_applies_stored_events_by_the_same_rules_as_their_first_delivery(
     let mut fixed = SampleUser::new("user_fixed", T).to_clerk_json();
     fixed["first_name"] = json!("Repaired");
     let payload = sample::envelope("user.created", fixed, T).to_string();
-    let Store::Sqlite(pool) = &app.store else {
+    let Pool::Sqlite(pool) = app.store.pool() else {
         unreachable!()
     };
     sqlx::query("UPDATE clerk_sync_inbox SET payload = $1 WHERE svix_id = 'msg_broken'")

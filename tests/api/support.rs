@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use clerk_sync::app::App;
 use clerk_sync::clerk::sample::random_id;
 use clerk_sync::config::{DatabaseTarget, ServeConfig};
-use clerk_sync::store::Store;
+use clerk_sync::store::{Pool, Store};
 use clerk_sync::webhook::{SigningSecret, signed_headers};
 use sqlx::{Connection, Row};
 
@@ -260,14 +260,14 @@ impl TestApp {
 
     pub async fn user(&self, id: &str) -> Option<UserRow> {
         let sql = format!("{USER_COLUMNS} WHERE id = $1");
-        match &self.store {
-            Store::Postgres(pool) => sqlx::query(&sql)
+        match self.store.pool() {
+            Pool::Postgres(pool) => sqlx::query(&sql)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
                 .unwrap()
                 .map(|r| user_row(&r)),
-            Store::Sqlite(pool) => sqlx::query(&sql)
+            Pool::Sqlite(pool) => sqlx::query(&sql)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
@@ -278,15 +278,15 @@ impl TestApp {
 
     pub async fn users(&self) -> Vec<UserRow> {
         let sql = format!("{USER_COLUMNS} ORDER BY id");
-        match &self.store {
-            Store::Postgres(pool) => sqlx::query(&sql)
+        match self.store.pool() {
+            Pool::Postgres(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
                 .iter()
                 .map(user_row)
                 .collect(),
-            Store::Sqlite(pool) => sqlx::query(&sql)
+            Pool::Sqlite(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
@@ -308,15 +308,15 @@ impl TestApp {
             "SELECT svix_id, event_type, user_id, outcome, error, payload FROM {}inbox ORDER BY received_at, svix_id",
             self.ns()
         );
-        match &self.store {
-            Store::Postgres(pool) => sqlx::query(&sql)
+        match self.store.pool() {
+            Pool::Postgres(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
                 .iter()
                 .map(inbox_row)
                 .collect(),
-            Store::Sqlite(pool) => sqlx::query(&sql)
+            Pool::Sqlite(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
@@ -338,9 +338,9 @@ impl TestApp {
             "SELECT count(*) FROM {}tombstones WHERE user_id = $1",
             self.ns()
         );
-        let count: i64 = match &self.store {
-            Store::Postgres(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
-            Store::Sqlite(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
+        let count: i64 = match self.store.pool() {
+            Pool::Postgres(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
+            Pool::Sqlite(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
         }
         .unwrap();
         count > 0

@@ -1,9 +1,9 @@
--- The app's table, exactly as Prisma creates the design's recommended `User` model
+-- The app's table ({users}, "users" unless configured), exactly as Prisma creates the design's recommended `User` model
 -- (`prisma/schema.prisma`), with two deliberate changes:
 --   * "email" is nullable: Clerk users may sign up with a phone number, a username or a wallet;
 --   * "deletedAt" marks users deleted in soft-delete mode.
 -- Unique indexes allow many NULLs, so users without email or username never collide.
-CREATE TABLE "users" (
+CREATE TABLE {users} (
     "id" TEXT NOT NULL,
     "email" TEXT,
     "firstName" TEXT,
@@ -17,13 +17,13 @@ CREATE TABLE "users" (
     "updatedAt" TIMESTAMP(3) NOT NULL,
     "deletedAt" TIMESTAMP(3),
 
-    CONSTRAINT "users_pkey" PRIMARY KEY ("id")
+    CONSTRAINT "{table}_pkey" PRIMARY KEY ("id")
 );
 
-CREATE UNIQUE INDEX "users_email_key" ON "users"("email");
-CREATE INDEX "users_email_idx" ON "users"("email");
-CREATE UNIQUE INDEX "users_username_key" ON "users"("username");
-CREATE INDEX "users_username_idx" ON "users"("username");
+CREATE UNIQUE INDEX "{table}_email_key" ON {users}("email");
+CREATE INDEX "{table}_email_idx" ON {users}("email");
+CREATE UNIQUE INDEX "{table}_username_key" ON {users}("username");
+CREATE INDEX "{table}_username_idx" ON {users}("username");
 
 -- clerk-sync: end of the users table (an existing table is adopted instead of created above)
 

@@ -1,6 +1,6 @@
 -- The same tables as on PostgreSQL (see migrations/postgres/0001_initial.sql for the reasons);
 -- SQLite has no schemas, so clerk-sync's own tables carry a clerk_sync_ prefix instead.
-CREATE TABLE "users" (
+CREATE TABLE {users} (
     "id" TEXT NOT NULL,
     "email" TEXT,
     "firstName" TEXT,
@@ -14,13 +14,13 @@ CREATE TABLE "users" (
     "updatedAt" DATETIME NOT NULL,
     "deletedAt" DATETIME,
 
-    CONSTRAINT "users_pkey" PRIMARY KEY ("id")
+    CONSTRAINT "{table}_pkey" PRIMARY KEY ("id")
 );
 
-CREATE UNIQUE INDEX "users_email_key" ON "users"("email");
-CREATE INDEX "users_email_idx" ON "users"("email");
-CREATE UNIQUE INDEX "users_username_key" ON "users"("username");
-CREATE INDEX "users_username_idx" ON "users"("username");
+CREATE UNIQUE INDEX "{table}_email_key" ON {users}("email");
+CREATE INDEX "{table}_email_idx" ON {users}("email");
+CREATE UNIQUE INDEX "{table}_username_key" ON {users}("username");
+CREATE INDEX "{table}_username_idx" ON {users}("username");
 
 CREATE TABLE clerk_sync_inbox (
     svix_id TEXT PRIMARY KEY,
