@@ -126,14 +126,14 @@ pub(super) async fn run_postgres(
         ..MigrationReport::default()
     };
     let mut adopted = false;
-    if !applied.contains(&1) {
-        if let Some(adoption) = super::adopt::plan(&mut tx, users).await? {
-            if !dry_run {
-                super::adopt::apply(&mut tx, &adoption).await?;
-            }
-            report.adopted = adoption.changes;
-            adopted = true;
+    if !applied.contains(&1)
+        && let Some(adoption) = super::adopt::plan(&mut tx, users).await?
+    {
+        if !dry_run {
+            super::adopt::apply(&mut tx, &adoption).await?;
         }
+        report.adopted = adoption.changes;
+        adopted = true;
     }
     for migration in pending(POSTGRES, &applied)? {
         report
