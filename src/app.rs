@@ -191,6 +191,7 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
         admin_token: config.admin_token.as_deref().map(Arc::from),
         limiters: Arc::new(RateLimiters::new(&config.limits)),
         db_timeout: config.limits.db_timeout,
+        cors_origins: config.clerk.authorized_parties.clone(),
     })
 }
 

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub limiters: Arc<RateLimiters>,
     /// Longest time one database operation may take before the request gets 503.
     pub db_timeout: std::time::Duration,
+    /// Origins a browser may call the user API from (`CLERK_AUTHORIZED_PARTIES`).
+    pub cors_origins: Vec<String>,
 }
 
 /// The service's routes: the webhook endpoint, the current-user API, the health checks,
@@ -52,6 +56,18 @@ pub struct AppState {
 /// own router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     routes(state, max_body_bytes, true, &LimitSettings::default())
+}
+
+/// Lets browsers on the authorized parties' origins call the user API from another origin
+/// (the same origins session tokens are accepted for); none without a list.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::PATCH])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_credentials(true)
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// `/metrics` alone, for a separate listen address.
@@ -70,8 +86,9 @@ pub(crate) fn routes(
     } else {
         Router::new()
     };
+    let cors = cors(&state.cors_origins);
     base.merge(webhook::router())
-        .merge(users::router())
+        .merge(users::router().layer(cors))
         .merge(health::router())
         .merge(openapi::router())
         .merge(status::router())

@@ -677,3 +677,39 @@ async fn the_openapi_document_matches_the_routes_and_the_json_they_answer() {
         .collect();
     assert_eq!(outcomes, ours);
 }
+
+#[tokio::test]
+async fn browsers_on_the_authorized_origins_may_call_the_api_and_others_may_not() {
+    let clerk = ClerkEmulator::start().await;
+    let app = spawn(Backend::Sqlite, &clerk).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/users/me", app.address),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight(ORIGIN).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        ORIGIN
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
