@@ -25,6 +25,11 @@ const POSTGRES: &[Migration] = &[
         description: "job leases, replay time of stored events",
         sql: include_str!("migrations/postgres/0002_leases_and_replay.sql"),
     },
+    Migration {
+        version: 3,
+        description: "inbox index by time received",
+        sql: include_str!("migrations/postgres/0003_inbox_received_at.sql"),
+    },
 ];
 
 const SQLITE: &[Migration] = &[
@@ -37,6 +42,11 @@ const SQLITE: &[Migration] = &[
         version: 2,
         description: "job leases, replay time of stored events",
         sql: include_str!("migrations/sqlite/0002_leases_and_replay.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "inbox index by time received",
+        sql: include_str!("migrations/sqlite/0003_inbox_received_at.sql"),
     },
 ];
 

@@ -25,6 +25,7 @@ use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 
 pub use migrations::MigrationReport;
 use statements::Statements;
+pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)
 /// is tried again before the delivery is answered with 503.
