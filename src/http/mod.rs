@@ -97,6 +97,7 @@ pub(crate) fn routes(
         // length is declared); axum's own default would cap at 2 MiB regardless.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(axum::middleware::from_fn(webhook::count_oversized))
         // A slow client (or a body sent a byte a second) is cut off with 503, which Svix
         // retries; the ceiling keeps a burst from opening more work than the database takes.
         .layer(TimeoutLayer::with_status_code(

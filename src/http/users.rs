@@ -100,6 +100,7 @@ where
                 Ok(ClerkSession(session))
             }
             Err(SessionError::KeysUnavailable(reason)) => {
+                crate::metrics::session_failure("keys_unavailable");
                 tracing::error!(
                     reason,
                     "cannot verify sessions: Clerk's keys are unavailable"

@@ -25,15 +25,18 @@ use crate::webhook::Rejection;
 const RETRY_AFTER_SECONDS: &str = "5";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(WEBHOOK_PATH, post(receive))
-        .layer(axum::middleware::map_response(count_oversized))
+    Router::new().route(WEBHOOK_PATH, post(receive))
 }
 
-/// Bodies over the limit are refused by the body-limit layer before the handler runs; they
-/// are counted here.
-async fn count_oversized(response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// Bodies over the limit are refused by the body-limit layer, often before any handler runs;
+/// this middleware sits outside that layer to count them.
+pub(super) async fn count_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let webhook = request.uri().path() == WEBHOOK_PATH;
+    let response = next.run(request).await;
+    if webhook && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         crate::metrics::webhook_rejected("too_large");
     }
     response
