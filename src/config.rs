@@ -154,9 +154,9 @@ fn without_channel_binding(url: &str) -> Result<String, ConfigError> {
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(kept);
     }
-    tracing::info!(
-        "DATABASE_URL asks for channel_binding, which the PostgreSQL driver does not support; \
-         connecting with TLS as sslmode says, without channel binding"
+    tracing::warn!(
+        "DATABASE_URL asks for channel_binding, which the PostgreSQL driver (sqlx) does not \
+         support: channel binding is NOT enforced; TLS is still used as sslmode says"
     );
     Ok(parsed.into())
 }

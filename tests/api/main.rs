@@ -16,5 +16,6 @@ mod metrics;
 mod prisma_client;
 mod signatures;
 mod status_page;
+mod tls;
 mod users_api;
 mod webhook_rules;
