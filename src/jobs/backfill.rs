@@ -5,10 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page, snapshots_of};
 use crate::clerk::api::ClerkApi;
 use crate::store::Store;
-use crate::sync::UserSnapshot;
 
 /// State key of the checkpoint.
 const CHECKPOINT: &str = "backfill";
@@ -95,16 +94,7 @@ async fn walk(
             break;
         };
         let full_page = page.len() as u32 == page_size;
-        let mut snapshots = Vec::with_capacity(page.len());
-        for user in page {
-            match UserSnapshot::from_clerk(user) {
-                Ok(snapshot) => snapshots.push(snapshot),
-                Err(e) => {
-                    tracing::warn!(user_id = e.user_id.as_deref().unwrap_or("-"), error = %e.reason, "user from Clerk cannot be applied");
-                    report.summary.failed += 1;
-                }
-            }
-        }
+        let snapshots = snapshots_of(page, &mut report.summary);
         processed += snapshots.len() as u64;
         let checkpoint = serde_json::to_string(&Checkpoint {
             cursor: last_id.clone(),

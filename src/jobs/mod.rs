@@ -145,6 +145,26 @@ pub async fn fetch_page(
     }
 }
 
+/// The page's users as snapshots; a user Clerk sent that cannot be applied is logged and
+/// counted as failed.
+fn snapshots_of(page: Vec<UserData>, summary: &mut Summary) -> Vec<crate::sync::UserSnapshot> {
+    let mut snapshots = Vec::with_capacity(page.len());
+    for user in page {
+        match crate::sync::UserSnapshot::from_clerk(user) {
+            Ok(snapshot) => snapshots.push(snapshot),
+            Err(e) => {
+                tracing::warn!(
+                    user_id = e.user_id.as_deref().unwrap_or("-"),
+                    error = %e.reason,
+                    "user from Clerk cannot be applied"
+                );
+                summary.failed += 1;
+            }
+        }
+    }
+    snapshots
+}
+
 /// A job's hold on its lease; renewed while the job runs, released at the end.
 pub struct Lease<'a> {
     store: &'a Store,

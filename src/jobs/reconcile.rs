@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 
-use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page, snapshots_of};
 use crate::clerk::api::ClerkApi;
 use crate::store::Store;
 use crate::sync::{DeleteMode, Outcome, UserSnapshot};
@@ -134,19 +134,8 @@ async fn reconcile(
             break;
         };
         let full_page = page.len() as u32 == page_size;
-        let mut snapshots = Vec::with_capacity(page.len());
-        for user in page {
-            if let Some(id) = &user.id {
-                in_clerk.insert(id.clone());
-            }
-            match UserSnapshot::from_clerk(user) {
-                Ok(snapshot) => snapshots.push(snapshot),
-                Err(e) => {
-                    report.summary.failed += 1;
-                    tracing::warn!(user_id = e.user_id.as_deref().unwrap_or("-"), error = %e.reason, "user from Clerk cannot be applied");
-                }
-            }
-        }
+        in_clerk.extend(page.iter().filter_map(|user| user.id.clone()));
+        let snapshots = snapshots_of(page, &mut report.summary);
         let applied = store
             .apply_snapshots(&snapshots, None, options.dry_run)
             .await?;
