@@ -13,6 +13,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::{HeaderMap, HeaderValue};
 use standardwebhooks::{Webhook, WebhookError};
 
+/// How far a delivery's timestamp may be from now, either way (Svix's own tolerance).
+const TOLERANCE_SECONDS: i64 = 5 * 60;
+
 /// Longest `svix-id` accepted; real ones are about 30 characters, and the id is a primary key.
 const MAX_SVIX_ID_LEN: usize = 255;
 
@@ -181,6 +184,16 @@ impl Verifier {
         let parsed_timestamp: i64 = timestamp
             .parse()
             .map_err(|_| Rejection::MalformedHeader("svix-timestamp"))?;
+        // Checked here with saturating arithmetic: the library subtracts plainly, which
+        // overflows (a panic in debug builds, a skipped check in release) for timestamps near
+        // i64::MIN. Found by fuzzing.
+        let now = chrono::Utc::now().timestamp();
+        if now.saturating_sub(parsed_timestamp) > TOLERANCE_SECONDS {
+            return Err(Rejection::TimestampTooOld);
+        }
+        if parsed_timestamp.saturating_sub(now) > TOLERANCE_SECONDS {
+            return Err(Rejection::TimestampInFuture);
+        }
 
         let mut unbranded = HeaderMap::with_capacity(3);
         for (name, value) in [
@@ -288,6 +301,37 @@ mod tests {
             ("webhook-signature", sig),
         ]);
         assert!(Verifier::new(&[secret]).verify(&h, body).is_ok());
+    }
+
+    #[test]
+    fn timestamps_near_i64_min_are_too_old_not_a_panic() {
+        let (secret, _) = SigningSecret::generate();
+        let verifier = Verifier::new(std::slice::from_ref(&secret));
+        let body = b"{}";
+        for ts in ["-9223372036854775808", "-9223372036854775804"] {
+            let h = headers(&[
+                ("svix-id", "msg_1".into()),
+                ("svix-timestamp", ts.into()),
+                ("svix-signature", "v1,AAAA".into()),
+            ]);
+            assert_eq!(verifier.verify(&h, body), Err(Rejection::TimestampTooOld));
+        }
+        let sig = secret.sign("msg_1", i64::MIN, body).unwrap();
+        let h = headers(&[
+            ("svix-id", "msg_1".into()),
+            ("svix-timestamp", i64::MIN.to_string()),
+            ("svix-signature", sig),
+        ]);
+        assert_eq!(verifier.verify(&h, body), Err(Rejection::TimestampTooOld));
+        let far_future = headers(&[
+            ("svix-id", "msg_1".into()),
+            ("svix-timestamp", i64::MAX.to_string()),
+            ("svix-signature", "v1,AAAA".into()),
+        ]);
+        assert_eq!(
+            verifier.verify(&far_future, body),
+            Err(Rejection::TimestampInFuture)
+        );
     }
 
     #[test]
