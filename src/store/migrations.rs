@@ -177,12 +177,12 @@ pub(super) async fn run_postgres(
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        report
-            .applied
-            .push((migration.version, migration.description));
-        report.version = migration.version;
     }
-    tx.commit().await.map_err(StoreError::Unavailable)?;
+    if dry_run {
+        tx.rollback().await.map_err(StoreError::Unavailable)?;
+    } else {
+        tx.commit().await.map_err(StoreError::Unavailable)?;
+    }
     Ok(report)
 }
 
@@ -253,11 +253,11 @@ pub(super) async fn run_sqlite(
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        report
-            .applied
-            .push((migration.version, migration.description));
-        report.version = migration.version;
     }
-    tx.commit().await.map_err(StoreError::Unavailable)?;
+    if dry_run {
+        tx.rollback().await.map_err(StoreError::Unavailable)?;
+    } else {
+        tx.commit().await.map_err(StoreError::Unavailable)?;
+    }
     Ok(report)
 }
