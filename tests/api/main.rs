@@ -8,6 +8,7 @@ mod clerk_emulator;
 
 mod adopt;
 mod cli;
+mod faults;
 mod fixtures;
 mod hardening;
 mod history;
