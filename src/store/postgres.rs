@@ -15,6 +15,10 @@ pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, Stor
         // PgBouncer (Neon's `-pooler` endpoint) rejects this startup parameter.
         .extra_float_digits(None);
     Ok(PgPoolOptions::new()
+        // No ping before each use: it costs a round trip per event, and a connection the
+        // server closed fails the transaction with an I/O error, which is retried on a fresh
+        // connection (see `is_lost_race`).
+        .test_before_acquire(false)
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .connect_lazy_with(options))
