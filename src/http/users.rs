@@ -305,7 +305,7 @@ impl FetchOnce {
         let cell = self
             .in_flight
             .lock()
-            .expect("the in-flight map is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(user_id.to_owned())
             .or_default()
             .clone();
@@ -313,7 +313,7 @@ impl FetchOnce {
         let mut in_flight = self
             .in_flight
             .lock()
-            .expect("the in-flight map is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if in_flight
             .get(user_id)
             .is_some_and(|c| Arc::ptr_eq(c, &cell))
