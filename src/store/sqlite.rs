@@ -12,18 +12,6 @@ use sqlx::sqlite::{
 use super::statements::statements_impl;
 use super::{PoolSettings, StoreError, millis_to_datetime};
 
-/// The newest-wins upsert, as on PostgreSQL (the WHERE clause repeats the rule in SQL).
-const UPSERT: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
-                                     "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-    ON CONFLICT (id) DO UPDATE SET
-      email = excluded.email, "firstName" = excluded."firstName",
-      "lastName" = excluded."lastName", name = excluded.name,
-      "imageUrl" = excluded."imageUrl", username = excluded.username,
-      "clerkCreatedAt" = excluded."clerkCreatedAt",
-      "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-    WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
-
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -82,7 +70,7 @@ statements_impl!(
                 r#"UPDATE {users} SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#,
             );
             let clear_username = users.sql(r#"UPDATE {users} SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#);
-            let upsert = users.sql(UPSERT);
+            let upsert = users.sql(super::statements::UPSERT_ONE);
             for (id, email) in &writes.clear_email {
                 sqlx::query(&clear_email)
                     .bind(id)

@@ -46,6 +46,19 @@ pub(crate) struct LoadedState {
     pub seen: bool,
 }
 
+/// One row's newest-wins upsert with plain parameters (the WHERE clause repeats the rule in
+/// SQL as a last line of defence; the decision was made under the locks).
+pub(crate) const UPSERT_ONE: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
+                                     "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    ON CONFLICT (id) DO UPDATE SET
+      email = excluded.email, "firstName" = excluded."firstName",
+      "lastName" = excluded."lastName", name = excluded.name,
+      "imageUrl" = excluded."imageUrl", username = excluded.username,
+      "clerkCreatedAt" = excluded."clerkCreatedAt",
+      "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
+    WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
+
 /// The statements a transaction runs, per dialect.
 pub(crate) trait Statements {
     /// Serializes transactions touching the same keys (no-op where the database serializes
@@ -158,27 +171,56 @@ macro_rules! statements_impl {
                 let list = $list;
                 // One arm per column, so each uses its index (an OR across columns would make
                 // PostgreSQL scan the table); a row found twice is merged below.
-                let sql = users.sql(concat!(
-                    r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                       FROM {users} WHERE id "#, $in_open, "$2", $in_close, r#"
-                       UNION ALL
-                       SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                       FROM {users} WHERE email "#, $in_open, "$3", $in_close, r#"
-                       UNION ALL
-                       SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                       FROM {users} WHERE username "#, $in_open, "$4", $in_close, r#"
-                       UNION ALL
-                       SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
-                       UNION ALL
-                       SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
-                ));
-                let rows = sqlx::query(&sql)
-                .bind(svix_id)
-                .bind(list(&keys.user_ids))
-                .bind(list(&keys.emails))
-                .bind(list(&keys.usernames))
-                .fetch_all(&mut *self)
-                .await?;
+                let single = keys.user_ids.len() == 1 && keys.emails.len() <= 1 && keys.usernames.len() <= 1;
+                let rows = if single {
+                    // A single event (the webhook hot path): plain parameters, so PostgreSQL
+                    // can reuse a generic plan instead of planning array arguments each time.
+                    let sql = users.sql(concat!(
+                        r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
+                           FROM {users} WHERE id = $2
+                           UNION ALL
+                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                           FROM {users} WHERE email = $3
+                           UNION ALL
+                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                           FROM {users} WHERE username = $4
+                           UNION ALL
+                           SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"tombstones WHERE user_id = $2
+                           UNION ALL
+                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
+                    ));
+                    sqlx::query(&sql)
+                        .bind(svix_id)
+                        .bind(keys.user_ids.first())
+                        .bind(keys.emails.first())
+                        .bind(keys.usernames.first())
+                        .fetch_all(&mut *self)
+                        .await?
+                } else {
+                    // One arm per column, so each uses its index (an OR across columns would
+                    // make PostgreSQL scan the table); a row found twice is merged below.
+                    let sql = users.sql(concat!(
+                        r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
+                           FROM {users} WHERE id "#, $in_open, "$2", $in_close, r#"
+                           UNION ALL
+                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                           FROM {users} WHERE email "#, $in_open, "$3", $in_close, r#"
+                           UNION ALL
+                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+                           FROM {users} WHERE username "#, $in_open, "$4", $in_close, r#"
+                           UNION ALL
+                           SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
+                           UNION ALL
+                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
+                    ));
+                    sqlx::query(&sql)
+                        .bind(svix_id)
+                        .bind(list(&keys.user_ids))
+                        .bind(list(&keys.emails))
+                        .bind(list(&keys.usernames))
+                        .fetch_all(&mut *self)
+                        .await?
+                };
                 let mut state = $crate::store::statements::LoadedState::default();
                 let mut found = std::collections::HashSet::new();
                 for row in rows {
