@@ -83,21 +83,7 @@ statements_impl!(
             }
             if let [user] = writes.upserts.as_slice() {
                 // A single event: plain parameters, so the plan is cached (see load_state).
-                let sql = users.sql(super::statements::UPSERT_ONE);
-                return sqlx::query(&sql)
-                    .bind(&user.id)
-                    .bind(&user.email)
-                    .bind(&user.first_name)
-                    .bind(&user.last_name)
-                    .bind(&user.name)
-                    .bind(&user.image_url)
-                    .bind(&user.username)
-                    .bind(user.created_at.map(millis_to_datetime))
-                    .bind(millis_to_datetime(user.updated_at))
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await
-                    .map(drop);
+                return self.upsert_one(users, user, now).await;
             }
             let rows = &writes.upserts;
             let column =

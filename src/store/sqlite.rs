@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 
 use super::statements::statements_impl;
-use super::{PoolSettings, StoreError, millis_to_datetime};
+use super::{PoolSettings, StoreError};
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
@@ -70,7 +70,6 @@ statements_impl!(
                 r#"UPDATE {users} SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#,
             );
             let clear_username = users.sql(r#"UPDATE {users} SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#);
-            let upsert = users.sql(super::statements::UPSERT_ONE);
             for (id, email) in &writes.clear_email {
                 sqlx::query(&clear_email)
                     .bind(id)
@@ -88,19 +87,7 @@ statements_impl!(
                     .await?;
             }
             for user in &writes.upserts {
-                sqlx::query(&upsert)
-                    .bind(&user.id)
-                    .bind(&user.email)
-                    .bind(&user.first_name)
-                    .bind(&user.last_name)
-                    .bind(&user.name)
-                    .bind(&user.image_url)
-                    .bind(&user.username)
-                    .bind(user.created_at.map(millis_to_datetime))
-                    .bind(millis_to_datetime(user.updated_at))
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await?;
+                self.upsert_one(users, user, now).await?;
             }
             Ok(())
         }

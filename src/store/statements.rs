@@ -82,6 +82,14 @@ pub(crate) trait Statements {
         now: NaiveDateTime,
     ) -> Result<(), sqlx::Error>;
 
+    /// Inserts or overwrites one row with plain parameters (see [`UPSERT_ONE`]).
+    async fn upsert_one(
+        &mut self,
+        users: &UsersTable,
+        user: &crate::sync::UserSnapshot,
+        now: NaiveDateTime,
+    ) -> Result<(), sqlx::Error>;
+
     /// A deletion's changes (remove or soft-delete the row, tombstone the id).
     async fn apply_deletion(
         &mut self,
@@ -243,6 +251,29 @@ macro_rules! statements_impl {
                     }
                 }
                 Ok(state)
+            }
+
+            async fn upsert_one(
+                &mut self,
+                users: &$crate::store::UsersTable,
+                user: &$crate::sync::UserSnapshot,
+                now: chrono::NaiveDateTime,
+            ) -> Result<(), sqlx::Error> {
+                let sql = users.sql($crate::store::statements::UPSERT_ONE);
+                sqlx::query(&sql)
+                    .bind(&user.id)
+                    .bind(&user.email)
+                    .bind(&user.first_name)
+                    .bind(&user.last_name)
+                    .bind(&user.name)
+                    .bind(&user.image_url)
+                    .bind(&user.username)
+                    .bind(user.created_at.map($crate::store::millis_to_datetime))
+                    .bind($crate::store::millis_to_datetime(user.updated_at))
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await
+                    .map(drop)
             }
 
             async fn apply_deletion(

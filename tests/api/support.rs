@@ -92,21 +92,7 @@ impl Drop for TestDb {
 }
 
 /// A user row as the app would read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    pub id: String,
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub name: Option<String>,
-    pub image_url: Option<String>,
-    pub username: Option<String>,
-    pub clerk_created_at: Option<NaiveDateTime>,
-    pub clerk_updated_at: Option<NaiveDateTime>,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
-    pub deleted_at: Option<NaiveDateTime>,
-}
+pub type UserRow = clerk_sync::store::UserRecord;
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
