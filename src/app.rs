@@ -14,7 +14,7 @@ use crate::config::{ClerkSettings, ServeConfig};
 use crate::http::{AppState, RateLimiters, Users};
 use crate::jobs::reconcile::{self, ReconcileOptions};
 use crate::jobs::{MAX_PAGE_SIZE, Pacer};
-use crate::store::{Store, StoreError};
+use crate::store::{DeliveryQueue, Store, StoreError, WriterSettings};
 use crate::webhook::Verifier;
 
 /// A service bound to its address, ready to run.
@@ -182,7 +182,12 @@ impl App {
 /// into its own router (see `examples/embedded.rs`). Migrations are the caller's business
 /// (`Store::migrate`).
 pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, StartError> {
+    let mut writers = WriterSettings::default_for(&store);
+    if let Some(count) = config.writers {
+        writers.writers = count;
+    }
     Ok(AppState {
+        deliveries: DeliveryQueue::start(store.clone(), config.delete_mode, writers),
         store,
         verifier: Arc::new(Verifier::new(&config.secrets)),
         delete_mode: config.delete_mode,

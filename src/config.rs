@@ -408,6 +408,9 @@ pub struct ServeConfig {
     pub delete_mode: DeleteMode,
     pub max_body_bytes: usize,
     pub pool: PoolSettings,
+    /// Transactions writing webhook events at once (`CLERK_SYNC_WRITERS`); `None`: the
+    /// backend's default (see [`crate::store::WriterSettings::default_for`]).
+    pub writers: Option<usize>,
     pub clerk: ClerkSettings,
     /// Run reconciliation this often (`CLERK_SYNC_RECONCILE_EVERY`); off when `None`.
     pub reconcile_every: Option<Duration>,
@@ -454,6 +457,11 @@ impl ServeConfig {
             (
                 "CLERK_SYNC_DB_MAX_CONNECTIONS",
                 self.pool.max_connections.to_string(),
+            ),
+            (
+                "CLERK_SYNC_WRITERS",
+                self.writers
+                    .map_or("(3 on PostgreSQL, 1 on SQLite)".into(), |w| w.to_string()),
             ),
             ("migrate at start", self.migrate.to_string()),
             ("CLERK_API_URL", self.clerk.api_url.clone()),
@@ -549,6 +557,7 @@ impl ServeConfig {
                 max_connections: 10,
                 acquire_timeout: Duration::from_secs(5),
             },
+            writers: None,
             clerk: ClerkSettings::default(),
             reconcile_every: None,
             metrics_listen: None,

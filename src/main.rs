@@ -189,6 +189,11 @@ struct ServeArgs {
     /// Largest number of database connections.
     #[arg(long, env = "CLERK_SYNC_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
+    /// Transactions writing webhook events at the same time (default: 3 on PostgreSQL, 1 on
+    /// SQLite). Events that arrive while every writer is busy are committed together in one
+    /// transaction, so a burst costs far fewer commits. At most CLERK_SYNC_DB_MAX_CONNECTIONS.
+    #[arg(long, env = "CLERK_SYNC_WRITERS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    writers: Option<u32>,
     #[command(flatten)]
     clerk: ClerkApiArgs,
     #[command(flatten)]
@@ -465,6 +470,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         pool: PoolSettings {
             max_connections: args.db_max_connections.max(1),
             ..PoolSettings::default()
+        },
+        writers: match args.writers {
+            Some(w) if w > args.db_max_connections.max(1) => {
+                return Err(ConfigError(format!(
+                    "CLERK_SYNC_WRITERS = {w} is more than CLERK_SYNC_DB_MAX_CONNECTIONS = {}: \
+                     each writer holds a connection while it writes; lower the first or raise \
+                     the second",
+                    args.db_max_connections
+                ))
+                .into());
+            }
+            w => w.map(|w| w as usize),
         },
         clerk: ClerkSettings::from_values(
             Some(&args.clerk.clerk_api_url),

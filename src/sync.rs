@@ -335,11 +335,20 @@ impl RowWrites {
     }
 }
 
-/// What a batch of snapshots does: one outcome per snapshot, in order, and the writes.
+/// What a batch does: one outcome per event, in order, and the writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
     pub outcomes: Vec<Outcome>,
     pub writes: RowWrites,
+    /// Deletions' changes (row removals, tombstones), written after `writes`.
+    pub deletions: Vec<Change>,
+}
+
+/// One event of a batch, as the rules see it.
+#[derive(Debug, Clone, Copy)]
+pub enum Planned<'a> {
+    Snapshot(&'a UserSnapshot),
+    Deletion(&'a str),
 }
 
 /// Plans snapshots one after the other, as if each were its own event, each seeing the rows the
@@ -350,13 +359,32 @@ pub fn plan_snapshots(
     users: Vec<StoredUser>,
     tombstoned: &std::collections::HashSet<String>,
 ) -> BatchPlan {
-    use std::collections::BTreeMap;
+    let events: Vec<Planned<'_>> = snapshots.iter().map(Planned::Snapshot).collect();
+    plan_batch(&events, users, tombstoned, DeleteMode::Hard)
+}
+
+/// Plans events that arrived together (deliveries in flight at the same moment, which Svix
+/// may deliver in any order) as if they had arrived one after the other: first the snapshots
+/// in their order, then the deletions in theirs. That is an order the sender could have
+/// chosen, and it lets the writes go out as one bulk upsert followed by the deletions, with no
+/// value ever held twice in between. `users` are the rows holding any of the events' ids,
+/// emails or usernames; `tombstoned` the ids among them deleted before.
+pub fn plan_batch(
+    events: &[Planned<'_>],
+    users: Vec<StoredUser>,
+    tombstoned: &std::collections::HashSet<String>,
+    mode: DeleteMode,
+) -> BatchPlan {
+    use std::collections::{BTreeMap, HashSet};
     let initial: BTreeMap<String, StoredUser> =
         users.into_iter().map(|u| (u.id.clone(), u)).collect();
     let mut rows = initial.clone();
     let mut upserts: BTreeMap<String, UserSnapshot> = BTreeMap::new();
-    let mut outcomes = Vec::with_capacity(snapshots.len());
-    for snapshot in snapshots {
+    let mut outcomes = vec![Outcome::Ignored; events.len()];
+    for (i, event) in events.iter().enumerate() {
+        let Planned::Snapshot(snapshot) = event else {
+            continue;
+        };
         let view = SyncState {
             users: rows
                 .values()
@@ -408,7 +436,7 @@ pub fn plan_snapshots(
                 }
             }
         }
-        outcomes.push(plan.outcome);
+        outcomes[i] = plan.outcome;
     }
     let changed = |field: fn(&StoredUser) -> &Option<String>| -> Vec<(String, String)> {
         initial
@@ -417,13 +445,32 @@ pub fn plan_snapshots(
             .filter_map(|before| Some((before.id.clone(), field(before).clone()?)))
             .collect()
     };
+    let writes = RowWrites {
+        clear_email: changed(|u| &u.email),
+        clear_username: changed(|u| &u.username),
+        upserts: upserts.into_values().collect(),
+    };
+    let mut deleted: HashSet<&str> = HashSet::new();
+    let mut deletions = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let Planned::Deletion(user_id) = *event else {
+            continue;
+        };
+        let view = SyncState {
+            users: rows.get(user_id).cloned().into_iter().collect(),
+            tombstoned: tombstoned.contains(user_id) || deleted.contains(user_id),
+        };
+        let plan = plan_deletion(user_id, &view, mode);
+        if !plan.changes.is_empty() {
+            deleted.insert(user_id);
+        }
+        deletions.extend(plan.changes);
+        outcomes[i] = plan.outcome;
+    }
     BatchPlan {
         outcomes,
-        writes: RowWrites {
-            clear_email: changed(|u| &u.email),
-            clear_username: changed(|u| &u.username),
-            upserts: upserts.into_values().collect(),
-        },
+        writes,
+        deletions,
     }
 }
 
@@ -622,6 +669,53 @@ mod tests {
             .map(|u| (u.id.as_str(), u.email.as_deref()))
             .collect();
         assert_eq!(emails, vec![("a", None), ("c", Some("x@example.com"))]);
+    }
+
+    #[test]
+    fn a_batch_plans_its_deletions_after_its_snapshots() {
+        // d holds x and is deleted; n (older than d) asks for x in the same batch; a user
+        // created and deleted within the batch; a second deletion of d.
+        let users = vec![stored("d", 50, Some("x@example.com"))];
+        let n = snapshot("n", 10, Some("x@example.com"));
+        let t = snapshot("t", 10, None);
+        let events = [
+            Planned::Deletion("d"),
+            Planned::Snapshot(&n),
+            Planned::Snapshot(&t),
+            Planned::Deletion("t"),
+            Planned::Deletion("d"),
+        ];
+        let plan = plan_batch(&events, users, &Default::default(), DeleteMode::Hard);
+        assert_eq!(
+            plan.outcomes,
+            vec![
+                Outcome::Deleted,
+                Outcome::Created,
+                Outcome::Created,
+                Outcome::Deleted,
+                Outcome::Tombstoned
+            ]
+        );
+        // The snapshots ran first, so n (older than d) went without x, as it would have if it
+        // had arrived before the deletion.
+        let emails: Vec<(&str, Option<&str>)> = plan
+            .writes
+            .upserts
+            .iter()
+            .map(|u| (u.id.as_str(), u.email.as_deref()))
+            .collect();
+        assert_eq!(emails, vec![("n", None), ("t", None)]);
+        assert!(plan.writes.clear_email.is_empty());
+        let ids = |u: &str| u.to_string();
+        assert_eq!(
+            plan.deletions,
+            vec![
+                Change::DeleteRow { user_id: ids("d") },
+                Change::Tombstone { user_id: ids("d") },
+                Change::DeleteRow { user_id: ids("t") },
+                Change::Tombstone { user_id: ids("t") },
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::store::Store;
+use crate::store::{DeliveryQueue, Store};
 use crate::sync::DeleteMode;
 use crate::webhook::Verifier;
 
@@ -37,6 +37,8 @@ pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
+    /// Where the webhook endpoint hands verified events to be written (group commit).
+    pub deliveries: DeliveryQueue,
     pub verifier: Arc<Verifier>,
     pub delete_mode: DeleteMode,
     pub users: Arc<Users>,

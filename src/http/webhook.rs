@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
 use crate::http::ApiError;
-use crate::store::{DeliveryRecord, IncomingEvent, Source, StoreError};
+use crate::store::{Delivery, StoreError};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
 
@@ -78,51 +78,52 @@ async fn receive(
         }
     };
     // Verification already required UTF-8 (the signature is computed over text).
-    let payload = String::from_utf8_lossy(&body);
-    let incoming = IncomingEvent {
-        event: &event,
-        source: Source::Delivery(DeliveryRecord {
-            svix_id: &delivery.svix_id,
-            svix_timestamp: delivery.timestamp,
-            payload: &payload,
-        }),
+    let payload = String::from_utf8_lossy(&body).into_owned();
+    let svix_id = delivery.svix_id.clone();
+    let event_type = event.event_type.clone();
+    let user_id = event.user_id().unwrap_or("-").to_owned();
+    let unusable = match &event.kind {
+        EventKind::Unusable { reason, .. } => Some(reason.clone()),
+        _ => None,
     };
     let recorded = tokio::time::timeout(
         state.db_timeout,
-        state.store.record_event(&incoming, state.delete_mode),
+        state.deliveries.record(Delivery {
+            event,
+            svix_id: delivery.svix_id,
+            svix_timestamp: delivery.timestamp,
+            payload,
+        }),
     )
     .await
     .unwrap_or_else(|_| Err(StoreError::TimedOut(state.db_timeout)));
     match recorded {
         Ok(outcome) => {
             crate::metrics::event_processed(
-                &event.event_type,
+                &event_type,
                 outcome,
                 started.elapsed(),
                 delivery.timestamp,
             );
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let user_id = event.user_id().unwrap_or("-");
-            if let (Outcome::Failed, EventKind::Unusable { reason, .. }) = (outcome, &event.kind) {
-                tracing::warn!(
-                    svix_id = %delivery.svix_id, event_type = %event.event_type, user_id,
+            match (outcome, unusable) {
+                (Outcome::Failed, Some(reason)) => tracing::warn!(
+                    %svix_id, %event_type, user_id,
                     outcome = outcome.as_str(), duration_ms, error = %reason,
                     "event stored as failed"
-                );
-            } else {
-                tracing::info!(
-                    svix_id = %delivery.svix_id, event_type = %event.event_type, user_id,
+                ),
+                _ => tracing::info!(
+                    %svix_id, %event_type, user_id,
                     outcome = outcome.as_str(), duration_ms,
                     "event processed"
-                );
+                ),
             }
             (StatusCode::OK, Json(json!({"outcome": outcome.as_str()}))).into_response()
         }
         Err(e) => {
             crate::metrics::webhook_request("unavailable");
             tracing::error!(
-                svix_id = %delivery.svix_id, event_type = %event.event_type,
-                user_id = event.user_id().unwrap_or("-"), error = %e,
+                %svix_id, %event_type, user_id, error = %e,
                 "event not stored; the sender will retry"
             );
             (

@@ -4,9 +4,9 @@
 use chrono::NaiveDateTime;
 
 use super::statements::{StateKeys, Statements};
-use super::{Applied, InboxRecord, IncomingEvent, Source, UsersTable, now};
+use super::{Applied, DeliveryRecord, InboxRecord, IncomingEvent, Source, UsersTable, now};
 use crate::clerk::{ClerkEvent, EventKind};
-use crate::sync::{self, DeleteMode, Outcome, SyncState, UserSnapshot};
+use crate::sync::{self, DeleteMode, Outcome, Planned, SyncState, UserSnapshot};
 
 fn keys_of(snapshots: &[&UserSnapshot]) -> StateKeys {
     StateKeys {
@@ -27,17 +27,17 @@ pub(super) async fn apply_event<T: Statements>(
     mode: DeleteMode,
 ) -> Result<Outcome, sqlx::Error> {
     let now = now();
-    let dedupe_id = match &event.source {
-        Source::Delivery(delivery) => Some(delivery.svix_id),
-        Source::Replay { .. } | Source::Clerk => None,
+    let dedupe_ids: Vec<String> = match &event.source {
+        Source::Delivery(delivery) => vec![delivery.svix_id.to_owned()],
+        Source::Replay { .. } | Source::Clerk => Vec::new(),
     };
     let mut error = None;
     let outcome = match &event.event.kind {
         EventKind::UserSnapshot(snapshot) => {
             let keys = keys_of(&[snapshot]);
             tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(users, dedupe_id, &keys).await?;
-            if state.seen {
+            let state = tx.load_state(users, &dedupe_ids, &keys).await?;
+            if !state.seen.is_empty() {
                 return Ok(Outcome::Duplicate);
             }
             let plan = sync::plan_snapshots(
@@ -54,8 +54,8 @@ pub(super) async fn apply_event<T: Statements>(
                 ..StateKeys::default()
             };
             tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(users, dedupe_id, &keys).await?;
-            if state.seen {
+            let state = tx.load_state(users, &dedupe_ids, &keys).await?;
+            if !state.seen.is_empty() {
                 return Ok(Outcome::Duplicate);
             }
             let view = SyncState {
@@ -75,6 +75,98 @@ pub(super) async fn apply_event<T: Statements>(
         }
     };
     finish(tx, event.event, &event.source, outcome, error, now).await
+}
+
+/// Deliveries that arrived together, in one transaction: one set of locks for everything they
+/// touch, one read, the rules applied event by event (`sync::plan_batch`), one bulk write and
+/// one inbox row each. Same effect as applying them one by one in some order.
+pub(super) async fn apply_deliveries<T: Statements>(
+    tx: &mut T,
+    users: &UsersTable,
+    deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
+    mode: DeleteMode,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let now = now();
+    let mut keys = StateKeys::default();
+    let mut planned = Vec::with_capacity(deliveries.len());
+    let mut errors = vec![None; deliveries.len()];
+    for (i, (event, _)) in deliveries.iter().enumerate() {
+        match &event.kind {
+            EventKind::UserSnapshot(snapshot) => {
+                keys.user_ids.push(snapshot.id.clone());
+                keys.emails.extend(snapshot.email.clone());
+                keys.usernames.extend(snapshot.username.clone());
+                planned.push((i, Planned::Snapshot(snapshot)));
+            }
+            EventKind::UserDeleted { user_id } => {
+                keys.user_ids.push(user_id.clone());
+                planned.push((i, Planned::Deletion(user_id)));
+            }
+            EventKind::Unhandled => {}
+            EventKind::Unusable { reason, .. } => errors[i] = Some(reason.as_str()),
+        }
+    }
+    let svix_ids: Vec<String> = deliveries
+        .iter()
+        .map(|(_, d)| d.svix_id.to_owned())
+        .collect();
+    tx.lock_keys(&keys.lock_keys()).await?;
+    let state = tx.load_state(users, &svix_ids, &keys).await?;
+
+    // A delivery seen before, or twice in this batch (a retry racing its original), changes
+    // nothing the second time.
+    let mut seen = state.seen;
+    let fresh: Vec<bool> = svix_ids.iter().map(|id| seen.insert(id.clone())).collect();
+    let (indices, events): (Vec<usize>, Vec<Planned<'_>>) =
+        planned.into_iter().filter(|(i, _)| fresh[*i]).unzip();
+    let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
+    let mut outcomes: Vec<Outcome> = deliveries
+        .iter()
+        .zip(&errors)
+        .map(|(_, error)| {
+            if error.is_some() {
+                Outcome::Failed
+            } else {
+                Outcome::Ignored
+            }
+        })
+        .collect();
+    for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
+        outcomes[i] = outcome;
+    }
+    tx.write_rows(users, &plan.writes, now).await?;
+    for change in &plan.deletions {
+        tx.apply_deletion(users, change, now).await?;
+    }
+
+    let records: Vec<InboxRecord<'_>> = deliveries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .map(|(i, (event, delivery))| InboxRecord {
+            svix_id: delivery.svix_id,
+            event_type: &event.event_type,
+            user_id: event.user_id(),
+            outcome: outcomes[i],
+            error: errors[i],
+            payload: delivery.payload,
+            svix_timestamp: delivery.svix_timestamp,
+            received_at: now,
+        })
+        .collect();
+    let inserted = tx.insert_inbox_rows(&records).await?;
+    Ok(svix_ids
+        .iter()
+        .zip(fresh)
+        .zip(outcomes)
+        .map(|((id, fresh), outcome)| {
+            if fresh && inserted.contains(id) {
+                outcome
+            } else {
+                Outcome::Duplicate
+            }
+        })
+        .collect())
 }
 
 /// Records what happened to a delivered or replayed event.
@@ -131,7 +223,7 @@ pub(super) async fn apply_snapshots<T: Statements>(
     if !dry_run {
         tx.lock_keys(&keys.lock_keys()).await?;
     }
-    let state = tx.load_state(users, None, &keys).await?;
+    let state = tx.load_state(users, &[], &keys).await?;
     let previous: std::collections::HashMap<String, Option<i64>> = state
         .users
         .iter()

@@ -7,6 +7,7 @@
 //! database and write what each writes its own way.
 
 mod adopt;
+mod deliveries;
 mod flow;
 mod migrations;
 mod postgres;
@@ -23,6 +24,7 @@ use crate::clerk::{ClerkEvent, EventKind, parse_event};
 use crate::config::DatabaseTarget;
 use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 
+pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
 pub use migrations::MigrationReport;
 use statements::Statements;
 pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
@@ -142,6 +144,10 @@ pub enum StoreError {
     /// The database cannot be reached or failed in a way a later attempt can get past.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The database was away for a batch of webhook events: each event of the batch carries
+    /// the same error.
+    #[error("database unavailable: {0}")]
+    UnavailableForBatch(std::sync::Arc<sqlx::Error>),
     /// An operation took longer than the configured database timeout.
     #[error("database did not answer within {0:?}")]
     TimedOut(Duration),
@@ -171,7 +177,7 @@ pub enum Source<'a> {
 }
 
 /// What the inbox keeps of a verified webhook delivery.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DeliveryRecord<'a> {
     pub svix_id: &'a str,
     pub svix_timestamp: i64,
@@ -426,6 +432,56 @@ impl Store {
             }
             Err(error) => Err(StoreError::Unavailable(error)),
         }
+    }
+
+    /// Applies deliveries that arrived together in one transaction (see
+    /// `flow::apply_deliveries`), one result each. When the database refuses the batch for
+    /// something one event carries, each event is applied on its own, so one bad event cannot
+    /// hold back the others; when the database is away, every event gets that error.
+    pub async fn record_deliveries(
+        &self,
+        deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
+        mode: DeleteMode,
+    ) -> Vec<Result<Outcome, StoreError>> {
+        if let [(event, delivery)] = deliveries {
+            let single = IncomingEvent {
+                event,
+                source: Source::Delivery(*delivery),
+            };
+            return vec![self.record_event(&single, mode).await];
+        }
+        let result = retrying(|| async {
+            in_transaction!(self, |conn| flow::apply_deliveries(
+                conn,
+                &self.users,
+                deliveries,
+                mode
+            )
+            .await?)
+        })
+        .await;
+        match result {
+            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+            Err(error) if error.as_database_error().is_some() => {
+                tracing::debug!(%error, "batch refused; applying its events one by one");
+            }
+            Err(error) => {
+                let error = std::sync::Arc::new(error);
+                return deliveries
+                    .iter()
+                    .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
+                    .collect();
+            }
+        }
+        let mut results = Vec::with_capacity(deliveries.len());
+        for (event, delivery) in deliveries {
+            let single = IncomingEvent {
+                event,
+                source: Source::Delivery(*delivery),
+            };
+            results.push(self.record_event(&single, mode).await);
+        }
+        results
     }
 
     /// Applies a user snapshot read from Clerk (fallback fetch, profile update) through the

@@ -60,6 +60,19 @@ statements_impl!(
             Ok(())
         }
 
+        async fn insert_inbox_rows(
+            &mut self,
+            records: &[crate::store::InboxRecord<'_>],
+        ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+            let mut inserted = std::collections::HashSet::new();
+            for record in records {
+                if self.insert_inbox(record).await? {
+                    inserted.insert(record.svix_id.to_owned());
+                }
+            }
+            Ok(inserted)
+        }
+
         async fn write_rows(
             &mut self,
             users: &crate::store::UsersTable,

@@ -42,8 +42,8 @@ impl StateKeys {
 pub(crate) struct LoadedState {
     pub users: Vec<StoredUser>,
     pub tombstoned: HashSet<String>,
-    /// The delivery's `svix-id` is in the inbox already.
-    pub seen: bool,
+    /// The deliveries' `svix-id`s that are in the inbox already.
+    pub seen: HashSet<String>,
 }
 
 /// One row's newest-wins upsert with plain parameters (the WHERE clause repeats the rule in
@@ -65,12 +65,12 @@ pub(crate) trait Statements {
     /// all writers anyway).
     async fn lock_keys(&mut self, keys: &[String]) -> Result<(), sqlx::Error>;
 
-    /// Rows holding any of the ids, emails or usernames, tombstoned ids, and whether the
-    /// `svix-id` was processed before, in one round trip.
+    /// Rows holding any of the ids, emails or usernames, tombstoned ids, and which of the
+    /// `svix-id`s were processed before, in one round trip.
     async fn load_state(
         &mut self,
         users: &UsersTable,
-        svix_id: Option<&str>,
+        svix_ids: &[String],
         keys: &StateKeys,
     ) -> Result<LoadedState, sqlx::Error>;
 
@@ -107,6 +107,12 @@ pub(crate) trait Statements {
 
     /// Returns false when the `svix-id` is already there.
     async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
+
+    /// Inserts a batch's inbox rows; returns the `svix-id`s that were not there yet.
+    async fn insert_inbox_rows(
+        &mut self,
+        records: &[InboxRecord<'_>],
+    ) -> Result<HashSet<String>, sqlx::Error>;
 
     /// Records the result of replaying a stored event.
     async fn update_inbox(
@@ -172,14 +178,14 @@ macro_rules! statements_impl {
             async fn load_state(
                 &mut self,
                 users: &$crate::store::UsersTable,
-                svix_id: Option<&str>,
+                svix_ids: &[String],
                 keys: &$crate::store::statements::StateKeys,
             ) -> Result<$crate::store::statements::LoadedState, sqlx::Error> {
                 use sqlx::Row;
                 let list = $list;
                 // One arm per column, so each uses its index (an OR across columns would make
                 // PostgreSQL scan the table); a row found twice is merged below.
-                let single = keys.user_ids.len() == 1 && keys.emails.len() <= 1 && keys.usernames.len() <= 1;
+                let single = svix_ids.len() <= 1 && keys.user_ids.len() <= 1 && keys.emails.len() <= 1 && keys.usernames.len() <= 1;
                 let rows = if single {
                     // A single event (the webhook hot path): plain parameters, so PostgreSQL
                     // can reuse a generic plan instead of planning array arguments each time.
@@ -198,7 +204,7 @@ macro_rules! statements_impl {
                            SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
                     ));
                     sqlx::query(&sql)
-                        .bind(svix_id)
+                        .bind(svix_ids.first())
                         .bind(keys.user_ids.first())
                         .bind(keys.emails.first())
                         .bind(keys.usernames.first())
@@ -219,10 +225,10 @@ macro_rules! statements_impl {
                            UNION ALL
                            SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
                            UNION ALL
-                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
+                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "inbox WHERE svix_id ", $in_open, "$1", $in_close
                     ));
                     sqlx::query(&sql)
-                        .bind(svix_id)
+                        .bind(list(svix_ids))
                         .bind(list(&keys.user_ids))
                         .bind(list(&keys.emails))
                         .bind(list(&keys.usernames))
@@ -237,7 +243,9 @@ macro_rules! statements_impl {
                         "t" => {
                             state.tombstoned.insert(id);
                         }
-                        "i" => state.seen = true,
+                        "i" => {
+                            state.seen.insert(id);
+                        }
                         _ if !found.insert(id.clone()) => {}
                         _ => state.users.push($crate::sync::StoredUser {
                             id,

@@ -1,0 +1,111 @@
+//! Group commit for webhook deliveries: requests hand their verified event to a few writers,
+//! and a writer commits everything waiting at that moment in one transaction. Under a burst
+//! the cost of a transaction (BEGIN, locks, COMMIT and its WAL flush) is shared by the events
+//! that arrived together; a lone event is written at once, as before.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{DeliveryRecord, Store, StoreError};
+use crate::clerk::ClerkEvent;
+use crate::sync::{DeleteMode, Outcome};
+
+/// A verified delivery, owned, on its way to a writer.
+#[derive(Debug)]
+pub struct Delivery {
+    pub event: ClerkEvent,
+    pub svix_id: String,
+    pub svix_timestamp: i64,
+    /// The raw body, kept in the inbox for inspection and replay.
+    pub payload: String,
+}
+
+type Job = (Delivery, oneshot::Sender<Result<Outcome, StoreError>>);
+
+/// How deliveries are written (`CLERK_SYNC_WRITERS`, and the largest batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterSettings {
+    /// Transactions writing deliveries at the same time.
+    pub writers: usize,
+    /// Most deliveries one transaction takes.
+    pub max_batch: usize,
+}
+
+impl WriterSettings {
+    /// SQLite has one writer at a time whatever we do; PostgreSQL gains from a few
+    /// transactions in flight (one waits on the network or the WAL flush while another runs)
+    /// but not from many on a small machine, and every writer not busy leaves events to batch.
+    pub fn default_for(store: &Store) -> WriterSettings {
+        WriterSettings {
+            writers: if store.backend() == "sqlite" { 1 } else { 3 },
+            max_batch: 64,
+        }
+    }
+}
+
+/// The handle requests use; cloning it is cheap. The writers stop once every handle is
+/// dropped and the queue is empty, so nothing accepted is left unwritten.
+#[derive(Clone, Debug)]
+pub struct DeliveryQueue {
+    sender: mpsc::Sender<Job>,
+}
+
+impl DeliveryQueue {
+    /// Starts the writers on the current Tokio runtime.
+    pub fn start(store: Store, mode: DeleteMode, settings: WriterSettings) -> DeliveryQueue {
+        let (sender, receiver) = mpsc::channel::<Job>(1024);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let max_batch = settings.max_batch.max(1);
+        for _ in 0..settings.writers.max(1) {
+            let store = store.clone();
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(max_batch);
+                loop {
+                    {
+                        let mut receiver = receiver.lock().await;
+                        if receiver.recv_many(&mut batch, max_batch).await == 0 {
+                            return;
+                        }
+                    }
+                    write(&store, mode, &mut batch).await;
+                }
+            });
+        }
+        DeliveryQueue { sender }
+    }
+
+    /// Writes one delivery (with whatever else is waiting) and returns its outcome.
+    pub async fn record(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        if self.sender.send((delivery, reply)).await.is_err() {
+            return Err(StoreError::Setup("clerk-sync is shutting down".into()));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Setup("clerk-sync is shutting down".into())))
+    }
+}
+
+async fn write(store: &Store, mode: DeleteMode, batch: &mut Vec<Job>) {
+    let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
+        .iter()
+        .map(|(delivery, _)| {
+            (
+                &delivery.event,
+                DeliveryRecord {
+                    svix_id: &delivery.svix_id,
+                    svix_timestamp: delivery.svix_timestamp,
+                    payload: &delivery.payload,
+                },
+            )
+        })
+        .collect();
+    let results = store.record_deliveries(&records, mode).await;
+    drop(records);
+    for ((_, reply), result) in batch.drain(..).zip(results) {
+        // The request may have timed out and gone; the event is stored all the same.
+        let _ = reply.send(result);
+    }
+}
