@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{DeliveryRecord, Store, StoreError};
+use super::{DeliveryRecord, Store, StoreError, Writer};
 use crate::clerk::ClerkEvent;
 use crate::sync::{DeleteMode, Outcome};
 
@@ -62,6 +62,7 @@ impl DeliveryQueue {
             let receiver = receiver.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(max_batch);
+                let mut writer = Writer::default();
                 loop {
                     {
                         let mut receiver = receiver.lock().await;
@@ -69,7 +70,7 @@ impl DeliveryQueue {
                             return;
                         }
                     }
-                    write(&store, mode, &mut batch).await;
+                    write(&store, &mut writer, mode, &mut batch).await;
                 }
             });
         }
@@ -88,7 +89,7 @@ impl DeliveryQueue {
     }
 }
 
-async fn write(store: &Store, mode: DeleteMode, batch: &mut Vec<Job>) {
+async fn write(store: &Store, writer: &mut Writer, mode: DeleteMode, batch: &mut Vec<Job>) {
     let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
         .iter()
         .map(|(delivery, _)| {
@@ -102,7 +103,7 @@ async fn write(store: &Store, mode: DeleteMode, batch: &mut Vec<Job>) {
             )
         })
         .collect();
-    let results = store.record_deliveries(&records, mode).await;
+    let results = store.record_deliveries(writer, &records, mode).await;
     drop(records);
     for ((_, reply), result) in batch.drain(..).zip(results) {
         // The request may have timed out and gone; the event is stored all the same.

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDateTime;
 
-use super::statements::{StateKeys, Statements};
+use super::statements::{LoadedState, StateKeys, Statements};
 use super::{Applied, DeliveryRecord, InboxRecord, IncomingEvent, Source, UsersTable, now};
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::sync::{self, DeleteMode, Outcome, Planned, SyncState, UserSnapshot};
@@ -86,87 +86,148 @@ pub(super) async fn apply_deliveries<T: Statements>(
     deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
     mode: DeleteMode,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let now = now();
-    let mut keys = StateKeys::default();
-    let mut planned = Vec::with_capacity(deliveries.len());
-    let mut errors = vec![None; deliveries.len()];
-    for (i, (event, _)) in deliveries.iter().enumerate() {
-        match &event.kind {
-            EventKind::UserSnapshot(snapshot) => {
-                keys.user_ids.push(snapshot.id.clone());
-                keys.emails.extend(snapshot.email.clone());
-                keys.usernames.extend(snapshot.username.clone());
-                planned.push((i, Planned::Snapshot(snapshot)));
+    let batch = DeliveryBatch::new(deliveries);
+    tx.lock_keys(&batch.keys.lock_keys()).await?;
+    let state = tx.load_state(users, &batch.svix_ids, &batch.keys).await?;
+    let decision = batch.decide(state, mode, now());
+    tx.write_rows(users, &decision.writes, decision.now).await?;
+    for change in &decision.deletions {
+        tx.apply_deletion(users, change, decision.now).await?;
+    }
+    let inserted = tx.insert_inbox_rows(&decision.inbox).await?;
+    Ok(decision.outcomes(&inserted))
+}
+
+/// A batch of deliveries before the read: what it must lock and look up.
+pub(super) struct DeliveryBatch<'a> {
+    deliveries: &'a [(&'a ClerkEvent, DeliveryRecord<'a>)],
+    pub keys: StateKeys,
+    pub svix_ids: Vec<String>,
+    planned: Vec<(usize, Planned<'a>)>,
+    errors: Vec<Option<&'a str>>,
+}
+
+/// What a batch writes, decided under its locks, and what each delivery's answer will be.
+pub(super) struct Decision<'a> {
+    pub writes: sync::RowWrites,
+    pub deletions: Vec<sync::Change>,
+    /// One row per delivery not seen before.
+    pub inbox: Vec<InboxRecord<'a>>,
+    pub now: chrono::NaiveDateTime,
+    svix_ids: Vec<String>,
+    fresh: Vec<bool>,
+    outcomes: Vec<Outcome>,
+}
+
+impl<'a> DeliveryBatch<'a> {
+    pub fn new(deliveries: &'a [(&'a ClerkEvent, DeliveryRecord<'a>)]) -> Self {
+        let mut keys = StateKeys::default();
+        let mut planned = Vec::with_capacity(deliveries.len());
+        let mut errors = vec![None; deliveries.len()];
+        for (i, (event, _)) in deliveries.iter().enumerate() {
+            match &event.kind {
+                EventKind::UserSnapshot(snapshot) => {
+                    keys.user_ids.push(snapshot.id.clone());
+                    keys.emails.extend(snapshot.email.clone());
+                    keys.usernames.extend(snapshot.username.clone());
+                    planned.push((i, Planned::Snapshot(snapshot)));
+                }
+                EventKind::UserDeleted { user_id } => {
+                    keys.user_ids.push(user_id.clone());
+                    planned.push((i, Planned::Deletion(user_id)));
+                }
+                EventKind::Unhandled => {}
+                EventKind::Unusable { reason, .. } => errors[i] = Some(reason.as_str()),
             }
-            EventKind::UserDeleted { user_id } => {
-                keys.user_ids.push(user_id.clone());
-                planned.push((i, Planned::Deletion(user_id)));
-            }
-            EventKind::Unhandled => {}
-            EventKind::Unusable { reason, .. } => errors[i] = Some(reason.as_str()),
+        }
+        for list in [&mut keys.user_ids, &mut keys.emails, &mut keys.usernames] {
+            list.sort();
+            list.dedup();
+        }
+        DeliveryBatch {
+            deliveries,
+            keys,
+            svix_ids: deliveries
+                .iter()
+                .map(|(_, d)| d.svix_id.to_owned())
+                .collect(),
+            planned,
+            errors,
         }
     }
-    let svix_ids: Vec<String> = deliveries
-        .iter()
-        .map(|(_, d)| d.svix_id.to_owned())
-        .collect();
-    tx.lock_keys(&keys.lock_keys()).await?;
-    let state = tx.load_state(users, &svix_ids, &keys).await?;
 
-    // A delivery seen before, or twice in this batch (a retry racing its original), changes
-    // nothing the second time.
-    let mut seen = state.seen;
-    let fresh: Vec<bool> = svix_ids.iter().map(|id| seen.insert(id.clone())).collect();
-    let (indices, events): (Vec<usize>, Vec<Planned<'_>>) =
-        planned.into_iter().filter(|(i, _)| fresh[*i]).unzip();
-    let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
-    let mut outcomes: Vec<Outcome> = deliveries
-        .iter()
-        .zip(&errors)
-        .map(|(_, error)| {
-            if error.is_some() {
-                Outcome::Failed
-            } else {
-                Outcome::Ignored
-            }
-        })
-        .collect();
-    for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
-        outcomes[i] = outcome;
+    /// Applies the rules to the state read under the locks.
+    pub fn decide(self, state: LoadedState, mode: DeleteMode, now: chrono::NaiveDateTime) -> Decision<'a> {
+        // A delivery seen before, or twice in this batch (a retry racing its original), changes
+        // nothing the second time.
+        let mut seen = state.seen;
+        let fresh: Vec<bool> = self
+            .svix_ids
+            .iter()
+            .map(|id| seen.insert(id.clone()))
+            .collect();
+        let (indices, events): (Vec<usize>, Vec<Planned<'_>>) =
+            self.planned.into_iter().filter(|(i, _)| fresh[*i]).unzip();
+        let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
+        let mut outcomes: Vec<Outcome> = self
+            .errors
+            .iter()
+            .map(|error| {
+                if error.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Ignored
+                }
+            })
+            .collect();
+        for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
+            outcomes[i] = outcome;
+        }
+        let inbox = self
+            .deliveries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fresh[*i])
+            .map(|(i, (event, delivery))| InboxRecord {
+                svix_id: delivery.svix_id,
+                event_type: &event.event_type,
+                user_id: event.user_id(),
+                outcome: outcomes[i],
+                error: self.errors[i],
+                payload: delivery.payload,
+                svix_timestamp: delivery.svix_timestamp,
+                received_at: now,
+            })
+            .collect();
+        Decision {
+            writes: plan.writes,
+            deletions: plan.deletions,
+            inbox,
+            now,
+            svix_ids: self.svix_ids,
+            fresh,
+            outcomes,
+        }
     }
-    tx.write_rows(users, &plan.writes, now).await?;
-    for change in &plan.deletions {
-        tx.apply_deletion(users, change, now).await?;
-    }
+}
 
-    let records: Vec<InboxRecord<'_>> = deliveries
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| fresh[*i])
-        .map(|(i, (event, delivery))| InboxRecord {
-            svix_id: delivery.svix_id,
-            event_type: &event.event_type,
-            user_id: event.user_id(),
-            outcome: outcomes[i],
-            error: errors[i],
-            payload: delivery.payload,
-            svix_timestamp: delivery.svix_timestamp,
-            received_at: now,
-        })
-        .collect();
-    let inserted = tx.insert_inbox_rows(&records).await?;
-    Ok(svix_ids
-        .iter()
-        .zip(fresh)
-        .zip(outcomes)
-        .map(|((id, fresh), outcome)| {
-            if fresh && inserted.contains(id) {
-                outcome
-            } else {
-                Outcome::Duplicate
-            }
-        })
-        .collect())
+impl Decision<'_> {
+    /// Each delivery's outcome, given the inbox rows the write actually inserted (a row
+    /// already there means another process got the same delivery first).
+    pub fn outcomes(self, inserted: &std::collections::HashSet<String>) -> Vec<Outcome> {
+        self.svix_ids
+            .iter()
+            .zip(self.fresh)
+            .zip(self.outcomes)
+            .map(|((id, fresh), outcome)| {
+                if fresh && inserted.contains(id) {
+                    outcome
+                } else {
+                    Outcome::Duplicate
+                }
+            })
+            .collect()
+    }
 }
 
 /// Records what happened to a delivered or replayed event.

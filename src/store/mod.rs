@@ -159,6 +159,12 @@ pub enum StoreError {
     Setup(String),
 }
 
+/// What a delivery writer keeps between batches (its own connection on PostgreSQL).
+#[derive(Debug, Default)]
+pub struct Writer {
+    postgres: postgres::DeliveryWriter,
+}
+
 /// A Clerk event to apply, and where it came from. Every source goes through the same rules.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent<'a> {
@@ -440,38 +446,51 @@ impl Store {
     /// hold back the others; when the database is away, every event gets that error.
     pub async fn record_deliveries(
         &self,
+        writer: &mut Writer,
         deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
         mode: DeleteMode,
     ) -> Vec<Result<Outcome, StoreError>> {
-        if let [(event, delivery)] = deliveries {
-            let single = IncomingEvent {
-                event,
-                source: Source::Delivery(*delivery),
+        let mut attempt = 0;
+        let result = loop {
+            let result = match &self.pool {
+                Pool::Postgres(pool) => {
+                    writer
+                        .postgres
+                        .apply(pool, &self.users, deliveries, mode)
+                        .await
+                }
+                Pool::Sqlite(_) if deliveries.len() == 1 => break None,
+                Pool::Sqlite(_) => {
+                    in_transaction!(self, |conn| flow::apply_deliveries(
+                        conn,
+                        &self.users,
+                        deliveries,
+                        mode
+                    )
+                    .await?)
+                }
             };
-            return vec![self.record_event(&single, mode).await];
-        }
-        let result = retrying(|| async {
-            in_transaction!(self, |conn| flow::apply_deliveries(
-                conn,
-                &self.users,
-                deliveries,
-                mode
-            )
-            .await?)
-        })
-        .await;
+            match result {
+                Err(error) if is_lost_race(&error) && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                result => break Some(result),
+            }
+        };
         match result {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-            Err(error) if error.as_database_error().is_some() => {
+            Some(Ok(outcomes)) => return outcomes.into_iter().map(Ok).collect(),
+            Some(Err(error)) if error.as_database_error().is_some() => {
                 tracing::debug!(%error, "batch refused; applying its events one by one");
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 let error = std::sync::Arc::new(error);
                 return deliveries
                     .iter()
                     .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
                     .collect();
             }
+            None => {}
         }
         let mut results = Vec::with_capacity(deliveries.len());
         for (event, delivery) in deliveries {

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use super::statements::statements_impl;
-use super::{PoolSettings, StoreError, millis_to_datetime};
+use super::{PoolSettings, StoreError, UsersTable, millis_to_datetime};
 
 pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
@@ -24,6 +24,45 @@ pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, Stor
         .connect_lazy_with(options))
 }
 
+const LOCK_KEYS: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k";
+
+/// A batch's inbox rows; returns the `svix-id`s that were not there yet.
+const INSERT_INBOX_ROWS: &str = "INSERT INTO clerk_sync.inbox (svix_id, event_type, user_id, outcome, error, payload,
+                                    svix_timestamp, received_at)
+     SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp, $8
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])
+          AS r(svix_id, event_type, user_id, outcome, error, payload, svix_timestamp)
+     ON CONFLICT (svix_id) DO NOTHING
+     RETURNING svix_id";
+
+/// Several rows' newest-wins upsert (see `statements::UPSERT_ONE` for one).
+const UPSERT_ROWS: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
+                          "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+       SELECT id, email, first_name, last_name, name, image_url, username,
+              clerk_created_at, clerk_updated_at, $10, $10
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                   $7::text[], $8::timestamp[], $9::timestamp[])
+            AS u(id, email, first_name, last_name, name, image_url, username,
+                 clerk_created_at, clerk_updated_at)
+       ON CONFLICT (id) DO UPDATE SET
+         email = excluded.email, "firstName" = excluded."firstName",
+         "lastName" = excluded."lastName", name = excluded.name,
+         "imageUrl" = excluded."imageUrl", username = excluded.username,
+         "clerkCreatedAt" = excluded."clerkCreatedAt",
+         "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
+       WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
+
+/// Clears `column` (email or username) on rows that still hold the value read: `$1` ids, `$2`
+/// values, `$3` the time.
+fn clear_sql(users: &UsersTable, column: &str) -> String {
+    users.sql(&format!(
+        r#"UPDATE {{users}} AS u SET {column} = NULL, "updatedAt" = $3
+           FROM unnest($1::text[], $2::text[]) AS c(id, value)
+           WHERE u.id = c.id AND u.{column} = c.value"#
+    ))
+}
+
 statements_impl!(
     PgConnection,
     ns = "clerk_sync.",
@@ -37,9 +76,7 @@ statements_impl!(
             if keys.is_empty() {
                 return Ok(());
             }
-            sqlx::query(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
-            )
+            sqlx::query(LOCK_KEYS)
             .bind(keys)
             .execute(&mut *self)
             .await
@@ -54,16 +91,7 @@ statements_impl!(
             let texts = |f: fn(&crate::store::InboxRecord<'_>) -> Option<String>| -> Vec<Option<String>> {
                 records.iter().map(f).collect()
             };
-            sqlx::query_scalar(
-                "INSERT INTO clerk_sync.inbox (svix_id, event_type, user_id, outcome, error, payload,
-                                               svix_timestamp, received_at)
-                 SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp, $8
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::int8[])
-                      AS r(svix_id, event_type, user_id, outcome, error, payload, svix_timestamp)
-                 ON CONFLICT (svix_id) DO NOTHING
-                 RETURNING svix_id",
-            )
+            sqlx::query_scalar(INSERT_INBOX_ROWS)
             .bind(texts(|r| Some(r.svix_id.to_owned())))
             .bind(texts(|r| Some(r.event_type.to_owned())))
             .bind(texts(|r| r.user_id.map(str::to_owned)))
@@ -97,11 +125,7 @@ statements_impl!(
                     .iter()
                     .map(|(id, value)| (id.as_str(), value.as_str()))
                     .unzip();
-                let sql = users.sql(&format!(
-                    r#"UPDATE {{users}} AS u SET {column} = NULL, "updatedAt" = $3
-                       FROM unnest($1::text[], $2::text[]) AS c(id, value)
-                       WHERE u.id = c.id AND u.{column} = c.value"#
-                ));
+                let sql = clear_sql(users, column);
                 sqlx::query(&sql)
                     .bind(ids)
                     .bind(values)
@@ -121,23 +145,7 @@ statements_impl!(
                 |f: fn(&crate::sync::UserSnapshot) -> Option<String>| -> Vec<Option<String>> {
                     rows.iter().map(f).collect()
                 };
-            let sql = users.sql(
-                r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
-                                      "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
-                   SELECT id, email, first_name, last_name, name, image_url, username,
-                          clerk_created_at, clerk_updated_at, $10, $10
-                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                               $7::text[], $8::timestamp[], $9::timestamp[])
-                        AS u(id, email, first_name, last_name, name, image_url, username,
-                             clerk_created_at, clerk_updated_at)
-                   ON CONFLICT (id) DO UPDATE SET
-                     email = excluded.email, "firstName" = excluded."firstName",
-                     "lastName" = excluded."lastName", name = excluded.name,
-                     "imageUrl" = excluded."imageUrl", username = excluded.username,
-                     "clerkCreatedAt" = excluded."clerkCreatedAt",
-                     "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-                   WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#,
-            );
+            let sql = users.sql(UPSERT_ROWS);
             sqlx::query(&sql)
                 .bind(rows.iter().map(|u| u.id.clone()).collect::<Vec<String>>())
                 .bind(column(|u| u.email.clone()))
@@ -163,3 +171,285 @@ statements_impl!(
         }
     }
 );
+
+/// Webhook deliveries in two round trips per batch. The extended protocol sqlx speaks costs a
+/// round trip per statement (BEGIN, locks, lookup, writes, inbox, COMMIT: six or more per
+/// event), and on two cores the context switches of those round trips cost more than the
+/// statements themselves. Here the statements go out as text in two simple-protocol messages:
+/// `BEGIN; locks; lookup`, then, once the rules have decided, `writes; inbox; COMMIT`. The
+/// lookup has to be a statement of its own after the locks (in READ COMMITTED each statement
+/// sees what was committed before it started, so it sees everything the lock waited for).
+/// Values are sent as escaped literals (see [`literal`]). No server-side prepared statements,
+/// so this also works through a transaction-mode pooler.
+#[derive(Debug, Default)]
+pub(super) struct DeliveryWriter {
+    /// Kept between batches: no pool checkout, no ping on return.
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl DeliveryWriter {
+    pub async fn apply(
+        &mut self,
+        pool: &PgPool,
+        users: &UsersTable,
+        deliveries: &[(&crate::clerk::ClerkEvent, super::DeliveryRecord<'_>)],
+        mode: crate::sync::DeleteMode,
+    ) -> Result<Vec<crate::sync::Outcome>, sqlx::Error> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let mut connection = pool.acquire().await?;
+                // Never handed back to the pool: if this writer goes away (or drops the
+                // connection after an error, possibly inside a transaction), it is closed.
+                connection.close_on_drop();
+                self.connection.insert(connection)
+            }
+        };
+        let result = apply_deliveries(connection, users, deliveries, mode).await;
+        if result.is_err() {
+            // Possibly inside a failed transaction, or broken: never reuse it.
+            self.connection = None;
+        }
+        result
+    }
+}
+
+async fn apply_deliveries(
+    connection: &mut PgConnection,
+    users: &UsersTable,
+    deliveries: &[(&crate::clerk::ClerkEvent, super::DeliveryRecord<'_>)],
+    mode: crate::sync::DeleteMode,
+) -> Result<Vec<crate::sync::Outcome>, sqlx::Error> {
+    use super::flow::DeliveryBatch;
+    use super::statements::{is_single, load_state_sql, read_state};
+    use sqlx::{Executor, Row};
+
+    let batch = DeliveryBatch::new(deliveries);
+    let keys = &batch.keys;
+    let mut sql = String::from("BEGIN;\n");
+    let lock_keys = batch.keys.lock_keys();
+    if !lock_keys.is_empty() {
+        literal::render(&mut sql, LOCK_KEYS, &[literal::texts(&lock_keys)]);
+        sql.push_str(";\n");
+    }
+    let single = is_single(&batch.svix_ids, keys);
+    let lookup = load_state_sql(users, "clerk_sync.", ("= ANY(", ")"), single);
+    let args = if single {
+        [
+            literal::text(batch.svix_ids.first().map(String::as_str)),
+            literal::text(keys.user_ids.first().map(String::as_str)),
+            literal::text(keys.emails.first().map(String::as_str)),
+            literal::text(keys.usernames.first().map(String::as_str)),
+        ]
+    } else {
+        [
+            literal::texts(&batch.svix_ids),
+            literal::texts(&keys.user_ids),
+            literal::texts(&keys.emails),
+            literal::texts(&keys.usernames),
+        ]
+    };
+    literal::render(&mut sql, &lookup, &args);
+    let rows = (&mut *connection).fetch_all(sqlx::raw_sql(&sql)).await?;
+    // The lock statement's rows have one column; the lookup's have six.
+    let state = read_state(rows.into_iter().filter(|row| row.len() > 1))?;
+
+    let decision = batch.decide(state, mode, super::now());
+    let now = literal::timestamp(Some(decision.now));
+    let mut sql = String::new();
+    for (column, cleared) in [
+        ("email", &decision.writes.clear_email),
+        ("username", &decision.writes.clear_username),
+    ] {
+        if cleared.is_empty() {
+            continue;
+        }
+        let ids: Vec<&str> = cleared.iter().map(|(id, _)| id.as_str()).collect();
+        let values: Vec<&str> = cleared.iter().map(|(_, value)| value.as_str()).collect();
+        let args = [literal::texts(&ids), literal::texts(&values), now.clone()];
+        literal::render(&mut sql, &clear_sql(users, column), &args);
+        sql.push_str(";\n");
+    }
+    let rows = &decision.writes.upserts;
+    if let [user] = rows.as_slice() {
+        let args = [
+            literal::text(Some(&user.id)),
+            literal::text(user.email.as_deref()),
+            literal::text(user.first_name.as_deref()),
+            literal::text(user.last_name.as_deref()),
+            literal::text(user.name.as_deref()),
+            literal::text(user.image_url.as_deref()),
+            literal::text(user.username.as_deref()),
+            literal::timestamp(user.created_at.map(millis_to_datetime)),
+            literal::timestamp(Some(millis_to_datetime(user.updated_at))),
+            now.clone(),
+        ];
+        literal::render(&mut sql, &users.sql(super::statements::UPSERT_ONE), &args);
+        sql.push_str(";\n");
+    } else if !rows.is_empty() {
+        let column = |f: fn(&crate::sync::UserSnapshot) -> Option<&str>| {
+            literal::optional_texts(rows.iter().map(f))
+        };
+        let times = |f: fn(&crate::sync::UserSnapshot) -> Option<chrono::NaiveDateTime>| {
+            literal::timestamps(rows.iter().map(f))
+        };
+        let args = [
+            column(|u| Some(&u.id)),
+            column(|u| u.email.as_deref()),
+            column(|u| u.first_name.as_deref()),
+            column(|u| u.last_name.as_deref()),
+            column(|u| u.name.as_deref()),
+            column(|u| u.image_url.as_deref()),
+            column(|u| u.username.as_deref()),
+            times(|u| u.created_at.map(millis_to_datetime)),
+            times(|u| Some(millis_to_datetime(u.updated_at))),
+            now.clone(),
+        ];
+        literal::render(&mut sql, &users.sql(UPSERT_ROWS), &args);
+        sql.push_str(";\n");
+    }
+    for change in &decision.deletions {
+        let (crate::sync::Change::DeleteRow { user_id }
+        | crate::sync::Change::SoftDeleteRow { user_id }
+        | crate::sync::Change::Tombstone { user_id }) = change
+        else {
+            unreachable!("a deletion plans only removals and tombstones")
+        };
+        let sql_text = super::statements::deletion_sql(users, "clerk_sync.", change);
+        literal::render(&mut sql, &sql_text, &[literal::text(Some(user_id)), now.clone()]);
+        sql.push_str(";\n");
+    }
+    let inbox = &decision.inbox;
+    if !inbox.is_empty() {
+        let args = [
+            literal::optional_texts(inbox.iter().map(|r| Some(r.svix_id))),
+            literal::optional_texts(inbox.iter().map(|r| Some(r.event_type))),
+            literal::optional_texts(inbox.iter().map(|r| r.user_id)),
+            literal::optional_texts(inbox.iter().map(|r| Some(r.outcome.as_str()))),
+            literal::optional_texts(inbox.iter().map(|r| r.error)),
+            literal::optional_texts(inbox.iter().map(|r| Some(r.payload))),
+            literal::integers(inbox.iter().map(|r| r.svix_timestamp)),
+            now.clone(),
+        ];
+        literal::render(&mut sql, INSERT_INBOX_ROWS, &args);
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT");
+    // Only the inbox insert returns rows: the ids it inserted.
+    let inserted = (&mut *connection)
+        .fetch_all(sqlx::raw_sql(&sql))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    Ok(decision.outcomes(&inserted))
+}
+
+/// SQL literals for statements sent as text. Strings are `E'…'` literals, whose escapes mean
+/// the same whatever `standard_conforming_strings` says: a quote doubled, a backslash
+/// doubled, and NUL written as `\x00`, which PostgreSQL refuses with the same error (22021)
+/// a bound NUL gets, so such an event ends up stored as failed exactly as on the other paths.
+mod literal {
+    use std::fmt::Write;
+
+    pub fn text(value: Option<&str>) -> String {
+        let Some(value) = value else {
+            return "NULL".into();
+        };
+        let mut out = String::with_capacity(value.len() + 3);
+        out.push_str("E'");
+        for c in value.chars() {
+            match c {
+                '\'' => out.push_str("''"),
+                '\\' => out.push_str("\\\\"),
+                '\0' => out.push_str("\\x00"),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
+    }
+
+    pub fn texts<S: AsRef<str>>(values: &[S]) -> String {
+        optional_texts(values.iter().map(|v| Some(v.as_ref())))
+    }
+
+    pub fn optional_texts<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
+        array(values.map(text))
+    }
+
+    pub fn timestamp(value: Option<chrono::NaiveDateTime>) -> String {
+        match value {
+            Some(t) => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f")),
+            None => "NULL".into(),
+        }
+    }
+
+    pub fn timestamps(values: impl Iterator<Item = Option<chrono::NaiveDateTime>>) -> String {
+        array(values.map(timestamp))
+    }
+
+    pub fn integers(values: impl Iterator<Item = i64>) -> String {
+        array(values.map(|v| v.to_string()))
+    }
+
+    /// The statements cast every array parameter (`$1::text[]`), so the element type of an
+    /// empty array or one of NULLs does not matter.
+    fn array(items: impl Iterator<Item = String>) -> String {
+        let mut out = String::from("ARRAY[");
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&item);
+        }
+        if out.len() == "ARRAY[".len() {
+            return "'{}'".into();
+        }
+        out.push(']');
+        out
+    }
+
+    /// Appends `template` with `$n` replaced by `args[n - 1]`. The templates are the project's
+    /// own statements, which use `$` for nothing else.
+    pub fn render(out: &mut String, template: &str, args: &[String]) {
+        let mut rest = template;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(rest.len() - at - 1, |n| n);
+            let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+            match n.checked_sub(1).and_then(|i| args.get(i)) {
+                Some(arg) => out.push_str(arg),
+                None => {
+                    let _ = write!(out, "${}", &rest[at + 1..at + 1 + digits]);
+                }
+            }
+            rest = &rest[at + 1 + digits..];
+        }
+        out.push_str(rest);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn strings_are_escaped_whatever_they_hold() {
+            assert_eq!(text(Some("O'Brien \\ x")), r"E'O''Brien \\ x'");
+            assert_eq!(text(Some("a\0b")), r"E'a\x00b'");
+            assert_eq!(text(None), "NULL");
+            assert_eq!(texts::<&str>(&[]), "'{}'");
+            assert_eq!(optional_texts([Some("a"), None].into_iter()), "ARRAY[E'a',NULL]");
+        }
+
+        #[test]
+        fn parameters_are_replaced_by_number() {
+            let mut out = String::new();
+            let args: Vec<String> = (1..=10).map(|n| format!("<{n}>")).collect();
+            render(&mut out, "f($1, $10, $2) $x $11", &args);
+            assert_eq!(out, "f(<1>, <10>, <2>) $x $11");
+        }
+    }
+}

@@ -59,6 +59,69 @@ pub(crate) const UPSERT_ONE: &str = r#"INSERT INTO {users} AS t (id, email, "fir
       "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
     WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
 
+/// Whether a lookup is for one event (plain parameters, whose plan PostgreSQL caches) or for a
+/// batch (lists).
+pub(crate) fn is_single(svix_ids: &[String], keys: &StateKeys) -> bool {
+    svix_ids.len() <= 1
+        && keys.user_ids.len() <= 1
+        && keys.emails.len() <= 1
+        && keys.usernames.len() <= 1
+}
+
+/// The rows holding an event's (or a batch's) user ids, emails and usernames, its tombstones
+/// and the `svix-id`s already in the inbox. `$1` svix ids, `$2` user ids, `$3` emails, `$4`
+/// usernames: single values, or lists (`in_list` wraps a list parameter into "is in").
+///
+/// One arm per column, so each uses its index (an OR across columns would make PostgreSQL scan
+/// the table); a row found twice is merged by the reader.
+pub(crate) fn load_state_sql(
+    users: &UsersTable,
+    ns: &str,
+    (open, close): (&str, &str),
+    single: bool,
+) -> String {
+    let is = |n: u8| {
+        if single {
+            format!("= ${n}")
+        } else {
+            format!("{open}${n}{close}")
+        }
+    };
+    users.sql(&format!(
+        r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
+           FROM {{users}} WHERE id {id}
+           UNION ALL
+           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+           FROM {{users}} WHERE email {email}
+           UNION ALL
+           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
+           FROM {{users}} WHERE username {username}
+           UNION ALL
+           SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM {ns}tombstones WHERE user_id {id}
+           UNION ALL
+           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM {ns}inbox WHERE svix_id {svix}"#,
+        id = is(2),
+        email = is(3),
+        username = is(4),
+        svix = is(1),
+    ))
+}
+
+/// A deletion's statement: `$1` the user id, `$2` the time (soft deletes, tombstones).
+pub(crate) fn deletion_sql(users: &UsersTable, ns: &str, change: &Change) -> String {
+    match change {
+        Change::DeleteRow { .. } => users.sql("DELETE FROM {users} WHERE id = $1"),
+        Change::SoftDeleteRow { .. } => users.sql(
+            r#"UPDATE {users} SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
+               WHERE id = $1"#,
+        ),
+        _ => format!(
+            "INSERT INTO {ns}tombstones (user_id, deleted_at) VALUES ($1, $2)
+             ON CONFLICT (user_id) DO NOTHING"
+        ),
+    }
+}
+
 /// The statements a transaction runs, per dialect.
 pub(crate) trait Statements {
     /// Serializes transactions touching the same keys (no-op where the database serializes
@@ -181,28 +244,11 @@ macro_rules! statements_impl {
                 svix_ids: &[String],
                 keys: &$crate::store::statements::StateKeys,
             ) -> Result<$crate::store::statements::LoadedState, sqlx::Error> {
-                use sqlx::Row;
-                let list = $list;
-                // One arm per column, so each uses its index (an OR across columns would make
-                // PostgreSQL scan the table); a row found twice is merged below.
-                let single = svix_ids.len() <= 1 && keys.user_ids.len() <= 1 && keys.emails.len() <= 1 && keys.usernames.len() <= 1;
+                // A single event (the webhook hot path) binds plain parameters, so PostgreSQL
+                // can reuse a generic plan instead of planning array arguments each time.
+                let single = $crate::store::statements::is_single(svix_ids, keys);
+                let sql = $crate::store::statements::load_state_sql(users, $ns, ($in_open, $in_close), single);
                 let rows = if single {
-                    // A single event (the webhook hot path): plain parameters, so PostgreSQL
-                    // can reuse a generic plan instead of planning array arguments each time.
-                    let sql = users.sql(concat!(
-                        r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                           FROM {users} WHERE id = $2
-                           UNION ALL
-                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                           FROM {users} WHERE email = $3
-                           UNION ALL
-                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                           FROM {users} WHERE username = $4
-                           UNION ALL
-                           SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"tombstones WHERE user_id = $2
-                           UNION ALL
-                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, r#"inbox WHERE svix_id = $1"#
-                    ));
                     sqlx::query(&sql)
                         .bind(svix_ids.first())
                         .bind(keys.user_ids.first())
@@ -211,22 +257,7 @@ macro_rules! statements_impl {
                         .fetch_all(&mut *self)
                         .await?
                 } else {
-                    // One arm per column, so each uses its index (an OR across columns would
-                    // make PostgreSQL scan the table); a row found twice is merged below.
-                    let sql = users.sql(concat!(
-                        r#"SELECT 'u' AS kind, id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL AS deleted
-                           FROM {users} WHERE id "#, $in_open, "$2", $in_close, r#"
-                           UNION ALL
-                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                           FROM {users} WHERE email "#, $in_open, "$3", $in_close, r#"
-                           UNION ALL
-                           SELECT 'u', id, email, username, "clerkUpdatedAt", "deletedAt" IS NOT NULL
-                           FROM {users} WHERE username "#, $in_open, "$4", $in_close, r#"
-                           UNION ALL
-                           SELECT 't', user_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "tombstones WHERE user_id ", $in_open, "$2", $in_close, r#"
-                           UNION ALL
-                           SELECT 'i', svix_id, NULL, NULL, NULL, FALSE FROM "#, $ns, "inbox WHERE svix_id ", $in_open, "$1", $in_close
-                    ));
+                    let list = $list;
                     sqlx::query(&sql)
                         .bind(list(svix_ids))
                         .bind(list(&keys.user_ids))
@@ -235,30 +266,7 @@ macro_rules! statements_impl {
                         .fetch_all(&mut *self)
                         .await?
                 };
-                let mut state = $crate::store::statements::LoadedState::default();
-                let mut found = std::collections::HashSet::new();
-                for row in rows {
-                    let id: String = row.try_get("id")?;
-                    match row.try_get::<&str, _>("kind")? {
-                        "t" => {
-                            state.tombstoned.insert(id);
-                        }
-                        "i" => {
-                            state.seen.insert(id);
-                        }
-                        _ if !found.insert(id.clone()) => {}
-                        _ => state.users.push($crate::sync::StoredUser {
-                            id,
-                            email: row.try_get("email")?,
-                            username: row.try_get("username")?,
-                            clerk_updated_at: row
-                                .try_get::<Option<chrono::NaiveDateTime>, _>("clerkUpdatedAt")?
-                                .map($crate::store::datetime_to_millis),
-                            deleted: row.try_get("deleted")?,
-                        }),
-                    }
-                }
-                Ok(state)
+                $crate::store::statements::read_state(rows)
             }
 
             async fn upsert_one(
@@ -291,22 +299,12 @@ macro_rules! statements_impl {
                 now: chrono::NaiveDateTime,
             ) -> Result<(), sqlx::Error> {
                 use $crate::sync::Change;
-                let delete = users.sql("DELETE FROM {users} WHERE id = $1");
-                let soft_delete = users.sql(
-                    r#"UPDATE {users} SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
-                       WHERE id = $1"#,
-                );
+                let sql = $crate::store::statements::deletion_sql(users, $ns, change);
                 let query = match change {
-                    Change::DeleteRow { user_id } => sqlx::query(&delete).bind(user_id),
-                    Change::SoftDeleteRow { user_id } => sqlx::query(&soft_delete)
-                    .bind(user_id)
-                    .bind(now),
-                    Change::Tombstone { user_id } => sqlx::query(concat!(
-                        "INSERT INTO ", $ns, "tombstones (user_id, deleted_at) VALUES ($1, $2)
-                         ON CONFLICT (user_id) DO NOTHING"
-                    ))
-                    .bind(user_id)
-                    .bind(now),
+                    Change::DeleteRow { user_id } => sqlx::query(&sql).bind(user_id),
+                    Change::SoftDeleteRow { user_id } | Change::Tombstone { user_id } => {
+                        sqlx::query(&sql).bind(user_id).bind(now)
+                    }
                     Change::ReleaseEmail { .. } | Change::ReleaseUsername { .. } | Change::Upsert(_) => {
                         unreachable!("snapshot changes are written by write_rows")
                     }
@@ -509,6 +507,44 @@ macro_rules! statements_impl {
     };
 }
 pub(crate) use statements_impl;
+
+/// Reads the rows of [`load_state_sql`] (same columns on both backends).
+pub(crate) fn read_state<R: sqlx::Row>(
+    rows: impl IntoIterator<Item = R>,
+) -> Result<LoadedState, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<NaiveDateTime>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut state = LoadedState::default();
+    let mut found = HashSet::new();
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        match kind.as_str() {
+            "t" => {
+                state.tombstoned.insert(id);
+            }
+            "i" => {
+                state.seen.insert(id);
+            }
+            _ if !found.insert(id.clone()) => {}
+            _ => state.users.push(StoredUser {
+                id,
+                email: row.try_get("email")?,
+                username: row.try_get("username")?,
+                clerk_updated_at: row
+                    .try_get::<Option<NaiveDateTime>, _>("clerkUpdatedAt")?
+                    .map(super::datetime_to_millis),
+                deleted: row.try_get("deleted")?,
+            }),
+        }
+    }
+    Ok(state)
+}
 
 /// Reads an inbox row (same columns on both backends).
 pub(crate) fn stored_event<R: sqlx::Row>(row: &R) -> Result<StoredEvent, sqlx::Error>
