@@ -553,10 +553,7 @@ impl ServeConfig {
             migrate: true,
             delete_mode: DeleteMode::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            pool: PoolSettings {
-                max_connections: 10,
-                acquire_timeout: Duration::from_secs(5),
-            },
+            pool: PoolSettings::default(),
             writers: None,
             clerk: ClerkSettings::default(),
             reconcile_every: None,

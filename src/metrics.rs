@@ -15,6 +15,7 @@ pub const WEBHOOK_REJECTED: &str = "clerk_sync_webhook_rejected_total";
 pub const EVENTS_APPLIED: &str = "clerk_sync_events_applied_total";
 pub const EVENT_PROCESSING: &str = "clerk_sync_event_processing_seconds";
 pub const DELIVERY_LAG: &str = "clerk_sync_delivery_lag_seconds";
+pub const WEBHOOK_BATCH: &str = "clerk_sync_webhook_batch_events";
 pub const LAST_EVENT: &str = "clerk_sync_last_event_timestamp_seconds";
 pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
 pub const FALLBACK_FETCHES: &str = "clerk_sync_fallback_fetches_total";
@@ -98,6 +99,12 @@ pub fn install() -> PrometheusHandle {
                         ],
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(WEBHOOK_BATCH.into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                    )
+                })
                 .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -123,6 +130,10 @@ fn describe() {
         EVENT_PROCESSING,
         Unit::Seconds,
         "Time to verify, apply and store one delivery"
+    );
+    describe_histogram!(
+        WEBHOOK_BATCH,
+        "Deliveries committed together in one transaction (group commit)"
     );
     describe_histogram!(
         DELIVERY_LAG,
@@ -192,6 +203,7 @@ fn zero() {
     }
     let _ = histogram!(EVENT_PROCESSING);
     let _ = histogram!(DELIVERY_LAG);
+    let _ = histogram!(WEBHOOK_BATCH);
     gauge!(LAST_EVENT).set(0.0);
     gauge!(INBOX_FAILED).set(0.0);
     gauge!(DB_CONNECTIONS, "state" => "idle").set(0.0);
@@ -238,6 +250,10 @@ pub fn event_processed(event_type: &str, outcome: Outcome, took: Duration, svix_
 }
 
 /// A call to Clerk's API ended with `status` (None: no answer).
+pub fn webhook_batch(events: usize) {
+    histogram!(WEBHOOK_BATCH).record(events as f64);
+}
+
 pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
     let class = match status {
         None => "network",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{DeliveryRecord, Store, StoreError, Writer};
+
 use crate::clerk::ClerkEvent;
 use crate::sync::{DeleteMode, Outcome};
 
@@ -62,7 +63,7 @@ impl DeliveryQueue {
             let receiver = receiver.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(max_batch);
-                let mut writer = Writer::default();
+                let mut writer = store.writer();
                 loop {
                     {
                         let mut receiver = receiver.lock().await;
@@ -103,7 +104,14 @@ async fn write(store: &Store, writer: &mut Writer, mode: DeleteMode, batch: &mut
             )
         })
         .collect();
+    crate::metrics::webhook_batch(records.len());
+    let started = std::time::Instant::now();
     let results = store.record_deliveries(writer, &records, mode).await;
+    tracing::debug!(
+        events = records.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "batch written"
+    );
     drop(records);
     for ((_, reply), result) in batch.drain(..).zip(results) {
         // The request may have timed out and gone; the event is stored all the same.

@@ -157,7 +157,12 @@ impl<'a> DeliveryBatch<'a> {
     }
 
     /// Applies the rules to the state read under the locks.
-    pub fn decide(self, state: LoadedState, mode: DeleteMode, now: chrono::NaiveDateTime) -> Decision<'a> {
+    pub fn decide(
+        self,
+        state: LoadedState,
+        mode: DeleteMode,
+        now: chrono::NaiveDateTime,
+    ) -> Decision<'a> {
         // A delivery seen before, or twice in this batch (a retry racing its original), changes
         // nothing the second time.
         let mut seen = state.seen;

@@ -38,6 +38,8 @@ const CONFLICT_RETRIES: u32 = 8;
 pub struct Store {
     pool: Pool,
     users: UsersTable,
+    /// Webhook writes send their statements whole (see `PoolSettings::transaction_pooler`).
+    inline_statements: bool,
 }
 
 /// A connection pool to one of the two backends.
@@ -128,6 +130,11 @@ impl UsersTable {
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// `DATABASE_URL` leads to a transaction-mode pooler (PgBouncer, Neon's `-pooler`
+    /// endpoint, which is recognised by its host name): webhook writes then use no SQL-level
+    /// prepared statements, which such a pooler cannot keep on one server connection.
+    /// Without it, the first sign of such a pooler switches them off as well.
+    pub transaction_pooler: bool,
 }
 
 impl Default for PoolSettings {
@@ -135,6 +142,7 @@ impl Default for PoolSettings {
         PoolSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            transaction_pooler: false,
         }
     }
 }
@@ -160,7 +168,7 @@ pub enum StoreError {
 }
 
 /// What a delivery writer keeps between batches (its own connection on PostgreSQL).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Writer {
     postgres: postgres::DeliveryWriter,
 }
@@ -315,8 +323,12 @@ impl Store {
         pool: &PoolSettings,
         users: UsersTable,
     ) -> Result<Store, StoreError> {
+        let mut inline_statements = pool.transaction_pooler;
         let pool = match target {
-            DatabaseTarget::Postgres { url } => postgres::connect(url, pool).map(Pool::Postgres)?,
+            DatabaseTarget::Postgres { url } => {
+                inline_statements |= postgres::is_neon_pooler(url);
+                postgres::connect(url, pool).map(Pool::Postgres)?
+            }
             DatabaseTarget::Sqlite { path } => {
                 if users.schema().is_some() {
                     return Err(StoreError::Setup(
@@ -326,7 +338,18 @@ impl Store {
                 sqlite::connect(path, pool).await.map(Pool::Sqlite)?
             }
         };
-        Ok(Store { pool, users })
+        Ok(Store {
+            pool,
+            users,
+            inline_statements,
+        })
+    }
+
+    /// A writer of webhook deliveries (see [`DeliveryQueue`]).
+    pub fn writer(&self) -> Writer {
+        Writer {
+            postgres: postgres::DeliveryWriter::new(self.inline_statements),
+        }
     }
 
     /// The connection pool (for queries of the app's own, and tests).
@@ -716,14 +739,17 @@ fn is_lost_race(error: &sqlx::Error) -> bool {
     if matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation) {
         return true;
     }
-    match db.code().as_deref() {
-        // serialization_failure, deadlock_detected, lock_not_available, and the server
-        // terminating the connection (admin_shutdown, e.g. a compute suspended)
-        Some("40001" | "40P01" | "55P03" | "57P01") => true,
-        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes
-        Some(code) => matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6)),
-        None => false,
+    let code = db.code();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes. Only for SQLite: some
+        // PostgreSQL SQLSTATEs are digits too, and 22021 would pass this test.
+        return code
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6));
     }
+    // serialization_failure, deadlock_detected, lock_not_available, and the server terminating
+    // the connection (admin_shutdown, e.g. a compute suspended)
+    matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "57P01"))
 }
 
 /// The database refused the values themselves (PostgreSQL class 22, e.g. a NUL character in a

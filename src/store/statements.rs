@@ -107,6 +107,17 @@ pub(crate) fn load_state_sql(
     ))
 }
 
+/// One inbox row, `RETURNING` its `svix-id` unless it was there already.
+pub(crate) fn insert_inbox_sql(ns: &str) -> String {
+    format!(
+        "INSERT INTO {ns}inbox (svix_id, event_type, user_id, outcome, error, payload,
+                               svix_timestamp, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (svix_id) DO NOTHING
+         RETURNING svix_id"
+    )
+}
+
 /// A deletion's statement: `$1` the user id, `$2` the time (soft deletes, tombstones).
 pub(crate) fn deletion_sql(users: &UsersTable, ns: &str, change: &Change) -> String {
     match change {
@@ -353,12 +364,8 @@ macro_rules! statements_impl {
                 &mut self,
                 record: &$crate::store::InboxRecord<'_>,
             ) -> Result<bool, sqlx::Error> {
-                let result = sqlx::query(concat!(
-                    "INSERT INTO ", $ns, "inbox (svix_id, event_type, user_id, outcome, error, payload,
-                                             svix_timestamp, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (svix_id) DO NOTHING"
-                ))
+                let sql = $crate::store::statements::insert_inbox_sql($ns);
+                let result = sqlx::query(&sql)
                 .bind(record.svix_id)
                 .bind(record.event_type)
                 .bind(record.user_id)

@@ -173,12 +173,16 @@ async fn deliver_all(app: &TestApp, events: Vec<String>, duplicate_every: usize,
 }
 
 fn converges_on(backend: Backend) {
+    converges_with(backend, |_| {});
+}
+
+fn converges_with(backend: Backend, configure: impl FnOnce(&mut clerk_sync::config::ServeConfig)) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let app = runtime.block_on(TestApp::spawn(backend));
+    let app = runtime.block_on(TestApp::spawn_with(backend, configure));
     let cases = AtomicUsize::new(0);
     let config = ProptestConfig {
         cases: 64,
@@ -218,6 +222,17 @@ fn converges_on(backend: Backend) {
 #[test]
 fn random_histories_delivered_shuffled_duplicated_and_concurrently_converge_on_postgres() {
     converges_on(Backend::Postgres);
+}
+
+/// One writer: concurrent deliveries queue up and are committed in batches (several events of
+/// one user in one transaction, deletions among them); statements sent whole, as behind a
+/// transaction-mode pooler.
+#[test]
+fn random_histories_converge_when_written_in_batches_without_prepared_statements() {
+    converges_with(Backend::Postgres, |config| {
+        config.writers = Some(1);
+        config.pool.transaction_pooler = true;
+    });
 }
 
 #[test]

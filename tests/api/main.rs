@@ -7,6 +7,7 @@ mod support;
 mod clerk_emulator;
 
 mod adopt;
+mod batches;
 mod cli;
 mod faults;
 mod fixtures;

@@ -25,12 +25,13 @@ const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yml";
 const DASHBOARD: &str = "deploy/grafana/clerk-sync.json";
 
 /// Every metric src/metrics.rs defines.
-const METRICS: [&str; 15] = [
+const METRICS: [&str; 16] = [
     m::WEBHOOK_REQUESTS,
     m::WEBHOOK_REJECTED,
     m::EVENTS_APPLIED,
     m::EVENT_PROCESSING,
     m::DELIVERY_LAG,
+    m::WEBHOOK_BATCH,
     m::LAST_EVENT,
     m::CLERK_API_REQUESTS,
     m::FALLBACK_FETCHES,
@@ -736,7 +737,7 @@ fn start_up_series() -> BTreeMap<Series, Option<f64>> {
     for scope in m::RATE_LIMIT_SCOPES {
         zero(m::RATE_LIMITED, &[("scope", scope)]);
     }
-    for histogram in [m::EVENT_PROCESSING, m::DELIVERY_LAG] {
+    for histogram in [m::EVENT_PROCESSING, m::DELIVERY_LAG, m::WEBHOOK_BATCH] {
         zero(&format!("{histogram}_sum"), &[]);
         zero(&format!("{histogram}_count"), &[]);
         zero(&format!("{histogram}_bucket"), &[("le", "+Inf")]);
@@ -910,8 +911,8 @@ async fn check_counter_deltas(app: &TestApp) {
             &[("event_type", event_type), ("result", result)],
         )
     };
-    // Four deliveries were verified and stored (duplicates included): each was timed and its
-    // lag recorded.
+    // Four deliveries were verified and stored (duplicates included): each was timed, its lag
+    // recorded, and written in a batch of its own (they came one after the other).
     let mut expected: BTreeMap<Series, f64> = BTreeMap::from([
         (requests("accepted"), 1.0),
         (requests("duplicate"), 1.0),
@@ -926,7 +927,7 @@ async fn check_counter_deltas(app: &TestApp) {
         (applied("other", "ignored"), 1.0),
         (applied("user.deleted", "failed"), 1.0),
     ]);
-    for histogram in [m::EVENT_PROCESSING, m::DELIVERY_LAG] {
+    for histogram in [m::EVENT_PROCESSING, m::DELIVERY_LAG, m::WEBHOOK_BATCH] {
         expected.insert(series(&format!("{histogram}_count"), &[]), 4.0);
         expected.insert(
             series(&format!("{histogram}_bucket"), &[("le", "+Inf")]),
@@ -1001,8 +1002,9 @@ async fn metric_names_and_labels_follow_prometheus_conventions() {
                 "counter {family} without _total"
             ),
             "histogram" => assert!(
-                family.ends_with("_seconds"),
-                "histogram {family}: time in seconds, named _seconds"
+                family.ends_with("_seconds") || family.ends_with("_events"),
+                "histogram {family}: time in seconds named _seconds, or a count named after \
+                 what it counts"
             ),
             "gauge" => assert!(!family.ends_with("_total"), "gauge {family} named _total"),
             other => panic!("{family}: unexpected type {other}"),
