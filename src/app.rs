@@ -186,6 +186,7 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
     if let Some(count) = config.writers {
         writers.writers = count;
     }
+    writers.timeout = config.limits.db_timeout;
     Ok(AppState {
         deliveries: DeliveryQueue::start(store.clone(), config.delete_mode, writers),
         store,

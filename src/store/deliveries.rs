@@ -4,6 +4,7 @@
 //! that arrived together; a lone event is written at once, as before.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -31,6 +32,9 @@ pub struct WriterSettings {
     pub writers: usize,
     /// Most deliveries one transaction takes.
     pub max_batch: usize,
+    /// Longest a batch may take (`CLERK_SYNC_DB_TIMEOUT`); then its transaction is abandoned
+    /// (the server rolls it back) and its deliveries get an error, so the sender retries.
+    pub timeout: Duration,
 }
 
 impl WriterSettings {
@@ -41,6 +45,7 @@ impl WriterSettings {
         WriterSettings {
             writers: if store.backend() == "sqlite" { 1 } else { 3 },
             max_batch: 64,
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +63,7 @@ impl DeliveryQueue {
         let (sender, receiver) = mpsc::channel::<Job>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
         let max_batch = settings.max_batch.max(1);
+        let timeout = settings.timeout;
         for _ in 0..settings.writers.max(1) {
             let store = store.clone();
             let receiver = receiver.clone();
@@ -71,7 +77,7 @@ impl DeliveryQueue {
                             return;
                         }
                     }
-                    write(&store, &mut writer, mode, &mut batch).await;
+                    write(&store, &mut writer, mode, timeout, &mut batch).await;
                 }
             });
         }
@@ -90,7 +96,13 @@ impl DeliveryQueue {
     }
 }
 
-async fn write(store: &Store, writer: &mut Writer, mode: DeleteMode, batch: &mut Vec<Job>) {
+async fn write(
+    store: &Store,
+    writer: &mut Writer,
+    mode: DeleteMode,
+    timeout: Duration,
+    batch: &mut Vec<Job>,
+) {
     let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
         .iter()
         .map(|(delivery, _)| {
@@ -106,7 +118,22 @@ async fn write(store: &Store, writer: &mut Writer, mode: DeleteMode, batch: &mut
         .collect();
     crate::metrics::webhook_batch(records.len());
     let started = std::time::Instant::now();
-    let results = store.record_deliveries(writer, &records, mode).await;
+    let results = match tokio::time::timeout(
+        timeout,
+        store.record_deliveries(writer, &records, mode),
+    )
+    .await
+    {
+        Ok(results) => results,
+        Err(_) => {
+            // Its connection is somewhere inside a transaction: closed, never reused.
+            writer.discard_connection();
+            records
+                .iter()
+                .map(|_| Err(StoreError::TimedOut(timeout)))
+                .collect()
+        }
+    };
     tracing::debug!(
         events = records.len(),
         ms = started.elapsed().as_secs_f64() * 1000.0,

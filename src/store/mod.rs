@@ -173,6 +173,14 @@ pub struct Writer {
     postgres: postgres::DeliveryWriter,
 }
 
+impl Writer {
+    /// Closes the writer's connection (after a batch was abandoned halfway); the next batch
+    /// opens another.
+    pub fn discard_connection(&mut self) {
+        self.postgres.discard_connection();
+    }
+}
+
 /// A Clerk event to apply, and where it came from. Every source goes through the same rules.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent<'a> {

@@ -339,6 +339,10 @@ impl DeliveryWriter {
         }
     }
 
+    pub fn discard_connection(&mut self) {
+        self.connection = None;
+    }
+
     pub async fn apply(
         &mut self,
         pool: &PgPool,

@@ -162,3 +162,51 @@ on_both_backends! {
         }
     }
 }
+
+/// A batch stuck in the database (here: waiting for a lock someone else holds) is abandoned
+/// after `CLERK_SYNC_DB_TIMEOUT`: its delivery gets 503, the writer carries on with a fresh
+/// connection, nothing of the abandoned transaction lands, and the retry applies the event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stuck_in_the_database_is_abandoned_and_the_retry_applies_it_once() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.limits.db_timeout = std::time::Duration::from_secs(1);
+        c.writers = Some(1);
+    })
+    .await;
+    let clerk_sync::config::DatabaseTarget::Postgres { url } = app.db.target() else {
+        unreachable!("a PostgreSQL test database")
+    };
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let stuck = SampleUser::new(random_id("user"), now_ms());
+    let lock = format!("user:{}", stuck.id);
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(&lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let svix_id = random_id("msg");
+    let body = sample::user_created(&stuck);
+    let started = std::time::Instant::now();
+    let answer = app.deliver_as(&svix_id, &body).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The one writer is free again: another user's event goes through.
+    let free = SampleUser::new(random_id("user"), now_ms());
+    assert_eq!(
+        app.deliver(&sample::user_created(&free)).await.outcome(),
+        "created"
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(app.deliver_as(&svix_id, &body).await.outcome(), "created");
+    assert_eq!(app.deliver_as(&svix_id, &body).await.outcome(), "duplicate");
+    let rows = app.inbox().await;
+    assert_eq!(rows.iter().filter(|r| r.svix_id == svix_id).count(), 1);
+    assert!(app.user(&stuck.id).await.is_some());
+}
