@@ -11,8 +11,8 @@ use std::collections::HashSet;
 
 use clerk_sync::clerk::{EventKind, parse_event};
 use clerk_sync::sync::{
-    Change, DeleteMode, Outcome, StoredUser, SyncState, UserSnapshot, full_name, plan_deletion,
-    plan_snapshot, plan_snapshots,
+    Change, DeleteMode, Outcome, Planned, StoredUser, SyncState, UserSnapshot, full_name,
+    plan_batch, plan_deletion, plan_snapshot, plan_snapshots,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -180,4 +180,35 @@ fn check_rules(s: &UserSnapshot) {
     assert_eq!(batch.outcomes, vec![Outcome::Created, Outcome::Unchanged]);
     assert_eq!(batch.writes.upserts, vec![s.clone()]);
     assert!(batch.writes.clear_email.is_empty() && batch.writes.clear_username.is_empty());
+
+    // Deliveries that arrived together: the snapshots first, then the deletion, which
+    // removes the row the batch wrote and tombstones the id once.
+    let together = [
+        Planned::Snapshot(s),
+        Planned::Deletion(&s.id),
+        Planned::Snapshot(s),
+        Planned::Deletion(&s.id),
+    ];
+    let batch = plan_batch(&together, Vec::new(), &HashSet::new(), DeleteMode::Soft);
+    assert_eq!(
+        batch.outcomes,
+        vec![
+            Outcome::Created,
+            Outcome::Deleted,
+            Outcome::Unchanged,
+            Outcome::Tombstoned
+        ]
+    );
+    assert_eq!(batch.writes.upserts, vec![s.clone()]);
+    assert_eq!(
+        batch.deletions,
+        vec![
+            Change::SoftDeleteRow {
+                user_id: s.id.clone()
+            },
+            Change::Tombstone {
+                user_id: s.id.clone()
+            }
+        ]
+    );
 }

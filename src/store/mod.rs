@@ -481,6 +481,8 @@ impl Store {
         deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
         mode: DeleteMode,
     ) -> Vec<Result<Outcome, StoreError>> {
+        // `retrying` cannot lend the writer to its closure (a closure's future may not borrow
+        // from the closure), so its loop is written out here.
         let mut attempt = 0;
         let result = loop {
             let result = match &self.pool {
