@@ -2,8 +2,8 @@
 
 use std::str::FromStr;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Executor, PgPool};
 
 use super::statements::statements_impl;
 use super::{PoolSettings, StoreError, UsersTable, millis_to_datetime};
@@ -383,7 +383,6 @@ impl DeliveryWriter {
             }
         }
         let result = apply_deliveries(connection, script, deliveries, mode).await;
-        use sqlx::Executor;
         match &result {
             Ok(_) => self.prepared = true,
             Err(error) => {
@@ -418,7 +417,7 @@ async fn apply_deliveries(
 ) -> Result<Vec<crate::sync::Outcome>, sqlx::Error> {
     use super::flow::DeliveryBatch;
     use super::statements::{is_single, read_state};
-    use sqlx::{Executor, Row};
+    use sqlx::Row;
 
     let batch = DeliveryBatch::new(deliveries);
     let keys = &batch.keys;
