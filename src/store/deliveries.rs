@@ -64,6 +64,7 @@ impl DeliveryQueue {
         let receiver = Arc::new(Mutex::new(receiver));
         let max_batch = settings.max_batch.max(1);
         let timeout = settings.timeout;
+        let store = Arc::new(store);
         for _ in 0..settings.writers.max(1) {
             let store = store.clone();
             let receiver = receiver.clone();
@@ -77,7 +78,22 @@ impl DeliveryQueue {
                             return;
                         }
                     }
-                    write(&store, &mut writer, mode, timeout, &mut batch).await;
+                    // Each batch in a task of its own: a panic while writing would otherwise
+                    // end this writer for good, where it used to cost one request. The
+                    // batch's requests then get 503 (their replies are dropped) and Svix
+                    // retries them; the writer goes on with a fresh connection.
+                    let shared = store.clone();
+                    let written = tokio::spawn(async move {
+                        write(&shared, &mut writer, mode, timeout, &mut batch).await;
+                        (writer, batch)
+                    });
+                    (writer, batch) = match written.await {
+                        Ok(kept) => kept,
+                        Err(error) => {
+                            tracing::error!(%error, "writing a batch of webhook events failed");
+                            (store.writer(), Vec::with_capacity(max_batch))
+                        }
+                    };
                 }
             });
         }
@@ -90,9 +106,11 @@ impl DeliveryQueue {
         if self.sender.send((delivery, reply)).await.is_err() {
             return Err(StoreError::Setup("clerk-sync is shutting down".into()));
         }
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Setup("clerk-sync is shutting down".into())))
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Setup(
+                "the event was not written (see the log); the sender will retry".into(),
+            ))
+        })
     }
 }
 
