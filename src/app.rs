@@ -182,7 +182,7 @@ impl App {
 /// into its own router (see `examples/embedded.rs`). Migrations are the caller's business
 /// (`Store::migrate`).
 pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, StartError> {
-    let mut writers = WriterSettings::default_for(&store);
+    let mut writers = WriterSettings::default_for(&store, config.pool.max_connections);
     if let Some(count) = config.writers {
         writers.writers = count;
     }

@@ -191,7 +191,8 @@ struct ServeArgs {
     db_max_connections: u32,
     /// Transactions writing webhook events at the same time (default: 3 on PostgreSQL, 1 on
     /// SQLite). Events that arrive while every writer is busy are committed together in one
-    /// transaction, so a burst costs far fewer commits. At most CLERK_SYNC_DB_MAX_CONNECTIONS.
+    /// transaction, so a burst costs far fewer commits. Each PostgreSQL writer keeps a
+    /// connection: fewer than CLERK_SYNC_DB_MAX_CONNECTIONS.
     #[arg(long, env = "CLERK_SYNC_WRITERS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     writers: Option<u32>,
     #[command(flatten)]
@@ -472,11 +473,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..PoolSettings::default()
         },
         writers: match args.writers {
-            Some(w) if w > args.db_max_connections.max(1) => {
+            Some(w)
+                if w >= args.db_max_connections
+                    && matches!(database, DatabaseTarget::Postgres { .. }) =>
+            {
                 return Err(ConfigError(format!(
-                    "CLERK_SYNC_WRITERS = {w} is more than CLERK_SYNC_DB_MAX_CONNECTIONS = {}: \
-                     each writer holds a connection while it writes; lower the first or raise \
-                     the second",
+                    "CLERK_SYNC_WRITERS = {w} leaves none of CLERK_SYNC_DB_MAX_CONNECTIONS = {} \
+                     connections for the user API, health checks and jobs: each writer keeps a \
+                     connection of its own. Use fewer writers or raise \
+                     CLERK_SYNC_DB_MAX_CONNECTIONS",
                     args.db_max_connections
                 ))
                 .into());

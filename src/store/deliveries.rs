@@ -41,9 +41,16 @@ impl WriterSettings {
     /// SQLite has one writer at a time whatever we do; PostgreSQL gains from a few
     /// transactions in flight (one waits on the network or the WAL flush while another runs)
     /// but not from many on a small machine, and every writer not busy leaves events to batch.
-    pub fn default_for(store: &Store) -> WriterSettings {
+    /// PostgreSQL writers keep a connection each: at least one of the pool's
+    /// `max_connections` stays for everything else.
+    pub fn default_for(store: &Store, max_connections: u32) -> WriterSettings {
+        let postgres = (max_connections.saturating_sub(1) as usize).clamp(1, 3);
         WriterSettings {
-            writers: if store.backend() == "sqlite" { 1 } else { 3 },
+            writers: if store.backend() == "sqlite" {
+                1
+            } else {
+                postgres
+            },
             max_batch: 64,
             timeout: Duration::from_secs(10),
         }

@@ -227,6 +227,16 @@ async fn bad_configuration_is_explained() {
         (vec![("CLERK_SYNC_LISTEN", "nowhere")], "CLERK_SYNC_LISTEN"),
         (vec![("PORT", "eighty")], "PORT"),
         (vec![("CLERK_SYNC_DELETE_MODE", "sometimes")], "soft"),
+        (vec![("CLERK_SYNC_WRITERS", "0")], "--writers"),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none"),
+                ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+                ("CLERK_SYNC_WRITERS", "4"),
+                ("CLERK_SYNC_DB_MAX_CONNECTIONS", "4"),
+            ],
+            "leaves none of CLERK_SYNC_DB_MAX_CONNECTIONS = 4",
+        ),
     ] {
         let mut command = clerk_sync(dir.path(), &env);
         command.args(["serve", "--dev"]);
