@@ -83,7 +83,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
+            let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(EVENT_PROCESSING.into()),
                     &[
@@ -106,8 +106,16 @@ pub fn install() -> PrometheusHandle {
                     )
                 })
                 .expect("bucket lists are not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed");
+                .build_recorder();
+            let handle = recorder.handle();
+            // An app embedding clerk-sync may have installed its own recorder: then our
+            // series go to it, and /metrics here stays empty, rather than the start failing.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "another metrics recorder is installed: clerk-sync's metrics go to it, and \
+                     its own /metrics shows none"
+                );
+            }
             describe();
             zero();
             handle
@@ -287,4 +295,26 @@ pub fn set_database(up: bool, failed_events: Option<u64>, idle: u32, in_use: u32
     gauge!(DB_CONNECTIONS, "state" => "idle").set(f64::from(idle));
     gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
     gauge!(DB_MAX_CONNECTIONS).set(f64::from(max));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cargo-nextest runs each test in a process of its own, so this one can install a global
+    /// recorder first, as an app embedding clerk-sync might.
+    #[test]
+    fn another_recorder_installed_first_is_not_a_crash() {
+        static OTHER: metrics::NoopRecorder = metrics::NoopRecorder;
+        if metrics::set_global_recorder(&OTHER).is_err() {
+            // Not alone in this process (plain `cargo test`): nothing to show here.
+            return;
+        }
+        let handle = install();
+        webhook_batch(3);
+        assert!(
+            !handle.render().contains(WEBHOOK_BATCH),
+            "the series went to the other recorder"
+        );
+    }
 }
