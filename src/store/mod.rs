@@ -492,7 +492,6 @@ impl Store {
                         .apply(pool, &self.users, deliveries, mode)
                         .await
                 }
-                Pool::Sqlite(_) if deliveries.len() == 1 => break None,
                 Pool::Sqlite(_) => {
                     in_transaction!(self, |conn| flow::apply_deliveries(
                         conn,
@@ -508,22 +507,21 @@ impl Store {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                result => break Some(result),
+                result => break result,
             }
         };
         match result {
-            Some(Ok(outcomes)) => return outcomes.into_iter().map(Ok).collect(),
-            Some(Err(error)) if error.as_database_error().is_some() => {
+            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+            Err(error) if error.as_database_error().is_some() => {
                 tracing::debug!(%error, "batch refused; applying its events one by one");
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 let error = std::sync::Arc::new(error);
                 return deliveries
                     .iter()
                     .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
                     .collect();
             }
-            None => {}
         }
         let mut results = Vec::with_capacity(deliveries.len());
         for (event, delivery) in deliveries {
@@ -543,15 +541,9 @@ impl Store {
         snapshot: &UserSnapshot,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        let event = ClerkEvent {
-            event_type: "user.fetched".into(),
-            kind: EventKind::UserSnapshot(snapshot.clone()),
-        };
-        self.record_event(
-            &IncomingEvent {
-                event: &event,
-                source: Source::Clerk,
-            },
+        self.record_from_clerk(
+            "user.fetched",
+            EventKind::UserSnapshot(snapshot.clone()),
             mode,
         )
         .await
@@ -563,11 +555,22 @@ impl Store {
         user_id: &str,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
+        let kind = EventKind::UserDeleted {
+            user_id: user_id.to_owned(),
+        };
+        self.record_from_clerk("user.deleted", kind, mode).await
+    }
+
+    /// What Clerk's API said, applied as an event of that type (no inbox row).
+    async fn record_from_clerk(
+        &self,
+        event_type: &str,
+        kind: EventKind,
+        mode: DeleteMode,
+    ) -> Result<Outcome, StoreError> {
         let event = ClerkEvent {
-            event_type: "user.deleted".into(),
-            kind: EventKind::UserDeleted {
-                user_id: user_id.to_owned(),
-            },
+            event_type: event_type.into(),
+            kind,
         };
         self.record_event(
             &IncomingEvent {

@@ -94,34 +94,6 @@ statements_impl!(
                 .map(drop)
         }
 
-        /// One `INSERT … SELECT FROM unnest(…)` for the whole batch.
-        async fn insert_inbox_rows(
-            &mut self,
-            records: &[crate::store::InboxRecord<'_>],
-        ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-            let texts =
-                |f: fn(&crate::store::InboxRecord<'_>) -> Option<String>| -> Vec<Option<String>> {
-                    records.iter().map(f).collect()
-                };
-            sqlx::query_scalar(INSERT_INBOX_ROWS)
-                .bind(texts(|r| Some(r.svix_id.to_owned())))
-                .bind(texts(|r| Some(r.event_type.to_owned())))
-                .bind(texts(|r| r.user_id.map(str::to_owned)))
-                .bind(texts(|r| Some(r.outcome.as_str().to_owned())))
-                .bind(texts(|r| r.error.map(str::to_owned)))
-                .bind(texts(|r| Some(r.payload.to_owned())))
-                .bind(
-                    records
-                        .iter()
-                        .map(|r| r.svix_timestamp)
-                        .collect::<Vec<i64>>(),
-                )
-                .bind(records.first().map(|r| r.received_at))
-                .fetch_all(&mut *self)
-                .await
-                .map(|ids| ids.into_iter().collect())
-        }
-
         /// Two statements whatever the batch size: clear the values that move, then one
         /// `INSERT … SELECT FROM unnest(…)` upsert. The WHERE clause repeats the newest-wins
         /// rule in SQL as a last line of defence; the decision was made under the locks.

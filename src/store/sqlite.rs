@@ -60,44 +60,27 @@ statements_impl!(
             Ok(())
         }
 
-        async fn insert_inbox_rows(
-            &mut self,
-            records: &[crate::store::InboxRecord<'_>],
-        ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-            let mut inserted = std::collections::HashSet::new();
-            for record in records {
-                if self.insert_inbox(record).await? {
-                    inserted.insert(record.svix_id.to_owned());
-                }
-            }
-            Ok(inserted)
-        }
-
         async fn write_rows(
             &mut self,
             users: &crate::store::UsersTable,
             writes: &crate::sync::RowWrites,
             now: chrono::NaiveDateTime,
         ) -> Result<(), sqlx::Error> {
-            let clear_email = users.sql(
-                r#"UPDATE {users} SET email = NULL, "updatedAt" = $3 WHERE id = $1 AND email = $2"#,
-            );
-            let clear_username = users.sql(r#"UPDATE {users} SET username = NULL, "updatedAt" = $3 WHERE id = $1 AND username = $2"#);
-            for (id, email) in &writes.clear_email {
-                sqlx::query(&clear_email)
-                    .bind(id)
-                    .bind(email)
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await?;
-            }
-            for (id, username) in &writes.clear_username {
-                sqlx::query(&clear_username)
-                    .bind(id)
-                    .bind(username)
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await?;
+            for (column, cleared) in [
+                ("email", &writes.clear_email),
+                ("username", &writes.clear_username),
+            ] {
+                let sql = users.sql(&format!(
+                    r#"UPDATE {{users}} SET {column} = NULL, "updatedAt" = $3 WHERE id = $1 AND {column} = $2"#
+                ));
+                for (id, value) in cleared {
+                    sqlx::query(&sql)
+                        .bind(id)
+                        .bind(value)
+                        .bind(now)
+                        .execute(&mut *self)
+                        .await?;
+                }
             }
             for user in &writes.upserts {
                 self.upsert_one(users, user, now).await?;

@@ -182,11 +182,21 @@ pub(crate) trait Statements {
     /// Returns false when the `svix-id` is already there.
     async fn insert_inbox(&mut self, record: &InboxRecord<'_>) -> Result<bool, sqlx::Error>;
 
-    /// Inserts a batch's inbox rows; returns the `svix-id`s that were not there yet.
+    /// Inserts a batch's inbox rows; returns the `svix-id`s that were not there yet. Row by
+    /// row: only SQLite writes batches through this trait (no network, so a statement per row
+    /// costs little); PostgreSQL's writers send one bulk insert (`postgres::DeliveryWriter`).
     async fn insert_inbox_rows(
         &mut self,
         records: &[InboxRecord<'_>],
-    ) -> Result<HashSet<String>, sqlx::Error>;
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut inserted = HashSet::new();
+        for record in records {
+            if self.insert_inbox(record).await? {
+                inserted.insert(record.svix_id.to_owned());
+            }
+        }
+        Ok(inserted)
+    }
 
     /// Records the result of replaying a stored event.
     async fn update_inbox(
