@@ -3,8 +3,14 @@
 //! no `deletedAt`), or the design's older `User` table (fewer columns, Prisma's default
 //! name). Each is altered into the contract of `prisma/schema.prisma`, in the migration's
 //! transaction; anything clerk-sync does not understand is refused, untouched.
+//!
+//! Columns the app added for itself (a `role`, a `plan`) are kept and never written: every
+//! statement names the model's columns. So a new user's row gets their default or NULL, and one
+//! that is NOT NULL without a default would make every insert fail; such a column is refused
+//! here, and on every later migration run (the app may add it after clerk-sync created the
+//! table), with the statement that fixes it.
 
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Row, SqliteConnection};
 
 use super::{StoreError, UsersTable};
 
@@ -47,7 +53,7 @@ const CONTRACT: [(&str, &str, &str); 12] = [
 /// What adopting an existing table does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Adoption {
-    /// One line per change, for people.
+    /// One line per change, and per column of the app's own kept as it is, for people.
     pub changes: Vec<String>,
     statements: Vec<String>,
 }
@@ -103,6 +109,149 @@ async fn indexes(
     .await
 }
 
+fn is_model_column(name: &str) -> bool {
+    CONTRACT.iter().any(|(column, _, _)| *column == name)
+}
+
+/// The app's own columns that an insert naming only the model's columns cannot fill: NOT NULL
+/// (on the column or through its domain) with no default, identity or generated value.
+async fn unfilled_app_columns(
+    conn: &mut PgConnection,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let model: Vec<&str> = CONTRACT.iter().map(|(name, _, _)| *name).collect();
+    sqlx::query_scalar(
+        "SELECT a.attname::text
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_type t ON t.oid = a.atttypid
+         WHERE n.nspname = coalesce($2, current_schema()) AND c.relname = $1
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL($3)
+           AND (a.attnotnull OR (t.typtype = 'd' AND t.typnotnull))
+           AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+           AND NOT (t.typtype = 'd' AND t.typdefault IS NOT NULL)
+         ORDER BY a.attnum",
+    )
+    .bind(table)
+    .bind(schema)
+    .bind(model)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// What is wrong with such columns, and the statements that fix it.
+fn unfilled_problem(quoted: &str, columns: &[String]) -> (String, String) {
+    let names = columns
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (problem, them) = match columns {
+        [_] => (
+            format!("column {names} is NOT NULL without a default"),
+            "it",
+        ),
+        _ => (
+            format!("columns {names} are NOT NULL without a default"),
+            "each",
+        ),
+    };
+    let fixes = columns
+        .iter()
+        .map(|c| {
+            format!(
+                "`ALTER TABLE {quoted} ALTER COLUMN \"{c}\" SET DEFAULT <value>` (or `ALTER TABLE \
+                 {quoted} ALTER COLUMN \"{c}\" DROP NOT NULL`)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fix = format!(
+        "clerk-sync never writes the app's own columns, so inserting a new user would fail and \
+         Clerk would keep redelivering that user's event. Give {them} a default or allow \
+         NULL: {fixes}, then run `clerk-sync migrate` again."
+    );
+    (problem, fix)
+}
+
+fn unfilled_error(quoted: &str, columns: &[String]) -> StoreError {
+    let (problem, fix) = unfilled_problem(quoted, columns);
+    StoreError::Setup(format!(
+        "the {quoted} table's {problem}: {fix} Nothing was changed."
+    ))
+}
+
+/// Refuses a users table clerk-sync already manages when the app has since added a column
+/// that nothing fills (see [`unfilled_app_columns`]); a missing table passes.
+pub(super) async fn check_app_columns(
+    conn: &mut PgConnection,
+    target: &UsersTable,
+) -> Result<(), StoreError> {
+    let unfilled = unfilled_app_columns(conn, target.schema(), target.name())
+        .await
+        .map_err(StoreError::Unavailable)?;
+    if unfilled.is_empty() {
+        Ok(())
+    } else {
+        Err(unfilled_error(target.quoted(), &unfilled))
+    }
+}
+
+/// [`check_app_columns`] on SQLite. Its `ALTER TABLE` cannot add such a column, but a table
+/// rebuilt by a tool (Prisma Migrate redefines SQLite tables that way) can have one.
+pub(super) async fn check_app_columns_sqlite(
+    conn: &mut SqliteConnection,
+    target: &UsersTable,
+) -> Result<(), StoreError> {
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM pragma_table_info($1) WHERE \"notnull\" AND dflt_value IS NULL",
+    )
+    .bind(target.name())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?;
+    let unfilled: Vec<String> = columns
+        .into_iter()
+        .filter(|c| !is_model_column(c))
+        .collect();
+    if unfilled.is_empty() {
+        Ok(())
+    } else {
+        Err(unfilled_error(target.quoted(), &unfilled))
+    }
+}
+
+/// Why an existing table is not adopted, and what to do about it.
+fn refusal(
+    table: &str,
+    quoted: &str,
+    mut problems: Vec<String>,
+    unfilled: &[String],
+) -> StoreError {
+    let mut advice = Vec::new();
+    if !problems.is_empty() {
+        advice.push(
+            "It adopts the design's recommended users table and its older User table (see \
+             prisma/schema.prisma), plus columns of the app's own that allow NULL or have a \
+             default. Adjust the table, or point DATABASE_URL at a database without it."
+                .to_string(),
+        );
+    }
+    if !unfilled.is_empty() {
+        let (problem, fix) = unfilled_problem(quoted, unfilled);
+        problems.push(problem);
+        advice.push(fix);
+    }
+    StoreError::Setup(format!(
+        "the existing \"{table}\" table is not one clerk-sync knows how to adopt: {}. {} Nothing \
+         was changed.",
+        problems.join("; "),
+        advice.join(" ")
+    ))
+}
+
 /// Looks at what the database has. `None`: there is no table to adopt (create it). An error:
 /// there is something clerk-sync does not understand, described so a person can decide.
 pub(super) async fn plan(
@@ -133,14 +282,16 @@ pub(super) async fn plan(
         (true, false) => ("User", legacy),
     };
     let quoted = target.quoted();
+    let qualify = |name: &str| match schema {
+        Some(schema) => format!("\"{schema}\".\"{name}\""),
+        None => format!("\"{name}\""),
+    };
 
     let mut problems = Vec::new();
+    let mut app_columns = Vec::new();
     for column in &existing {
         match CONTRACT.iter().find(|(name, _, _)| *name == column.name) {
-            None => problems.push(format!(
-                "column \"{}\" is not part of the model",
-                column.name
-            )),
+            None => app_columns.push(&column.name),
             Some((_, _, expected)) if *expected != column.data_type => problems.push(format!(
                 "column \"{}\" is {}, the model has {expected}",
                 column.name, column.data_type
@@ -154,14 +305,11 @@ pub(super) async fn plan(
     if !existing.iter().any(|c| c.name == "id") {
         problems.push("there is no \"id\" column".into());
     }
-    if !problems.is_empty() {
-        return Err(StoreError::Setup(format!(
-            "the existing \"{table}\" table is not one clerk-sync knows how to adopt: {}. It \
-             adopts the design's recommended users table and its older User table (see \
-             prisma/schema.prisma). Adjust the table, or point DATABASE_URL at a database \
-             without it. Nothing was changed.",
-            problems.join("; ")
-        )));
+    let unfilled = unfilled_app_columns(conn, schema, table)
+        .await
+        .map_err(unavailable)?;
+    if !problems.is_empty() || !unfilled.is_empty() {
+        return Err(refusal(table, &qualify(table), problems, &unfilled));
     }
 
     let mut adoption = Adoption::default();
@@ -170,10 +318,6 @@ pub(super) async fn plan(
         adoption.statements.push(statement);
     };
     if table == "User" {
-        let qualify = |name: &str| match schema {
-            Some(schema) => format!("\"{schema}\".\"{name}\""),
-            None => format!("\"{name}\""),
-        };
         change(
             "rename table \"User\" to \"users\" (the recommended model's @@map(\"users\"))".into(),
             format!(r#"ALTER TABLE {} RENAME TO "users""#, qualify("User")),
@@ -221,6 +365,12 @@ pub(super) async fn plan(
                 format!(r#"CREATE {unique}INDEX "{index}" ON {quoted}("{column}")"#),
             );
         }
+    }
+    // Said, not done: nothing to run, but a person reading the plan should see them.
+    for column in app_columns {
+        adoption.changes.push(format!(
+            "keep column \"{column}\" as the app's own (clerk-sync never writes it)"
+        ));
     }
     Ok(Some(adoption))
 }

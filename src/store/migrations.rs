@@ -135,6 +135,11 @@ pub(super) async fn run_postgres(
         dry_run,
         ..MigrationReport::default()
     };
+    if applied.contains(&1) {
+        // The app may have added a column since; one nothing fills would fail every new
+        // user's insert, so it is better refused here, once, than on each event.
+        super::adopt::check_app_columns(&mut tx, users).await?;
+    }
     let mut adopted = false;
     if !applied.contains(&1)
         && let Some(adoption) = super::adopt::plan(&mut tx, users).await?
@@ -218,7 +223,9 @@ pub(super) async fn run_sqlite(
         dry_run,
         ..MigrationReport::default()
     };
-    if !applied.contains(&1) {
+    if applied.contains(&1) {
+        super::adopt::check_app_columns_sqlite(&mut tx, users).await?;
+    } else {
         let existing: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'User')",
         )
