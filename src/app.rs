@@ -35,10 +35,12 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    /// `what` says which of the addresses it was (the main one, or the metrics one).
+    #[error("cannot listen on {addr} ({what}): {error}{hint}", hint = listen_hint(.error))]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        what: &'static str,
+        error: std::io::Error,
     },
 }
 
@@ -58,9 +60,14 @@ impl App {
         let state = build_state(config, store.clone())?;
         let metrics = match config.metrics_listen {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Listen { addr, source })?;
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|error| StartError::Listen {
+                            addr,
+                            what: "for /metrics, CLERK_SYNC_METRICS_LISTEN",
+                            error,
+                        })?;
                 Some((listener, crate::http::metrics_router(state.clone())))
             }
             None => None,
@@ -68,9 +75,10 @@ impl App {
         let listener =
             TcpListener::bind(config.listen)
                 .await
-                .map_err(|source| StartError::Listen {
+                .map_err(|error| StartError::Listen {
                     addr: config.listen,
-                    source,
+                    what: "CLERK_SYNC_LISTEN / --listen / PORT",
+                    error,
                 })?;
         let reconciler = match (config.reconcile_every, &state.users.clerk) {
             (None, _) => None,
@@ -240,6 +248,19 @@ fn users(settings: &ClerkSettings) -> Result<Users, StartError> {
         );
     }
     Ok(Users::new(sessions, clerk))
+}
+
+fn listen_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process (perhaps another clerk-sync, or `next dev` on port 3000) uses it: \
+             stop it or choose another address"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: choose a port above 1024"
+        }
+        _ => "",
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what container platforms send before stopping a process).

@@ -48,6 +48,8 @@ impl fmt::Display for DatabaseTarget {
                     if parsed.password().is_some() {
                         let _ = parsed.set_password(Some("***"));
                     }
+                    // After an unencoded '#' in a password comes the rest of the password.
+                    parsed.set_fragment(None);
                     let query: Vec<(String, String)> = parsed
                         .query_pairs()
                         .map(|(k, v)| {
@@ -77,6 +79,15 @@ impl DatabaseTarget {
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            if url.contains('#') {
+                return Err(ConfigError(
+                    "DATABASE_URL contains a '#', which ends a URL: special characters in the \
+                     user name or password must be percent-encoded (# as %23, @ as %40, / as \
+                     %2F, ? as %3F, : as %3A, % as %25; a password a#b@c is written a%23b%40c). \
+                     Neon's console gives the string encoded already"
+                        .into(),
+                ));
+            }
             return Ok(DatabaseTarget::Postgres {
                 url: without_channel_binding(url)?,
             });
@@ -162,7 +173,8 @@ fn without_channel_binding(url: &str) -> Result<String, ConfigError> {
 }
 
 /// Webhook signing secrets as configured: `CLERK_WEBHOOK_SIGNING_SECRET`, else the design's
-/// `CLERK_WEBHOOK_SECRET`. `None` when neither is set.
+/// `CLERK_WEBHOOK_SECRET`. `None` when neither is set. Anything but `whsec_` + base64 is
+/// refused here, at start: a secret that cannot be right would answer every real delivery 401.
 pub fn secrets_from_env(
     signing_secret: Option<&str>,
     legacy_secret: Option<&str>,
@@ -175,13 +187,72 @@ pub fn secrets_from_env(
         (None, Some(v)) => ("CLERK_WEBHOOK_SECRET", v),
         (None, None) => return Ok(None),
     };
-    SigningSecret::parse_list(value).map(Some).map_err(|e| {
-        ConfigError(format!(
-            "{name} is invalid: {e}. Copy the endpoint's Signing Secret from Clerk's dashboard \
-             (Webhooks, select the endpoint); it looks like whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw. \
-             Several secrets (for rotation) are separated by commas or spaces."
-        ))
-    })
+    let where_to_copy = "Copy the endpoint's Signing Secret from Clerk's dashboard (Webhooks, \
+         select the endpoint, Signing Secret); it looks like \
+         whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw. Several secrets (for rotation) are separated by \
+         commas or spaces.";
+    let parts: Vec<&str> = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let several = parts.len() > 1;
+    let mut secrets = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let which = if several {
+            format!("{name} (secret number {} of {})", i + 1, parts.len())
+        } else {
+            name.to_owned()
+        };
+        let secret = secret_mistake(part, several)
+            .map_or_else(|| SigningSecret::parse(part), Err)
+            .map_err(|e| ConfigError(format!("{which} is invalid: {e}. {where_to_copy}")))?;
+        secrets.push(secret);
+    }
+    Ok(Some(secrets))
+}
+
+/// The usual ways a pasted signing secret goes wrong, in words that say which one it was.
+fn secret_mistake(part: &str, several: bool) -> Option<String> {
+    let unquoted = part.trim_matches(|c| c == '"' || c == '\'');
+    if unquoted.len() != part.len() {
+        return Some(
+            "it is wrapped in quotes, which became part of the value; remove them (in a .env \
+             file, a systemd EnvironmentFile or a platform's settings the value goes without \
+             quotes)"
+                .into(),
+        );
+    }
+    let kind = |prefix: &str| part.starts_with(prefix);
+    if kind("sk_test_") || kind("sk_live_") {
+        return Some(
+            "this is a Clerk secret key (it belongs in CLERK_SECRET_KEY), not the webhook \
+             signing secret"
+                .into(),
+        );
+    }
+    if kind("pk_test_") || kind("pk_live_") {
+        return Some(
+            "this is a Clerk publishable key (CLERK_PUBLISHABLE_KEY), not the webhook signing \
+             secret"
+                .into(),
+        );
+    }
+    if kind("whsk_") || kind("whpk_") {
+        return Some(
+            "asymmetric (whsk_/whpk_) webhook keys are not supported; Clerk signs with whsec_ \
+             secrets"
+                .into(),
+        );
+    }
+    if !kind("whsec_") {
+        let whitespace = if several {
+            " (if this was meant to be one secret, it contains a space or a line break: remove it)"
+        } else {
+            ""
+        };
+        return Some(format!("it does not start with whsec_{whitespace}"));
+    }
+    None
 }
 
 /// A generated secret for local development.
@@ -229,13 +300,22 @@ impl DevSecret {
         if let Some(existing) = Self::load(path)? {
             return Ok(existing);
         }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "the directory {} does not exist (the development webhook secret is kept next \
+                 to the database, in {}); create it first (mkdir -p {}) or give another path in \
+                 DATABASE_URL, e.g. sqlite://clerk-sync.db for the working directory",
+                dir.display(),
+                path.display(),
+                dir.display()
+            )));
+        }
         let (secret, text) = SigningSecret::generate();
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -632,6 +712,59 @@ mod tests {
         assert!(parse_duration("6 hours").is_err());
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn signing_secrets_that_cannot_work_are_refused_with_the_mistake_named() {
+        let (_, good) = SigningSecret::generate();
+        let refused = |value: &str| {
+            secrets_from_env(Some(value), None)
+                .expect_err(value)
+                .to_string()
+        };
+        for (value, says) in [
+            ("abc", "does not start with whsec_"),
+            ("sk_test_abcdefghijklmnop", "Clerk secret key"),
+            ("sk_live_abcdefghijklmnop", "CLERK_SECRET_KEY"),
+            ("pk_test_Zm9vLmNsZXJrLmFjY291bnRzLmRldiQ", "publishable key"),
+            (&format!("\"{good}\""), "quotes"),
+            (&format!("'{good}'"), "quotes"),
+            ("whsec_not*base64!", "not base64"),
+            ("whsk_abc", "asymmetric"),
+            (&format!("{good} abc"), "line break"),
+        ] {
+            let message = refused(value);
+            assert!(message.contains(says), "{value}: {message}");
+            assert!(
+                message.contains("Webhooks, select the endpoint"),
+                "{message}"
+            );
+        }
+        // Spaces around a secret and between several are fine.
+        let (_, other) = SigningSecret::generate();
+        let both = secrets_from_env(Some(&format!("  {good},\n{other} ")), None).unwrap();
+        assert_eq!(both.map(|s| s.len()), Some(2));
+    }
+
+    #[test]
+    fn no_fragment_of_a_password_is_ever_shown() {
+        let err = DatabaseTarget::from_url("postgresql://alex:p@ss#word@host/db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("percent-encoded") && err.contains("%23"),
+            "{err}"
+        );
+        assert!(!err.contains("word") && !err.contains("p@ss"), "{err}");
+
+        let target = DatabaseTarget::from_url("postgresql://alex:p%40ss%23word@host/db").unwrap();
+        let shown = target.to_string();
+        assert!(!shown.contains("ss") && !shown.contains("word"), "{shown}");
+        let target = DatabaseTarget::Postgres {
+            url: "postgresql://alex:p@ss#word@host/db".into(),
+        };
+        let shown = target.to_string();
+        assert!(!shown.contains("word"), "{shown}");
     }
 
     #[test]

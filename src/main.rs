@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use clerk_sync::app::{App, shutdown_signal};
 use clerk_sync::clerk::api::{ClerkApi, RetryPolicy, SecretKey};
+use clerk_sync::clerk::sample::SampleUser;
 use clerk_sync::config::{
     ClerkSettings, ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig,
     listen_address, parse_duration, secrets_from_env,
@@ -33,7 +34,13 @@ use clerk_sync::webhook::SigningSecret;
         clerk-sync trigger user.created     # in another terminal\n\n\
         Production (Neon):\n  \
         DATABASE_URL='postgresql://USER:PASSWORD@ep-xxx.REGION.aws.neon.tech/neondb?sslmode=require&channel_binding=require' \\\n  \
-        CLERK_WEBHOOK_SIGNING_SECRET=whsec_... clerk-sync serve --listen 0.0.0.0:3000"
+        CLERK_WEBHOOK_SIGNING_SECRET=whsec_... clerk-sync serve --listen 0.0.0.0:3000\n\n\
+        Each command's --help lists its settings with their environment variables. Read by \
+        every command too:\n  \
+        RUST_LOG                  log filter, default info (e.g. debug, clerk_sync=debug,sqlx=warn)\n  \
+        CLERK_SYNC_LOG_FORMAT     text (default) or json, one object per line\n  \
+        CLERK_WEBHOOK_SECRET      the design's older name of CLERK_WEBHOOK_SIGNING_SECRET, read \
+        when that one is unset"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,7 +55,9 @@ enum Command {
         DATABASE_URL=postgres://... CLERK_WEBHOOK_SIGNING_SECRET=whsec_... clerk-sync serve\n  \
         CLERK_WEBHOOK_SIGNING_SECRET='whsec_old,whsec_new' clerk-sync serve   # rotating secrets\n\n\
         Endpoints: POST /api/webhooks/clerk, GET|PATCH /api/users/me, GET /healthz, GET /readyz, \
-        GET /openapi.json")]
+        GET /openapi.json, GET /metrics, GET /status\n\n\
+        Also read: RUST_LOG (log filter, default info), CLERK_SYNC_LOG_FORMAT (text or json), \
+        CLERK_WEBHOOK_SECRET (older name of CLERK_WEBHOOK_SIGNING_SECRET, read when it is unset)")]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit; adopts an existing users table.
     #[command(after_help = "Examples:\n  \
@@ -95,20 +104,48 @@ enum Command {
     Events(EventsArgs),
 }
 
+/// Where the users table is. Global: for `events`, the flags may come before or after `list`,
+/// `show` or `replay`.
 #[derive(Args)]
 struct DatabaseArgs {
     /// Database URL: postgresql://... (paste Neon's connection string as is) or sqlite://PATH.
     /// Default: the SQLite file clerk-sync.db in the working directory.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     database_url: Option<String>,
     /// Name of the app's users table, for apps that named theirs differently (set it before
     /// the first migrate).
-    #[arg(long, env = "CLERK_SYNC_USERS_TABLE", default_value = "users")]
+    #[arg(
+        long,
+        env = "CLERK_SYNC_USERS_TABLE",
+        default_value = "users",
+        global = true
+    )]
     users_table: String,
     /// PostgreSQL schema of the users table (default: the connection's current schema,
     /// usually public).
-    #[arg(long, env = "CLERK_SYNC_USERS_SCHEMA")]
+    #[arg(long, env = "CLERK_SYNC_USERS_SCHEMA", global = true)]
     users_schema: Option<String>,
+    /// Longest wait for the database to answer a new connection at start (e.g. 10s); a host
+    /// that accepts connections but never answers (firewall, proxy, paused compute) is then
+    /// reported instead of waited for.
+    #[arg(
+        long,
+        env = "CLERK_SYNC_DB_CONNECT_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+        global = true
+    )]
+    db_connect_timeout: std::time::Duration,
+    /// Longest time migrations may take (e.g. 5m); they run in one transaction, so a timeout
+    /// changes nothing.
+    #[arg(
+        long,
+        env = "CLERK_SYNC_MIGRATE_TIMEOUT",
+        default_value = "5m",
+        value_parser = parse_duration,
+        global = true
+    )]
+    migrate_timeout: std::time::Duration,
 }
 
 impl DatabaseArgs {
@@ -116,11 +153,18 @@ impl DatabaseArgs {
         UsersTable::new(self.users_schema.as_deref(), self.users_table.trim()).map_err(ConfigError)
     }
 
+    fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            connect_timeout: self.db_connect_timeout,
+            migrate_timeout: self.migrate_timeout,
+            ..PoolSettings::default()
+        }
+    }
+
     /// Connects to the configured database and checks it answers.
     async fn store(&self) -> anyhow::Result<(Store, DatabaseTarget)> {
         let (target, _) = database(self)?;
-        let store =
-            Store::connect_with(&target, &PoolSettings::default(), self.users_table()?).await?;
+        let store = Store::connect_with(&target, &self.pool(), self.users_table()?).await?;
         store.check_connection(&target).await?;
         Ok((store, target))
     }
@@ -386,8 +430,13 @@ struct TriggerArgs {
     database: DatabaseArgs,
     #[command(flatten)]
     secrets: SecretArgs,
-    #[command(flatten)]
-    listen: ListenArgs,
+    /// Where the running clerk-sync listens, to send the event there (as its CLERK_SYNC_LISTEN;
+    /// a wildcard address means this machine). Default: 127.0.0.1:$PORT when PORT is set, else
+    /// 127.0.0.1:3000. --url overrides it.
+    #[arg(long, env = "CLERK_SYNC_LISTEN")]
+    listen: Option<String>,
+    #[arg(long, env = "PORT", hide = true)]
+    port: Option<String>,
 }
 
 fn parse_delete_mode(text: &str) -> Result<DeleteMode, String> {
@@ -409,11 +458,40 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", with_causes(&e));
             let code = e.downcast_ref::<JobError>().map_or(1, JobError::exit_code);
             ExitCode::from(code)
         }
     }
+}
+
+/// How the person who started this process runs it again: through cargo (which sets `CARGO`
+/// for what `cargo run` starts), or as they invoked it; `clerk-sync` is not on every PATH.
+fn this_command() -> String {
+    if std::env::var_os("CARGO").is_some() {
+        return "cargo run --release --".into();
+    }
+    std::env::args()
+        .next()
+        .filter(|arg0| arg0.contains('/'))
+        .unwrap_or_else(|| "clerk-sync".into())
+}
+
+/// The error and its causes, each said once: many errors already repeat their cause's words in
+/// their own, and `{:#}` would print those twice.
+fn with_causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn database(args: &DatabaseArgs) -> Result<(DatabaseTarget, bool), ConfigError> {
@@ -440,14 +518,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if !args.print_config {
                 println!(
                     "Development mode: webhooks must be signed with {} ({} {}).\n\
-                 Send a test event with: clerk-sync trigger user.created",
+                 Send a test event with: {} trigger user.created",
                     dev.text,
                     if dev.created {
                         "generated and stored in"
                     } else {
                         "read from"
                     },
-                    dev.path.display()
+                    dev.path.display(),
+                    this_command()
                 );
             }
             vec![dev.secret]
@@ -470,7 +549,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         pool: PoolSettings {
             max_connections: args.db_max_connections.max(1),
-            ..PoolSettings::default()
+            ..args.database.pool()
         },
         writers: match args.writers {
             Some(w)
@@ -592,6 +671,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
+    let event = TriggerEvent::parse(&args.event)?;
     let secret = match secrets_from_env(
         args.secrets.signing_secret.as_deref(),
         args.secrets.legacy_secret.as_deref(),
@@ -602,9 +682,16 @@ async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     let url = match args.url {
         Some(url) => url,
         None => trigger::local_webhook_url(listen_address(
-            args.listen.listen.as_deref(),
-            args.listen.port.as_deref(),
+            args.listen.as_deref(),
+            args.port.as_deref(),
         )?),
+    };
+    // An update starts from the user as the database has it: Clerk's snapshots carry every
+    // field, and one made up from scratch would overwrite what the user has (created_at,
+    // email, names) with sample values.
+    let current = match (&event, &args.user_id) {
+        (TriggerEvent::Updated, Some(id)) => current_user(&args.database, id).await,
+        _ => None,
     };
     let fields = UserFields {
         user_id: args.user_id,
@@ -613,8 +700,8 @@ async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
         first_name: args.first_name,
         last_name: args.last_name,
         username: args.username,
+        current,
     };
-    let event = TriggerEvent::parse(&args.event);
     let signed = trigger::build(&event, &fields, &secret, args.svix_id)?;
     let delivered = trigger::send(&url, &signed).await?;
     println!(
@@ -633,6 +720,39 @@ async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// The user's row as `trigger` finds it in the configured database, if it can; `None` (and the
+/// sample values) when there is no such row or no database to read here.
+async fn current_user(database: &DatabaseArgs, user_id: &str) -> Option<SampleUser> {
+    let (target, _) = DatabaseTarget::from_env_value(database.database_url.as_deref()).ok()?;
+    if let DatabaseTarget::Sqlite { path } = &target
+        && !path.exists()
+    {
+        return None;
+    }
+    let settings = PoolSettings {
+        acquire_timeout: std::time::Duration::from_secs(3),
+        ..database.pool()
+    };
+    let store = Store::connect_with(&target, &settings, database.users_table().ok()?)
+        .await
+        .ok()?;
+    let read = tokio::time::timeout(settings.acquire_timeout, store.user(user_id));
+    let (row, _) = read.await.ok()?.ok()?;
+    store.close().await;
+    let row = row?;
+    let millis = |t: chrono::NaiveDateTime| t.and_utc().timestamp_millis();
+    Some(SampleUser {
+        id: row.id,
+        email: row.email,
+        first_name: row.first_name,
+        last_name: row.last_name,
+        username: row.username,
+        image_url: row.image_url.unwrap_or_default(),
+        created_at: row.clerk_created_at.map_or(0, millis),
+        updated_at: row.clerk_updated_at.map_or(0, millis),
     })
 }
 

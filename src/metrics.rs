@@ -16,6 +16,7 @@ pub const EVENTS_APPLIED: &str = "clerk_sync_events_applied_total";
 pub const EVENT_PROCESSING: &str = "clerk_sync_event_processing_seconds";
 pub const DELIVERY_LAG: &str = "clerk_sync_delivery_lag_seconds";
 pub const WEBHOOK_BATCH: &str = "clerk_sync_webhook_batch_events";
+pub const DELETES_KEPT_BY_FOREIGN_KEY: &str = "clerk_sync_deletes_kept_by_foreign_key_total";
 pub const LAST_EVENT: &str = "clerk_sync_last_event_timestamp_seconds";
 pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
 pub const FALLBACK_FETCHES: &str = "clerk_sync_fallback_fetches_total";
@@ -163,6 +164,10 @@ fn describe() {
     );
     describe_counter!(SESSION_FAILURES, "Session tokens refused, by reason");
     describe_counter!(
+        DELETES_KEPT_BY_FOREIGN_KEY,
+        "Hard deletions a foreign key of the app's refused: the row was kept, personal data erased"
+    );
+    describe_counter!(
         RATE_LIMITED,
         "Requests refused with 429 by clerk-sync, by scope"
     );
@@ -209,6 +214,7 @@ fn zero() {
     for scope in RATE_LIMIT_SCOPES {
         counter!(RATE_LIMITED, "scope" => scope).increment(0);
     }
+    counter!(DELETES_KEPT_BY_FOREIGN_KEY).increment(0);
     let _ = histogram!(EVENT_PROCESSING);
     let _ = histogram!(DELIVERY_LAG);
     let _ = histogram!(WEBHOOK_BATCH);
@@ -272,6 +278,10 @@ pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
         Some(_) => "5xx",
     };
     counter!(CLERK_API_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
+}
+
+pub fn delete_kept_by_foreign_key() {
+    counter!(DELETES_KEPT_BY_FOREIGN_KEY).increment(1);
 }
 
 pub fn fallback_fetch(result: &'static str) {

@@ -103,6 +103,11 @@ pub enum DeleteMode {
     Hard,
     /// Keep the row, set `deletedAt`, free its email and username.
     Soft,
+    /// Keep the row but erase everything personal in it (email, names, username, image) and
+    /// set `deletedAt`: what `Hard` does when a foreign key of the app's still points at the
+    /// user, so the deletion neither fails for ever nor leaves personal data behind. Not a
+    /// setting of its own.
+    Erase,
 }
 
 impl std::str::FromStr for DeleteMode {
@@ -238,6 +243,10 @@ pub enum Change {
     },
     /// Set `deletedAt` and clear email and username.
     SoftDeleteRow {
+        user_id: String,
+    },
+    /// Set `deletedAt` and clear every personal field (see [`DeleteMode::Erase`]).
+    EraseRow {
         user_id: String,
     },
     Tombstone {
@@ -431,6 +440,7 @@ pub fn plan_batch(
                 }
                 Change::DeleteRow { .. }
                 | Change::SoftDeleteRow { .. }
+                | Change::EraseRow { .. }
                 | Change::Tombstone { .. } => {
                     unreachable!("a snapshot never plans a deletion")
                 }
@@ -532,6 +542,9 @@ pub fn plan_deletion(user_id: &str, state: &SyncState, mode: DeleteMode) -> Plan
                     user_id: user_id.to_owned(),
                 },
                 DeleteMode::Soft => Change::SoftDeleteRow {
+                    user_id: user_id.to_owned(),
+                },
+                DeleteMode::Erase => Change::EraseRow {
                     user_id: user_id.to_owned(),
                 },
             };

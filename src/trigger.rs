@@ -2,7 +2,7 @@
 //! everything can be tried locally without Clerk or a tunnel.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clerk::sample::{self, SampleUser};
@@ -18,14 +18,31 @@ pub enum TriggerEvent {
     File(PathBuf),
 }
 
+/// The event types `trigger` makes up itself.
+pub const EVENT_TYPES: [&str; 3] = ["user.created", "user.updated", "user.deleted"];
+
 impl TriggerEvent {
-    pub fn parse(text: &str) -> TriggerEvent {
-        match text {
+    /// An event type, or a file to send. Text that names neither (`user.foo`) is refused with
+    /// the list of types rather than taken for a missing file.
+    pub fn parse(text: &str) -> Result<TriggerEvent, TriggerError> {
+        Ok(match text {
             "user.created" | "created" => TriggerEvent::Created,
             "user.updated" | "updated" => TriggerEvent::Updated,
             "user.deleted" | "deleted" => TriggerEvent::Deleted,
-            path => TriggerEvent::File(PathBuf::from(path)),
-        }
+            path if Path::new(path).exists()
+                || path.contains(std::path::MAIN_SEPARATOR)
+                || path.ends_with(".json") =>
+            {
+                TriggerEvent::File(PathBuf::from(path))
+            }
+            other => {
+                return Err(TriggerError::Usage(format!(
+                    "{other:?} is neither an event type trigger can make up ({}) nor a file; \
+                     to send any other event, save its JSON in a file and give the file's path",
+                    EVENT_TYPES.join(", ")
+                )));
+            }
+        })
     }
 }
 
@@ -39,6 +56,9 @@ pub struct UserFields {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub username: Option<String>,
+    /// The user as the database has it (for `user.updated`): the update starts from it instead
+    /// of made-up values, keeping `created_at`, which Clerk never changes.
+    pub current: Option<SampleUser>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +100,14 @@ pub fn build(
         })
     };
     let sample_user = |id: String| {
-        let mut user = SampleUser::new(id, now_ms);
+        let mut user = match &fields.current {
+            Some(current) if current.id == id => SampleUser {
+                // Newer than what the row holds, even when clocks disagree.
+                updated_at: now_ms.max(current.updated_at + 1),
+                ..current.clone()
+            },
+            _ => SampleUser::new(id, now_ms),
+        };
         if fields.no_email {
             user.email = None;
         } else if let Some(email) = &fields.email {

@@ -267,7 +267,11 @@ impl ClerkApi {
             let response = match result {
                 Ok(response) => response,
                 Err(e) if last => {
-                    return Err(ClerkApiError::Unavailable(e.without_url().to_string()));
+                    return Err(ClerkApiError::Unavailable(format!(
+                        "{} (CLERK_API_URL): {}",
+                        self.base,
+                        with_causes(e.without_url())
+                    )));
                 }
                 Err(e) => {
                     tracing::debug!(attempt, error = %e.without_url(), "Clerk API call failed; retrying");
@@ -354,6 +358,22 @@ async fn api_error(response: Response) -> ClerkApiError {
             trace_id: ray,
         },
     }
+}
+
+/// reqwest's own words ("error sending request") and what lies under them ("Connection
+/// refused", "dns error"), which is what a person needs to fix it.
+fn with_causes(error: reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ClerkApiError> {

@@ -22,7 +22,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::store::{DeliveryQueue, Store};
 use crate::sync::DeleteMode;
@@ -94,7 +94,12 @@ pub(crate) fn routes(
         .merge(health::router())
         .merge(openapi::router())
         .merge(status::router())
-        .layer(TraceLayer::new_for_http())
+        // Handlers log their own failures once, with what went wrong; the layer's default would
+        // add an ERROR line for every 5xx, e.g. per request to an API that is switched off.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         // The body limit is enforced by RequestBodyLimitLayer (413 before reading when the
         // length is declared); axum's own default would cap at 2 MiB regardless.
         .layer(DefaultBodyLimit::disable())

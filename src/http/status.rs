@@ -97,7 +97,13 @@ enum Denied {
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
         match self {
-            Denied::Off => StatusCode::NOT_FOUND.into_response(),
+            Denied::Off => (
+                StatusCode::NOT_FOUND,
+                "the status page is off: start clerk-sync with CLERK_SYNC_ADMIN_TOKEN set to open \
+                 it here (then send the token as a bearer token, or as the password of HTTP Basic \
+                 auth with any user name)\n",
+            )
+                .into_response(),
             Denied::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, CHALLENGE)],

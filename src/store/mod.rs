@@ -40,6 +40,10 @@ pub struct Store {
     users: UsersTable,
     /// Webhook writes send their statements whole (see `PoolSettings::transaction_pooler`).
     inline_statements: bool,
+    /// The database as people may see it (password masked), for messages.
+    database: String,
+    connect_timeout: Duration,
+    migrate_timeout: Duration,
 }
 
 /// A connection pool to one of the two backends.
@@ -135,6 +139,13 @@ pub struct PoolSettings {
     /// prepared statements, which such a pooler cannot keep on one server connection.
     /// Without it, the first sign of such a pooler switches them off as well.
     pub transaction_pooler: bool,
+    /// Longest wait for a new connection to answer when checking the database at start
+    /// (`CLERK_SYNC_DB_CONNECT_TIMEOUT`): a server behind a firewall or a paused compute may
+    /// accept the TCP connection and then say nothing at all.
+    pub connect_timeout: Duration,
+    /// Longest time migrations may take (`CLERK_SYNC_MIGRATE_TIMEOUT`); generous, since
+    /// adopting a large table builds indexes.
+    pub migrate_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -143,9 +154,16 @@ impl Default for PoolSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             transaction_pooler: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            migrate_timeout: DEFAULT_MIGRATE_TIMEOUT,
         }
     }
 }
+
+/// Default of [`PoolSettings::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`PoolSettings::migrate_timeout`].
+pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -328,14 +346,14 @@ impl Store {
     /// As [`Store::connect`], for a users table named differently.
     pub async fn connect_with(
         target: &DatabaseTarget,
-        pool: &PoolSettings,
+        settings: &PoolSettings,
         users: UsersTable,
     ) -> Result<Store, StoreError> {
-        let mut inline_statements = pool.transaction_pooler;
+        let mut inline_statements = settings.transaction_pooler;
         let pool = match target {
             DatabaseTarget::Postgres { url } => {
                 inline_statements |= postgres::is_neon_pooler(url);
-                postgres::connect(url, pool).map(Pool::Postgres)?
+                postgres::connect(url, settings).map(Pool::Postgres)?
             }
             DatabaseTarget::Sqlite { path } => {
                 if users.schema().is_some() {
@@ -343,13 +361,16 @@ impl Store {
                         "CLERK_SYNC_USERS_SCHEMA is for PostgreSQL; SQLite has no schemas".into(),
                     ));
                 }
-                sqlite::connect(path, pool).await.map(Pool::Sqlite)?
+                sqlite::connect(path, settings).await.map(Pool::Sqlite)?
             }
         };
         Ok(Store {
             pool,
             users,
             inline_statements,
+            database: target.to_string(),
+            connect_timeout: settings.connect_timeout,
+            migrate_timeout: settings.migrate_timeout,
         })
     }
 
@@ -389,25 +410,54 @@ impl Store {
     }
 
     async fn migrate_with(&self, dry_run: bool) -> Result<MigrationReport, StoreError> {
-        match &self.pool {
-            Pool::Postgres(pool) => migrations::run_postgres(pool, &self.users, dry_run).await,
-            Pool::Sqlite(pool) => migrations::run_sqlite(pool, &self.users, dry_run).await,
-        }
+        let run = async {
+            match &self.pool {
+                Pool::Postgres(pool) => migrations::run_postgres(pool, &self.users, dry_run).await,
+                Pool::Sqlite(pool) => migrations::run_sqlite(pool, &self.users, dry_run).await,
+            }
+        };
+        // Dropping the run rolls its transaction back: a timeout changes nothing.
+        tokio::time::timeout(self.migrate_timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Setup(format!(
+                    "migrating {} timed out: not done within {} (CLERK_SYNC_MIGRATE_TIMEOUT). \
+                     Either the database stopped answering, or another process holds the \
+                     migration lock (a `clerk-sync migrate` or `serve` starting elsewhere). \
+                     Nothing was changed; try again, or raise CLERK_SYNC_MIGRATE_TIMEOUT",
+                    self.database,
+                    humanize(self.migrate_timeout)
+                )))
+            })
     }
 
     /// Opens one connection outside the pool, so a failure reports its real cause (refused,
     /// bad password, TLS) rather than the pool's "timed out".
     pub async fn check_connection(&self, target: &DatabaseTarget) -> Result<(), StoreError> {
         use sqlx::Connection;
-        let result = match &self.pool {
-            Pool::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
-                .await
-                .map(drop),
-            Pool::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
-                .await
-                .map(drop),
+        let connect = async {
+            match &self.pool {
+                Pool::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
+                    .await
+                    .map(drop),
+                Pool::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                    .await
+                    .map(drop),
+            }
         };
-        result.map_err(|e| StoreError::Setup(format!("cannot connect to {target}: {e}")))
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result.map_err(|e| {
+                StoreError::Setup(format!("cannot connect to {target}: {}", connect_hint(&e)))
+            }),
+            Err(_) => Err(StoreError::Setup(format!(
+                "cannot connect to {target}: connecting timed out, no answer within {} \
+                 (CLERK_SYNC_DB_CONNECT_TIMEOUT). Something accepted the connection but did not \
+                 answer as PostgreSQL does: check the host and port, a firewall or proxy in \
+                 between, or a paused database; raise CLERK_SYNC_DB_CONNECT_TIMEOUT if it is \
+                 only slow",
+                humanize(self.connect_timeout)
+            ))),
+        }
     }
 
     /// Closes the pool: waits for connections in use to come back, then closes them all.
@@ -435,16 +485,36 @@ impl Store {
         event: &IncomingEvent<'_>,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        let result = retrying(|| async {
-            in_transaction!(self, |conn| flow::apply_event(
-                conn,
-                &self.users,
-                event,
-                mode
-            )
-            .await?)
-        })
-        .await;
+        let attempt = |mode| {
+            retrying(move || async move {
+                in_transaction!(self, |conn| flow::apply_event(
+                    conn,
+                    &self.users,
+                    event,
+                    mode
+                )
+                .await?)
+            })
+        };
+        let mut result = attempt(mode).await;
+        if let (Err(error), EventKind::UserDeleted { user_id }, DeleteMode::Hard) =
+            (&result, &event.event.kind, mode)
+            && let Some(db) = error.as_database_error()
+            && is_foreign_key_violation(db)
+        {
+            // The app's own table still points at the user (e.g. Prisma's default ON DELETE
+            // RESTRICT): no retry can delete the row, so its personal data goes instead.
+            tracing::warn!(
+                user_id = %user_id,
+                constraint = db.constraint().unwrap_or("(not named by SQLite)"),
+                table = db.table().unwrap_or("(not named by SQLite)"),
+                "user.deleted: a foreign key keeps the user's row, so it was kept with its \
+                 personal data erased and deletedAt set; choose ON DELETE CASCADE or SET NULL \
+                 for that reference to delete such rows (docs/migrating-from-nextjs.md)"
+            );
+            crate::metrics::delete_kept_by_foreign_key();
+            result = attempt(DeleteMode::Erase).await;
+        }
         match result {
             Ok(outcome) => Ok(outcome),
             Err(error) if is_rejected_data(&error) => {
@@ -715,6 +785,33 @@ impl Store {
     }
 }
 
+/// A duration as people write it: `10s`, `1.5s`, `5m`.
+fn humanize(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{}s", d.as_secs_f64()),
+    }
+}
+
+/// A connection error, with what usually causes it when the driver's words do not say.
+fn connect_hint(error: &sqlx::Error) -> String {
+    let text = error.to_string();
+    let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        "; the server's certificate is not signed by a certificate authority this machine \
+         trusts: with sslmode=verify-full (or verify-ca) give the CA's certificate as \
+         sslrootcert=/path/to/ca.pem in DATABASE_URL (Neon's chain to public roots and need none)"
+    } else if text.contains("failed to lookup address")
+        || text.contains("Name or service not known")
+    {
+        "; the host name does not resolve: check it, and percent-encode special characters in \
+         the user name and password (e.g. @ as %40, # as %23, / as %2F), which otherwise end \
+         the password early and become part of the host"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
 /// Runs a transaction again when it lost a race with a concurrent one.
 async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, sqlx::Error>
 where
@@ -763,6 +860,13 @@ fn is_lost_race(error: &sqlx::Error) -> bool {
     // serialization_failure, deadlock_detected, lock_not_available, and the server terminating
     // the connection (admin_shutdown, e.g. a compute suspended)
     matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "57P01"))
+}
+
+/// A foreign key refused the statement. SQLite reports `ON DELETE RESTRICT` as a trigger
+/// constraint (extended code 1811), not as a foreign key one, but in the same words.
+fn is_foreign_key_violation(db: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(db.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
+        || db.message().contains("FOREIGN KEY constraint failed")
 }
 
 /// The database refused the values themselves (PostgreSQL class 22, e.g. a NUL character in a

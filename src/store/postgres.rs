@@ -197,13 +197,14 @@ enum Call {
     UpsertRows,
     DeleteRow,
     SoftDeleteRow,
+    EraseRow,
     Tombstone,
     InboxOne,
     InboxRows,
 }
 
 impl Call {
-    const ALL: [Call; 12] = [
+    const ALL: [Call; 13] = [
         Call::Lock,
         Call::LookupOne,
         Call::LookupMany,
@@ -213,6 +214,7 @@ impl Call {
         Call::UpsertRows,
         Call::DeleteRow,
         Call::SoftDeleteRow,
+        Call::EraseRow,
         Call::Tombstone,
         Call::InboxOne,
         Call::InboxRows,
@@ -250,6 +252,7 @@ impl Call {
             Call::UpsertRows => "upsert_rows",
             Call::DeleteRow => "delete_row",
             Call::SoftDeleteRow => "soft_delete_row",
+            Call::EraseRow => "erase_row",
             Call::Tombstone => "tombstone",
             Call::InboxOne => "inbox_one",
             Call::InboxRows => "inbox_rows",
@@ -276,6 +279,9 @@ impl Call {
                 "clerk_sync.",
                 &Change::SoftDeleteRow { user_id: nobody },
             ),
+            Call::EraseRow => {
+                deletion_sql(users, "clerk_sync.", &Change::EraseRow { user_id: nobody })
+            }
             Call::Tombstone => {
                 deletion_sql(users, "clerk_sync.", &Change::Tombstone { user_id: nobody })
             }
@@ -482,6 +488,7 @@ async fn apply_deliveries(
         let (call, user_id, at_time) = match change {
             Change::DeleteRow { user_id } => (Call::DeleteRow, user_id, false),
             Change::SoftDeleteRow { user_id } => (Call::SoftDeleteRow, user_id, true),
+            Change::EraseRow { user_id } => (Call::EraseRow, user_id, true),
             Change::Tombstone { user_id } => (Call::Tombstone, user_id, true),
             _ => unreachable!("a deletion plans only removals and tombstones"),
         };

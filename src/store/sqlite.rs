@@ -20,13 +20,19 @@ pub(super) async fn connect(
     path: &Path,
     settings: &PoolSettings,
 ) -> Result<SqlitePool, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Setup(format!(
-                "cannot create the directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+    // A mistyped path must not create directories (at the root, even): the file is created,
+    // its directory must exist.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Setup(format!(
+            "cannot open the SQLite database {}: the directory {} does not exist; create it \
+             first (mkdir -p {}) or give another path in DATABASE_URL, e.g. \
+             sqlite://clerk-sync.db for the working directory",
+            path.display(),
+            dir.display(),
+            dir.display()
+        )));
     }
     let options = SqliteConnectOptions::new()
         .filename(path)

@@ -126,6 +126,12 @@ pub(crate) fn deletion_sql(users: &UsersTable, ns: &str, change: &Change) -> Str
             r#"UPDATE {users} SET "deletedAt" = $2, email = NULL, username = NULL, "updatedAt" = $2
                WHERE id = $1"#,
         ),
+        Change::EraseRow { .. } => users.sql(
+            r#"UPDATE {users} SET "deletedAt" = $2, email = NULL, username = NULL,
+                   "firstName" = NULL, "lastName" = NULL, name = NULL, "imageUrl" = NULL,
+                   "updatedAt" = $2
+               WHERE id = $1"#,
+        ),
         _ => format!(
             "INSERT INTO {ns}tombstones (user_id, deleted_at) VALUES ($1, $2)
              ON CONFLICT (user_id) DO NOTHING"
@@ -323,7 +329,9 @@ macro_rules! statements_impl {
                 let sql = $crate::store::statements::deletion_sql(users, $ns, change);
                 let query = match change {
                     Change::DeleteRow { user_id } => sqlx::query(&sql).bind(user_id),
-                    Change::SoftDeleteRow { user_id } | Change::Tombstone { user_id } => {
+                    Change::SoftDeleteRow { user_id }
+                    | Change::EraseRow { user_id }
+                    | Change::Tombstone { user_id } => {
                         sqlx::query(&sql).bind(user_id).bind(now)
                     }
                     Change::ReleaseEmail { .. } | Change::ReleaseUsername { .. } | Change::Upsert(_) => {

@@ -35,7 +35,7 @@ pub(crate) fn clerk_sync(dir: &Path, env: &[(&str, &str)]) -> Command {
     command
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,14 +44,14 @@ fn free_port() -> u16 {
 }
 
 /// A `clerk-sync serve` process; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    async fn start(mut command: Command, listen: &str) -> Server {
+    pub(crate) async fn start(mut command: Command, listen: &str) -> Server {
         command
             .arg("serve")
             .stdout(Stdio::piped())
@@ -90,11 +90,11 @@ impl Server {
         }
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stdout.lock().unwrap().join("\n")
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
 }
@@ -155,6 +155,46 @@ async fn serve_with_no_configuration_uses_sqlite_and_a_dev_secret_that_trigger_f
         text(&output.stdout)
     );
 
+    // An update changes what it names and nothing else: Clerk never changes created_at.
+    let url = format!("sqlite://{}", dir.path().join("clerk-sync.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    async fn read(
+        db: &mut sqlx::SqliteConnection,
+    ) -> (String, Option<String>, Option<String>, String) {
+        sqlx::query_as(
+            r#"SELECT "clerkCreatedAt", "firstName", email, "clerkUpdatedAt" FROM users WHERE id = 'user_cli'"#,
+        )
+        .fetch_one(db)
+        .await
+        .unwrap()
+    }
+    let before = read(&mut db).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut update = clerk_sync(dir.path(), &env);
+    update.args([
+        "trigger",
+        "user.updated",
+        "--user-id",
+        "user_cli",
+        "--last-name",
+        "Hopper",
+    ]);
+    let output = run(update);
+    assert!(
+        text(&output.stdout).contains("\"updated\""),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let after = read(&mut db).await;
+    assert_eq!(after.0, before.0, "clerkCreatedAt is kept");
+    assert_eq!(
+        (&after.1, &after.2),
+        (&before.1, &before.2),
+        "first name and email are kept"
+    );
+    assert!(after.3 > before.3, "clerkUpdatedAt moves on");
+
     // Redelivery of the same svix-id is a duplicate; trigger still exits 0 (2xx).
     let mut again = clerk_sync(dir.path(), &env);
     again.args([
@@ -177,8 +217,6 @@ async fn serve_with_no_configuration_uses_sqlite_and_a_dev_secret_that_trigger_f
     ]);
     assert!(text(&run(again).stdout).contains("\"duplicate\""));
 
-    let url = format!("sqlite://{}", dir.path().join("clerk-sync.db").display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let tombstones: i64 =
         sqlx::query_scalar("SELECT count(*) FROM clerk_sync_tombstones WHERE user_id = 'user_cli'")
             .fetch_one(&mut db)
@@ -221,7 +259,7 @@ async fn bad_configuration_is_explained() {
             "sqlite://",
         ),
         (
-            vec![("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_not base64!")],
+            vec![("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_not*base64!")],
             "CLERK_WEBHOOK_SIGNING_SECRET is invalid",
         ),
         (vec![("CLERK_SYNC_LISTEN", "nowhere")], "CLERK_SYNC_LISTEN"),
@@ -328,6 +366,7 @@ async fn every_sync_operation_is_logged_as_one_line_without_emails() {
 async fn migrate_applies_once_then_reports_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("DATABASE_URL", "sqlite://data/app.db")];
+    std::fs::create_dir(dir.path().join("data")).unwrap();
     let first = run({
         let mut c = clerk_sync(dir.path(), &env);
         c.arg("migrate");

@@ -25,13 +25,14 @@ const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yml";
 const DASHBOARD: &str = "deploy/grafana/clerk-sync.json";
 
 /// Every metric src/metrics.rs defines.
-const METRICS: [&str; 16] = [
+const METRICS: [&str; 17] = [
     m::WEBHOOK_REQUESTS,
     m::WEBHOOK_REJECTED,
     m::EVENTS_APPLIED,
     m::EVENT_PROCESSING,
     m::DELIVERY_LAG,
     m::WEBHOOK_BATCH,
+    m::DELETES_KEPT_BY_FOREIGN_KEY,
     m::LAST_EVENT,
     m::CLERK_API_REQUESTS,
     m::FALLBACK_FETCHES,
@@ -742,6 +743,7 @@ fn start_up_series() -> BTreeMap<Series, Option<f64>> {
         zero(&format!("{histogram}_count"), &[]);
         zero(&format!("{histogram}_bucket"), &[("le", "+Inf")]);
     }
+    zero(m::DELETES_KEPT_BY_FOREIGN_KEY, &[]);
     zero(m::LAST_EVENT, &[]);
     zero(m::INBOX_FAILED, &[]);
     expected.insert(series(m::DB_CONNECTIONS, &[("state", "idle")]), None);

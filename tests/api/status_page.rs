@@ -240,6 +240,11 @@ async fn the_page_is_off_without_an_admin_token() {
     ] {
         let page = send(request).await;
         assert_eq!(page.status, 404, "{}", page.body);
+        assert!(
+            page.body.contains("CLERK_SYNC_ADMIN_TOKEN"),
+            "{}",
+            page.body
+        );
         assert_eq!(page.header("www-authenticate"), "");
     }
 }

@@ -99,6 +99,7 @@ async fn verify_full_checks_the_certificate_against_the_given_ca() {
         error.contains("cannot connect") && error.to_lowercase().contains("certificate"),
         "{error}"
     );
+    assert!(error.contains("sslrootcert="), "the fix is named: {error}");
 }
 
 #[tokio::test]
