@@ -23,6 +23,8 @@ pub const FALLBACK_FETCHES: &str = "clerk_sync_fallback_fetches_total";
 pub const SESSION_FAILURES: &str = "clerk_sync_session_verification_failures_total";
 pub const RATE_LIMITED: &str = "clerk_sync_rate_limited_total";
 pub const INBOX_FAILED: &str = "clerk_sync_inbox_failed_events";
+pub const INBOX_EVENTS: &str = "clerk_sync_inbox_events";
+pub const CONNECTIONS_CUT: &str = "clerk_sync_connections_cut_total";
 pub const DB_CONNECTIONS: &str = "clerk_sync_db_pool_connections";
 pub const DB_MAX_CONNECTIONS: &str = "clerk_sync_db_pool_max_connections";
 pub const DATABASE_UP: &str = "clerk_sync_database_up";
@@ -74,6 +76,13 @@ pub const SESSION_REASONS: [&str; 14] = [
     "issuer",
     "pending",
     "keys_unavailable",
+];
+/// Why the server closed a client's connection or request before it was complete.
+pub const CUT_REASONS: [&str; 4] = [
+    "slow_headers",
+    "slow_body",
+    "too_many_connections",
+    "body_budget",
 ];
 pub const RATE_LIMIT_SCOPES: [&str; 4] = ["webhook_unverified", "user", "address", "concurrency"];
 
@@ -175,6 +184,14 @@ fn describe() {
         INBOX_FAILED,
         "Stored events whose outcome is failed (replayable)"
     );
+    describe_gauge!(
+        INBOX_EVENTS,
+        "Stored events in the inbox (all outcomes), as of the last scrape"
+    );
+    describe_counter!(
+        CONNECTIONS_CUT,
+        "Client connections or requests cut before they were complete, by reason"
+    );
     describe_gauge!(DB_CONNECTIONS, "Database pool connections, by state");
     describe_gauge!(DB_MAX_CONNECTIONS, "Database pool size limit");
     describe_gauge!(DATABASE_UP, "1 when the database answered the last check");
@@ -220,6 +237,10 @@ fn zero() {
     let _ = histogram!(WEBHOOK_BATCH);
     gauge!(LAST_EVENT).set(0.0);
     gauge!(INBOX_FAILED).set(0.0);
+    gauge!(INBOX_EVENTS).set(0.0);
+    for reason in CUT_REASONS {
+        counter!(CONNECTIONS_CUT, "reason" => reason).increment(0);
+    }
     gauge!(DB_CONNECTIONS, "state" => "idle").set(0.0);
     gauge!(DB_CONNECTIONS, "state" => "in_use").set(0.0);
     gauge!(DB_MAX_CONNECTIONS).set(0.0);
@@ -282,6 +303,14 @@ pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
 
 pub fn delete_kept_by_foreign_key() {
     counter!(DELETES_KEPT_BY_FOREIGN_KEY).increment(1);
+}
+
+pub fn connection_cut(reason: &'static str) {
+    counter!(CONNECTIONS_CUT, "reason" => reason).increment(1);
+}
+
+pub fn set_inbox_events(events: u64) {
+    gauge!(INBOX_EVENTS).set(events as f64);
 }
 
 pub fn fallback_fetch(result: &'static str) {

@@ -25,7 +25,7 @@ const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yml";
 const DASHBOARD: &str = "deploy/grafana/clerk-sync.json";
 
 /// Every metric src/metrics.rs defines.
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 19] = [
     m::WEBHOOK_REQUESTS,
     m::WEBHOOK_REJECTED,
     m::EVENTS_APPLIED,
@@ -39,6 +39,8 @@ const METRICS: [&str; 17] = [
     m::SESSION_FAILURES,
     m::RATE_LIMITED,
     m::INBOX_FAILED,
+    m::INBOX_EVENTS,
+    m::CONNECTIONS_CUT,
     m::DB_CONNECTIONS,
     m::DB_MAX_CONNECTIONS,
     m::DATABASE_UP,
@@ -744,8 +746,12 @@ fn start_up_series() -> BTreeMap<Series, Option<f64>> {
         zero(&format!("{histogram}_bucket"), &[("le", "+Inf")]);
     }
     zero(m::DELETES_KEPT_BY_FOREIGN_KEY, &[]);
+    for reason in m::CUT_REASONS {
+        zero(m::CONNECTIONS_CUT, &[("reason", reason)]);
+    }
     zero(m::LAST_EVENT, &[]);
     zero(m::INBOX_FAILED, &[]);
+    zero(m::INBOX_EVENTS, &[]);
     expected.insert(series(m::DB_CONNECTIONS, &[("state", "idle")]), None);
     expected.insert(series(m::DB_CONNECTIONS, &[("state", "in_use")]), None);
     expected.insert(series(m::DB_MAX_CONNECTIONS, &[]), None);
