@@ -22,10 +22,12 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
 
 # Only what the build reads. benches/ is there because Cargo.toml declares a [[bench]] target,
-# and cargo refuses a manifest whose declared targets are missing.
+# and cargo refuses a manifest whose declared targets are missing; tools/ because cargo loads
+# every workspace member's manifest (and finds its targets), even for `--bin clerk-sync`.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY tools ./tools
 
 # The crates.io download cache and the target directory are BuildKit cache mounts, so a
 # rebuild after a source change recompiles clerk-sync alone, not its dependencies.

@@ -2,17 +2,23 @@
 //! uses `SyncedUser` in its own handler, so the handler only runs for a signed-in user whose row
 //! is guaranteed to exist (fetched from Clerk if the webhook has not arrived yet).
 //!
+//! It listens where `clerk-sync serve` would: `CLERK_SYNC_LISTEN`, else `0.0.0.0:$PORT`, else
+//! 127.0.0.1:3000. `next dev` takes port 3000 too, so next to a Next.js dev server pick another
+//! one, as here:
+//!
 //! ```sh
-//! DATABASE_URL=sqlite://example.db \
+//! DATABASE_URL=sqlite://example.db CLERK_SYNC_LISTEN=127.0.0.1:3001 \
 //! CLERK_WEBHOOK_SIGNING_SECRET=whsec_... CLERK_SECRET_KEY=sk_test_... \
 //! cargo run --example embedded
-//! curl -H "Authorization: Bearer $SESSION_TOKEN" http://127.0.0.1:3000/hello
+//! curl -H "Authorization: Bearer $SESSION_TOKEN" http://127.0.0.1:3001/hello
 //! ```
 
 use axum::Router;
 use axum::routing::get;
 use clerk_sync::app::build_state;
-use clerk_sync::config::{ClerkSettings, DatabaseTarget, ServeConfig, secrets_from_env};
+use clerk_sync::config::{
+    ClerkSettings, DatabaseTarget, ServeConfig, listen_address, secrets_from_env,
+};
 use clerk_sync::http::SyncedUser;
 use clerk_sync::store::Store;
 
@@ -30,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let secrets = secrets_from_env(env("CLERK_WEBHOOK_SIGNING_SECRET").as_deref(), None)?
         .ok_or_else(|| anyhow::anyhow!("set CLERK_WEBHOOK_SIGNING_SECRET (whsec_...)"))?;
     let mut config = ServeConfig::new(database, secrets);
+    config.listen = listen_address(env("CLERK_SYNC_LISTEN").as_deref(), env("PORT").as_deref())?;
     config.clerk = ClerkSettings::from_values(
         env("CLERK_API_URL").as_deref(),
         env("CLERK_SECRET_KEY").as_deref(),
