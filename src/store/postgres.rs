@@ -20,7 +20,18 @@ pub(super) fn is_neon_pooler(url: &str) -> bool {
 
 pub(super) fn connect(url: &str, settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Setup(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
+        .map_err(|e| {
+            // sqlx says "error with configuration: " twice, once per layer.
+            let text = e.to_string();
+            let mut reason = text.as_str();
+            while let Some(rest) = reason.strip_prefix("error with configuration: ") {
+                reason = rest;
+            }
+            StoreError::Setup(format!(
+                "DATABASE_URL is not a valid PostgreSQL URL: {reason} (sslmode is one of \
+                 disable, prefer, require, verify-ca, verify-full)"
+            ))
+        })?
         .application_name("clerk-sync")
         // PgBouncer (Neon's `-pooler` endpoint) rejects this startup parameter.
         .extra_float_digits(None);

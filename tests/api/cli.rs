@@ -262,6 +262,13 @@ async fn bad_configuration_is_explained() {
             vec![("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_not*base64!")],
             "CLERK_WEBHOOK_SIGNING_SECRET is invalid",
         ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1/db?sslmode=bogus"),
+                ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+            ],
+            "sslmode is one of disable, prefer, require, verify-ca, verify-full",
+        ),
         (vec![("CLERK_SYNC_LISTEN", "nowhere")], "CLERK_SYNC_LISTEN"),
         (vec![("PORT", "eighty")], "PORT"),
         (vec![("CLERK_SYNC_DELETE_MODE", "sometimes")], "soft"),
@@ -282,6 +289,10 @@ async fn bad_configuration_is_explained() {
         assert!(!output.status.success(), "{env:?} must fail");
         let stderr = text(&output.stderr);
         assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert!(
+            !stderr.contains("error with configuration: error with configuration"),
+            "a cause said twice: {stderr}"
+        );
     }
 }
 
