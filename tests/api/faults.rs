@@ -1232,15 +1232,30 @@ fn running_as_root() -> bool {
 /// and nothing was applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice() {
+    sigkill_mid_stream_then_restart("SIGKILL twice", TestDb::target).await;
+}
+
+/// The SIGKILL test with the service's `DATABASE_URL` made by `service_target` from the test's
+/// database (e.g. through a pooler); the checks read the tables over the direct URL. Beyond the
+/// connections the kills cut, every attempt must be answered 2xx the first time. `what` names
+/// the run in its summary.
+pub(crate) async fn sigkill_mid_stream_then_restart(
+    what: &str,
+    service_target: impl FnOnce(&TestDb) -> DatabaseTarget,
+) {
     let started = Instant::now();
     let history = History::generate(seed(), USERS, EVENTS);
     let deliveries = history.deliveries(5, Some(40));
     let total = deliveries.len();
     let db = TestDb::create(Backend::Postgres).await;
     let url = postgres_url(&db);
+    let service_url = match service_target(&db) {
+        DatabaseTarget::Postgres { url } => url,
+        DatabaseTarget::Sqlite { .. } => unreachable!("a PostgreSQL URL for the service"),
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1)[0];
-    let mut service = Service::start(dir.path(), &url, port, &[]).await;
+    let mut service = Service::start(dir.path(), &service_url, port, &[]).await;
     let log = service.log.clone();
     let sender = Sender::new(vec![service.webhook_url()]);
     let stream = tokio::spawn(sender.clone().run(deliveries, CONCURRENCY));
@@ -1255,7 +1270,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice
         stored_at_kill.push(tables.inbox.len());
         let problems = consistency_problems(&history, &tables);
         assert_no_problems(
-            &format!("right after kill {third}"),
+            &format!("{what}: right after kill {third}"),
             &history,
             &problems,
             None,
@@ -1263,14 +1278,14 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice
         );
         // Let the sender meet a closed port for a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        service = Service::start(dir.path(), &url, port, &[]).await;
+        service = Service::start(dir.path(), &service_url, port, &[]).await;
     }
     let tally = stream.await.unwrap();
     let tables = read_tables(&url).await;
     let problems = final_problems(&history, &tables, &tally);
-    summary("SIGKILL twice", &history, &tables, &tally, started);
+    summary(what, &history, &tables, &tally, started);
     assert_no_problems(
-        "after the stream",
+        &format!("{what}: after the stream"),
         &history,
         &problems,
         Some(&tally),

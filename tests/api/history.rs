@@ -177,21 +177,30 @@ fn converges_on(backend: Backend) {
 }
 
 fn converges_with(backend: Backend, configure: impl FnOnce(&mut clerk_sync::config::ServeConfig)) {
+    random_histories_converge(64, || TestApp::spawn_with(backend, configure));
+}
+
+/// The property, `cases` random histories long, against the service `spawn` starts (in the
+/// property's own runtime). Every delivery must be answered 200 at once: nothing retries here.
+pub(crate) fn random_histories_converge<F: Future<Output = TestApp>>(
+    cases: u32,
+    spawn: impl FnOnce() -> F,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let app = runtime.block_on(TestApp::spawn_with(backend, configure));
-    let cases = AtomicUsize::new(0);
+    let app = runtime.block_on(spawn());
+    let case_numbers = AtomicUsize::new(0);
     let config = ProptestConfig {
-        cases: 64,
+        cases,
         max_shrink_iters: 200,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
     proptest!(config, |(steps in proptest::collection::vec(step(), 1..32), duplicate_every in 0usize..4, seed: u64)| {
-        let case = cases.fetch_add(1, Ordering::SeqCst);
+        let case = case_numbers.fetch_add(1, Ordering::SeqCst);
         let (events, expected) = play(case, &steps);
         runtime.block_on(async {
             deliver_all(&app, events, duplicate_every, seed).await;

@@ -17,6 +17,7 @@ mod hardening;
 mod history;
 mod jobs;
 mod metrics;
+mod poolers;
 mod prisma_client;
 mod signatures;
 mod status_page;

@@ -22,6 +22,48 @@ pub enum Backend {
     Sqlite,
 }
 
+/// A PgBouncer 1.25.1 that `scripts/test` starts in front of the test server (see its header),
+/// named after the variable holding its admin URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooler {
+    /// Transaction mode with `max_prepared_statements = 200`: what Neon's `-pooler` runs.
+    Transaction,
+    /// Transaction mode with `max_prepared_statements = 0`: every PgBouncer before 1.21.
+    TransactionNoPreparedStatements,
+    /// Session mode.
+    Session,
+}
+
+impl Pooler {
+    pub const ALL: [Pooler; 3] = [
+        Pooler::Transaction,
+        Pooler::TransactionNoPreparedStatements,
+        Pooler::Session,
+    ];
+
+    pub fn url_var(self) -> &'static str {
+        match self {
+            Pooler::Transaction => "CLERK_SYNC_TEST_PGBOUNCER_TRANSACTION_URL",
+            Pooler::TransactionNoPreparedStatements => {
+                "CLERK_SYNC_TEST_PGBOUNCER_TRANSACTION_NO_PREPARED_URL"
+            }
+            Pooler::Session => "CLERK_SYNC_TEST_PGBOUNCER_SESSION_URL",
+        }
+    }
+
+    /// The pooler's admin URL (database `postgres`; any database name works through it).
+    /// Without it the test fails: passing without a pooler would claim what was not tested.
+    pub fn admin_url(self) -> String {
+        std::env::var(self.url_var()).unwrap_or_else(|_| {
+            panic!(
+                "{} is not set: run the tests through a real PgBouncer with scripts/test (e.g. \
+                 `scripts/test poolers`), which builds PgBouncer and starts one in each mode",
+                self.url_var()
+            )
+        })
+    }
+}
+
 /// A database that exists for one test and is dropped after it.
 pub enum TestDb {
     Postgres { admin_url: String, name: String },
@@ -64,6 +106,23 @@ impl TestDb {
                 path: dir.path().join("clerk-sync.db"),
             },
         }
+    }
+}
+
+impl TestDb {
+    /// The same database reached through `pooler`: the URL of [`TestDb::target`] with the
+    /// pooler's host and port. The database itself is created and dropped over the direct URL.
+    pub fn target_via(&self, pooler: Pooler) -> DatabaseTarget {
+        let DatabaseTarget::Postgres { url } = self.target() else {
+            panic!("poolers stand in front of PostgreSQL, not SQLite");
+        };
+        let pooler_url = pooler.admin_url();
+        let via = url::Url::parse(&pooler_url)
+            .unwrap_or_else(|e| panic!("{} is not a URL ({e}): {pooler_url}", pooler.url_var()));
+        let mut url = url::Url::parse(&url).expect("the test database URL parses");
+        url.set_host(via.host_str()).expect("a host");
+        url.set_port(via.port()).expect("a port");
+        DatabaseTarget::Postgres { url: url.into() }
     }
 }
 
@@ -177,6 +236,18 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let db = Arc::new(TestDb::create(backend).await);
         Self::spawn_on(db, backend, configure).await
+    }
+
+    /// Starts a service on a fresh PostgreSQL database that it reaches through `pooler`, as
+    /// `serve` does with a pooler's URL in `DATABASE_URL`; its `store` goes through the pooler.
+    pub async fn spawn_via(pooler: Pooler, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let db = Arc::new(TestDb::create(Backend::Postgres).await);
+        let target = db.target_via(pooler);
+        Self::spawn_on(db, Backend::Postgres, move |config| {
+            config.database = target;
+            configure(config);
+        })
+        .await
     }
 
     /// Starts another service on an existing test database (several processes, one database).
