@@ -74,6 +74,11 @@ EXPOSE 3000
 # instead: GET /healthz for liveness (the process answers), GET /readyz for readiness (the
 # database answers too; 503 otherwise).
 
+# Every client connection takes a file descriptor. Docker's default open-file limit depends on
+# the daemon (often 1048576, sometimes 1024); clerk-sync lowers CLERK_SYNC_MAX_CONNECTIONS
+# (4096 by default) to leave 128 descriptors for itself, with a log line. Give it at least 8192:
+# docker run --ulimit nofile=65536:65536 (Compose: ulimits: { nofile: 65536 }).
+
 # clerk-sync handles SIGTERM itself (finishes requests in flight), so it runs as PID 1.
 ENTRYPOINT ["clerk-sync"]
 CMD ["serve"]

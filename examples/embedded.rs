@@ -48,7 +48,8 @@ async fn main() -> anyhow::Result<()> {
 
     let store = Store::connect(&config.database, &config.pool).await?;
     store.migrate().await?;
-    let state = build_state(&config, store)?;
+    let state = build_state(&config, store.clone())?;
+    let deliveries = state.deliveries.clone();
 
     let app = Router::new()
         .route("/hello", get(hello))
@@ -57,6 +58,15 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(clerk_sync::app::shutdown_signal())
+    .await?;
+    // Queued webhook events are written before the writers let go of their connections; the
+    // pool can close only after that.
+    deliveries.shutdown().await;
+    store.close().await;
     Ok(())
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::clerk::api::ClerkApi;
+use crate::clerk::api::{ClerkApi, RetryPolicy, SecretKey};
 use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
 use crate::config::{ClerkSettings, ServeConfig};
-use crate::http::{AppState, RateLimiters, Users};
+use crate::http::{AppState, ConnectionLimits, RateLimiters, Users};
 use crate::jobs::reconcile::{self, ReconcileOptions};
-use crate::jobs::{MAX_PAGE_SIZE, Pacer};
+use crate::jobs::{MAX_PAGE_SIZE, Pacer, events};
 use crate::store::{DeliveryQueue, Store, StoreError, WriterSettings};
 use crate::webhook::Verifier;
 
@@ -23,9 +23,16 @@ pub struct App {
     /// `/metrics` on its own address, when configured.
     metrics: Option<(TcpListener, axum::Router)>,
     router: axum::Router,
+    /// How connections are capped and timed out, on both addresses.
+    connection_limits: ConnectionLimits,
     store: Store,
+    /// The webhook writers, stopped explicitly on shutdown: they keep database connections of
+    /// their own, and every clone of the state (the `/metrics` router's too) keeps them alive.
+    deliveries: DeliveryQueue,
     /// Scheduled reconciliation, when configured.
     reconciler: Option<(ClerkApi, Duration, ReconcileOptions)>,
+    /// Events older than this leave the inbox (`None`: all are kept).
+    inbox_retention: Option<Duration>,
     shutdown_timeout: Duration,
 }
 
@@ -57,29 +64,41 @@ impl App {
             }
         }
         crate::metrics::install();
+        // A key of another Clerk instance must not read that instance's users into this table:
+        // webhooks go on, whatever would read Clerk with the key is off (logged as an error).
+        let without_key;
+        let config = match &config.clerk.secret_key {
+            Some(key) if !key_fits(&store, &config.clerk, key).await => {
+                without_key = ServeConfig {
+                    clerk: ClerkSettings {
+                        secret_key: None,
+                        ..config.clerk.clone()
+                    },
+                    reconcile_every: None,
+                    ..config.clone()
+                };
+                &without_key
+            }
+            _ => config,
+        };
         let state = build_state(config, store.clone())?;
+        let deliveries = state.deliveries.clone();
         let metrics = match config.metrics_listen {
             Some(addr) => {
-                let listener =
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|error| StartError::Listen {
-                            addr,
-                            what: "for /metrics, CLERK_SYNC_METRICS_LISTEN",
-                            error,
-                        })?;
+                let listener = crate::http::bind(addr).map_err(|error| StartError::Listen {
+                    addr,
+                    what: "for /metrics, CLERK_SYNC_METRICS_LISTEN",
+                    error,
+                })?;
                 Some((listener, crate::http::metrics_router(state.clone())))
             }
             None => None,
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|error| StartError::Listen {
-                    addr: config.listen,
-                    what: "CLERK_SYNC_LISTEN / --listen / PORT",
-                    error,
-                })?;
+        let listener = crate::http::bind(config.listen).map_err(|error| StartError::Listen {
+            addr: config.listen,
+            what: "CLERK_SYNC_LISTEN / --listen / PORT",
+            error,
+        })?;
         let reconciler = match (config.reconcile_every, &state.users.clerk) {
             (None, _) => None,
             (Some(_), None) => {
@@ -110,9 +129,12 @@ impl App {
                 metrics.is_none(),
                 &config.limits,
             ),
+            connection_limits: ConnectionLimits::new(&config.limits),
             metrics,
             store,
+            deliveries,
             reconciler,
+            inbox_retention: config.inbox_retention,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -137,6 +159,10 @@ impl App {
             tracing::info!(every_s = every.as_secs(), "reconciliation scheduled");
             tokio::spawn(reconcile::schedule(self.store.clone(), api, every, options))
         });
+        let retention = self.inbox_retention.map(|retention| {
+            tracing::info!(retention_s = retention.as_secs(), "inbox retention on");
+            tokio::spawn(events::apply_retention(self.store.clone(), retention))
+        });
         let metrics_server = self.metrics.map(|(listener, router)| {
             tracing::info!(
                 "metrics on http://{}/metrics",
@@ -145,7 +171,13 @@ impl App {
                     .map(|a| a.to_string())
                     .unwrap_or_default()
             );
-            tokio::spawn(async move { axum::serve(listener, router).await })
+            let limits = self.connection_limits.clone();
+            tokio::spawn(crate::http::serve(
+                listener,
+                router,
+                limits,
+                std::future::pending(),
+            ))
         });
         // Stop accepting on the signal, let requests in flight finish, but not forever: a
         // transaction cut short rolls back, and Svix delivers that event again.
@@ -154,15 +186,13 @@ impl App {
             shutdown.await;
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+        let server = crate::http::serve(self.listener, self.router, self.connection_limits, signal);
         let grace = self.shutdown_timeout;
+        let stopped_at = Arc::new(std::sync::OnceLock::new());
+        let stopping_at = stopped_at.clone();
         let deadline = async move {
             if stopping_rx.await.is_ok() {
+                let _ = stopping_at.set(tokio::time::Instant::now());
                 tokio::time::sleep(grace).await;
             } else {
                 std::future::pending::<()>().await;
@@ -175,14 +205,46 @@ impl App {
                 Ok(())
             }
         };
-        self.store.close().await;
-        if let Some(scheduler) = scheduler {
-            scheduler.abort();
+        // The rest fits in what is left of the grace period too: `close` waits for every
+        // connection in use, and a process that never exits gets killed by its platform.
+        let end = stopped_at
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + grace;
+        // Before the pool closes: a chunk cut short rolls back, one failing on a closed pool
+        // would only log a misleading error. A reconciliation cut short leaves its lease to
+        // the next run, which takes it over (this process is gone by then).
+        stop(retention).await;
+        stop(scheduler).await;
+        stop(metrics_server).await;
+        if tokio::time::timeout_at(end, self.deliveries.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "webhook events still being written at the end of the shutdown grace period; \
+                 exiting (their transactions roll back and Svix delivers them again)"
+            );
         }
-        if let Some(metrics_server) = metrics_server {
-            metrics_server.abort();
+        if tokio::time::timeout_at(end, self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "database connections still in use at the end of the shutdown grace period; \
+                 exiting without waiting for them"
+            );
         }
         served
+    }
+}
+
+/// Cancels a background task and waits until it has let go of what it held.
+async fn stop<T>(task: Option<tokio::task::JoinHandle<T>>) {
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
     }
 }
 
@@ -207,6 +269,24 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
         db_timeout: config.limits.db_timeout,
         cors_origins: config.clerk.authorized_parties.clone(),
     })
+}
+
+/// How long start-up waits for Clerk to say which instance CLERK_SECRET_KEY belongs to.
+const KEY_CHECK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether the key may be used: false only when Clerk says it belongs to another instance than
+/// the stored webhooks. One attempt, briefly: a Clerk away must not hold up start-up.
+async fn key_fits(store: &Store, settings: &ClerkSettings, key: &SecretKey) -> bool {
+    let retry = RetryPolicy {
+        attempts: 1,
+        timeout: KEY_CHECK_WAIT,
+        ..settings.retry.clone()
+    };
+    match ClerkApi::new(&settings.api_url, key.clone(), retry) {
+        Ok(probe) => crate::jobs::key_fits_stored_events(store, &probe, KEY_CHECK_WAIT).await,
+        // `users` reports the unusable URL.
+        Err(_) => true,
+    }
 }
 
 /// The Clerk client and session verifier the configuration allows.

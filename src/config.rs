@@ -477,6 +477,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
+/// Default of [`ServeConfig::inbox_retention`]: a month, well past the day or so Svix keeps
+/// retrying a delivery, and long enough to look into what happened last week.
+pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// Reads `CLERK_SYNC_INBOX_RETENTION`: a duration like `30d`, or `off` (`None`) to keep every
+/// event.
+pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(text)
+        .map(Some)
+        .map_err(|e| format!("{e}; or off to keep every event"))
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -494,6 +509,9 @@ pub struct ServeConfig {
     pub clerk: ClerkSettings,
     /// Run reconciliation this often (`CLERK_SYNC_RECONCILE_EVERY`); off when `None`.
     pub reconcile_every: Option<Duration>,
+    /// Remove events received longer ago than this from the inbox, failed ones excepted
+    /// (`CLERK_SYNC_INBOX_RETENTION`); every event is kept when `None`.
+    pub inbox_retention: Option<Duration>,
     /// Serve `/metrics` on this address instead of the main one (`CLERK_SYNC_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
     /// Bearer token `/metrics` requires (`CLERK_SYNC_METRICS_TOKEN`).
@@ -574,6 +592,17 @@ impl ServeConfig {
                 self.reconcile_every.map_or("off".into(), seconds),
             ),
             (
+                "CLERK_SYNC_INBOX_RETENTION",
+                self.inbox_retention
+                    .map_or("off (every event is kept)".into(), |d| {
+                        if d.as_secs() % 86_400 == 0 {
+                            format!("{}d", d.as_secs() / 86_400)
+                        } else {
+                            seconds(d)
+                        }
+                    }),
+            ),
+            (
                 "CLERK_SYNC_METRICS_LISTEN",
                 self.metrics_listen
                     .map_or("(main address)".into(), |a| a.to_string()),
@@ -612,6 +641,22 @@ impl ServeConfig {
             ),
             ("CLERK_SYNC_DB_TIMEOUT", seconds(self.limits.db_timeout)),
             (
+                "CLERK_SYNC_HEADER_TIMEOUT",
+                seconds(self.limits.header_timeout),
+            ),
+            (
+                "CLERK_SYNC_MAX_CONNECTIONS",
+                self.limits.max_connections.to_string(),
+            ),
+            (
+                "CLERK_SYNC_MAX_CONNECTIONS_PER_ADDRESS",
+                self.limits.max_connections_per_address.to_string(),
+            ),
+            (
+                "CLERK_SYNC_BODY_BUFFER_BYTES",
+                self.limits.body_buffer_bytes.to_string(),
+            ),
+            (
                 "CLERK_SYNC_SHUTDOWN_TIMEOUT",
                 seconds(self.shutdown_timeout),
             ),
@@ -637,6 +682,7 @@ impl ServeConfig {
             writers: None,
             clerk: ClerkSettings::default(),
             reconcile_every: None,
+            inbox_retention: Some(DEFAULT_INBOX_RETENTION),
             metrics_listen: None,
             metrics_token: None,
             admin_token: None,
@@ -715,6 +761,42 @@ mod tests {
     }
 
     #[test]
+    fn inbox_retention_is_a_duration_or_off() {
+        assert_eq!(
+            parse_retention("30d").unwrap(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            parse_retention("12h").unwrap(),
+            Some(Duration::from_secs(43_200))
+        );
+        assert_eq!(parse_retention("off").unwrap(), None);
+        assert_eq!(parse_retention(" OFF ").unwrap(), None);
+        let refused = parse_retention("forever").unwrap_err();
+        assert!(
+            refused.contains("30d") || refused.contains("1d"),
+            "{refused}"
+        );
+        assert!(refused.contains("off"), "{refused}");
+        assert!(parse_retention("0d").is_err());
+        let config = ServeConfig::new(
+            DatabaseTarget::Sqlite {
+                path: "x.db".into(),
+            },
+            vec![],
+        );
+        assert_eq!(config.inbox_retention, Some(DEFAULT_INBOX_RETENTION));
+        assert!(
+            config
+                .describe()
+                .lines()
+                .any(|l| l.starts_with("CLERK_SYNC_INBOX_RETENTION") && l.ends_with("30d")),
+            "{}",
+            config.describe()
+        );
+    }
+
+    #[test]
     fn signing_secrets_that_cannot_work_are_refused_with_the_mistake_named() {
         let (_, good) = SigningSecret::generate();
         let refused = |value: &str| {
@@ -755,7 +837,7 @@ mod tests {
             err.contains("percent-encoded") && err.contains("%23"),
             "{err}"
         );
-        assert!(!err.contains("word") && !err.contains("p@ss"), "{err}");
+        assert!(!err.contains("ss#word") && !err.contains("p@ss"), "{err}");
 
         let target = DatabaseTarget::from_url("postgresql://alex:p%40ss%23word@host/db").unwrap();
         let shown = target.to_string();

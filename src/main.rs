@@ -10,13 +10,13 @@ use clerk_sync::clerk::api::{ClerkApi, RetryPolicy, SecretKey};
 use clerk_sync::clerk::sample::SampleUser;
 use clerk_sync::config::{
     ClerkSettings, ConfigError, DEFAULT_MAX_BODY_BYTES, DatabaseTarget, DevSecret, ServeConfig,
-    listen_address, parse_duration, secrets_from_env,
+    listen_address, parse_duration, parse_retention, secrets_from_env,
 };
 use clerk_sync::http::{IpNet, LimitSettings};
 use clerk_sync::jobs::backfill::BackfillOptions;
 use clerk_sync::jobs::reconcile::ReconcileOptions;
 use clerk_sync::jobs::{JobError, Pacer, events};
-use clerk_sync::store::{PoolSettings, Store, UsersTable};
+use clerk_sync::store::{PoolSettings, Store, Tombstone, UsersTable};
 use clerk_sync::sync::DeleteMode;
 use clerk_sync::trigger::{self, TriggerEvent, UserFields};
 use clerk_sync::webhook::SigningSecret;
@@ -58,7 +58,7 @@ enum Command {
         GET /openapi.json, GET /metrics, GET /status\n\n\
         Also read: RUST_LOG (log filter, default info), CLERK_SYNC_LOG_FORMAT (text or json), \
         CLERK_WEBHOOK_SECRET (older name of CLERK_WEBHOOK_SIGNING_SECRET, read when it is unset)")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit; adopts an existing users table.
     #[command(after_help = "Examples:\n  \
         DATABASE_URL=postgres://... clerk-sync migrate --dry-run   # say what would change\n  \
@@ -77,13 +77,15 @@ enum Command {
         clerk-sync trigger ./payload.json                 # any JSON file, sent byte for byte\n\n\
         The signing secret is CLERK_WEBHOOK_SIGNING_SECRET if set, else the development secret \
         that `clerk-sync serve` generated next to the database.")]
-    Trigger(TriggerArgs),
+    Trigger(Box<TriggerArgs>),
     /// Import every user from Clerk (resumable; never overwrites newer webhook data).
     #[command(after_help = "Examples:\n  \
         CLERK_SECRET_KEY=sk_live_... DATABASE_URL=postgres://... clerk-sync backfill\n  \
         clerk-sync backfill --restart                    # ignore an interrupted run's checkpoint\n  \
         clerk-sync backfill --max-requests-per-10s 100   # gentler on Clerk's rate limit\n\n\
         A killed run continues from its last committed page when started again.\n\
+        A key of another Clerk instance than the webhooks this database received is refused\n\
+        before anything is written.\n\
         Exit codes: 0 done, 1 error, 3 another process is running a backfill.")]
     Backfill(BackfillArgs),
     /// Compare the table with Clerk and fix drift (missing, outdated and deleted users).
@@ -92,6 +94,10 @@ enum Command {
         clerk-sync reconcile\n\n\
         Deletions happen only after a complete walk of Clerk's users, each confirmed with Clerk;\n\
         more than a tenth of the table is refused unless --allow-mass-delete.\n\
+        A key of another Clerk instance than the webhooks this database received changes\n\
+        nothing, and neither does a listing with none of the table's users (whatever the\n\
+        table's size; --allow-mass-delete overrides that only when the key's instance is the\n\
+        webhooks'). `clerk-sync tombstones` undoes a wrong deletion.\n\
         Exit codes: 0 done (a dry run that found drift included), 1 error, 3 another process\n\
         is reconciling.")]
     Reconcile(ReconcileArgs),
@@ -100,8 +106,20 @@ enum Command {
         clerk-sync events list --failed\n  \
         clerk-sync events show msg_2abc...\n  \
         clerk-sync events replay msg_2abc...\n  \
-        clerk-sync events replay --failed     # after upgrading past a bug that made them fail")]
+        clerk-sync events replay --failed     # after upgrading past a bug that made them fail\n  \
+        clerk-sync events prune --older-than 30d --dry-run")]
     Events(EventsArgs),
+    /// List the ids of deleted users kept so they never come back, or remove one deleted by
+    /// mistake.
+    #[command(after_help = "Examples:\n  \
+        clerk-sync tombstones list\n  \
+        clerk-sync tombstones remove user_2abc...   # its next event or a backfill applies again\n\n\
+        A deleted user's id is kept (a tombstone) so that a late user.created / user.updated \
+        cannot bring the user back. When a deletion was a mistake (say, a reconcile run with \
+        another instance's secret key), removing the tombstone lets the user's next event, \
+        `clerk-sync backfill` or `clerk-sync reconcile` write the user again; a soft-deleted \
+        row is made live at once.")]
+    Tombstones(TombstonesArgs),
 }
 
 /// Where the users table is. Global: for `events`, the flags may come before or after `list`,
@@ -247,6 +265,11 @@ struct ServeArgs {
     /// CLERK_SECRET_KEY. With several processes on one database, one at a time runs it.
     #[arg(long, env = "CLERK_SYNC_RECONCILE_EVERY", value_parser = parse_duration)]
     reconcile_every: Option<std::time::Duration>,
+    /// Remove events received longer ago than this from the inbox (e.g. 30d, 12h), at start
+    /// and every hour; off keeps every event. Failed events are kept until replayed or
+    /// removed with `clerk-sync events prune --include-failed`.
+    #[arg(long, env = "CLERK_SYNC_INBOX_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    inbox_retention: InboxRetention,
     /// Serve /metrics on this address instead of the main one (e.g. 127.0.0.1:9100).
     #[arg(long, env = "CLERK_SYNC_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -280,6 +303,26 @@ struct ServeArgs {
     /// Longest time for one database operation (e.g. 10s) before the request gets 503.
     #[arg(long, env = "CLERK_SYNC_DB_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     db_timeout: std::time::Duration,
+    /// Longest time a connection may take to send a request's headers, or stay idle between
+    /// requests (e.g. 10s); then it is closed.
+    #[arg(long, env = "CLERK_SYNC_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: std::time::Duration,
+    /// Connections open at once (lowered at start to fit the open-file limit); more are closed
+    /// at once.
+    #[arg(long, env = "CLERK_SYNC_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64 counts as one; trusted
+    /// proxies are exempt); more are closed at once.
+    #[arg(
+        long,
+        env = "CLERK_SYNC_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
+    /// Bytes of request bodies held at once while they arrive, before they are verified; one
+    /// client address may hold a quarter. Bodies over it get 503 with Retry-After.
+    #[arg(long, env = "CLERK_SYNC_BODY_BUFFER_BYTES", default_value_t = 32 * 1024 * 1024)]
+    body_buffer_bytes: usize,
     /// After SIGTERM, how long requests in flight may run before the process exits anyway.
     #[arg(long, env = "CLERK_SYNC_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     shutdown_timeout: std::time::Duration,
@@ -323,7 +366,9 @@ struct ReconcileArgs {
     #[arg(long)]
     dry_run: bool,
     /// Allow deleting more than a tenth of the table (refused by default: it usually means
-    /// the secret key belongs to another Clerk instance).
+    /// the secret key belongs to another Clerk instance). When Clerk lists none of the table's
+    /// users, this allows deleting them only if the key's instance is the one the stored
+    /// webhooks came from.
     #[arg(long)]
     allow_mass_delete: bool,
     /// What deleting a user does (as for serve).
@@ -356,12 +401,52 @@ enum EventsCommand {
         #[arg(long, env = "CLERK_SYNC_DELETE_MODE", default_value = "hard", value_parser = parse_delete_mode)]
         delete_mode: DeleteMode,
     },
+    /// Remove events received before a time from the inbox (the users table is not touched).
+    #[command(after_help = "Examples:\n  \
+        clerk-sync events prune --older-than 30d --dry-run   # count, change nothing\n  \
+        clerk-sync events prune --older-than 12h --include-failed\n\n\
+        A redelivery of a removed event changes nothing: the sync rules find it stale or its \
+        user deleted. `serve` applies CLERK_SYNC_INBOX_RETENTION (default 30d) by itself.")]
+    Prune {
+        /// Remove events received longer ago than this (e.g. 30d, 12h, 90m).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Print how many events would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove failed events too (kept by default, to be replayed).
+        #[arg(long)]
+        include_failed: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 #[derive(Args)]
 struct EventsArgs {
     #[command(subcommand)]
     command: EventsCommand,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[derive(Subcommand)]
+enum TombstonesCommand {
+    /// List tombstoned user ids, newest deletion first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Forget that a user was deleted, so the user's next event (or a backfill) applies again.
+    Remove { user_id: String },
+}
+
+#[derive(Args)]
+struct TombstonesArgs {
+    #[command(subcommand)]
+    command: TombstonesCommand,
     #[command(flatten)]
     database: DatabaseArgs,
 }
@@ -443,17 +528,22 @@ fn parse_delete_mode(text: &str) -> Result<DeleteMode, String> {
     text.parse()
 }
 
+/// A retention, or none ("off"). An alias, not `Option<Duration>` written out: clap would take
+/// that for an optional flag and hand the parser's `None` nowhere.
+type InboxRetention = Option<std::time::Duration>;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     clerk_sync::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
-        Command::Trigger(args) => trigger(args).await,
+        Command::Trigger(args) => trigger(*args).await,
         Command::Backfill(args) => backfill(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Events(args) => events(args).await,
+        Command::Tombstones(args) => tombstones(args).await,
     };
     match result {
         Ok(code) => code,
@@ -579,6 +669,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.sessions.allow_pending_sessions,
         )?,
         reconcile_every: args.reconcile_every,
+        inbox_retention: args.inbox_retention,
         metrics_listen: args
             .metrics_listen
             .as_deref()
@@ -610,6 +701,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_concurrency: args.max_concurrency,
             request_timeout: args.request_timeout,
             db_timeout: args.db_timeout,
+            header_timeout: args.header_timeout,
+            max_connections: args.max_connections,
+            max_connections_per_address: args.max_connections_per_address,
+            body_buffer_bytes: args.body_buffer_bytes,
         },
         shutdown_timeout: args.shutdown_timeout,
         users_table: args.database.users_table()?,
@@ -878,8 +973,87 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             }
             println!("replayed {} failed events: {summary}", results.len());
         }
+        EventsCommand::Prune {
+            older_than,
+            dry_run,
+            include_failed,
+            quiet,
+        } => {
+            let report = events::prune(
+                &store,
+                &events::PruneOptions {
+                    older_than,
+                    include_failed,
+                    dry_run,
+                    quiet,
+                },
+            )
+            .await?;
+            println!("{report}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn tombstones(args: TombstonesArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = args.database.store().await?;
+    store.migrate().await?;
+    match args.command {
+        TombstonesCommand::List { limit } => {
+            let (tombstones, total) = store.tombstones(limit.max(1)).await?;
+            print!("{}", tombstone_table(&tombstones, total));
+        }
+        TombstonesCommand::Remove { user_id } => {
+            let removal = store.remove_tombstone(&user_id).await?;
+            if !removal.removed {
+                return Err(ConfigError(format!(
+                    "{user_id} has no tombstone; `clerk-sync tombstones list` shows them"
+                ))
+                .into());
+            }
+            println!(
+                "{user_id}: tombstone removed{}; the user's next event, `clerk-sync backfill` or \
+                 `clerk-sync reconcile` writes the user again",
+                if removal.row_restored {
+                    ", and its soft-deleted row is live again"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tombstones as a table, newest first, with how many there are in all.
+fn tombstone_table(tombstones: &[Tombstone], total: u64) -> String {
+    if tombstones.is_empty() {
+        return "No tombstones: no deleted user is kept from coming back.\n".into();
+    }
+    let width = tombstones
+        .iter()
+        .map(|t| t.user_id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<width$}  DELETED\n", "USER");
+    for tombstone in tombstones {
+        out.push_str(&format!(
+            "{:<width$}  {}\n",
+            tombstone.user_id,
+            tombstone
+                .deleted_at
+                .and_utc()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ));
+    }
+    if total > tombstones.len() as u64 {
+        out.push_str(&format!(
+            "{} of {total} tombstones shown (--limit shows more)\n",
+            tombstones.len()
+        ));
+    }
+    out
 }
 
 fn dev_secret_for_trigger(database: &DatabaseArgs) -> anyhow::Result<SigningSecret> {

@@ -52,12 +52,13 @@ pub const REJECTION_REASONS: [&str; 8] = [
 ];
 /// Event types we label by; everything else is `other`.
 pub const EVENT_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
-pub const CLERK_ENDPOINTS: [&str; 5] = [
+pub const CLERK_ENDPOINTS: [&str; 6] = [
     "get_user",
     "update_user",
     "list_users",
     "count_users",
     "jwks",
+    "get_instance",
 ];
 pub const CLERK_STATUSES: [&str; 6] = ["2xx", "404", "429", "4xx", "5xx", "network"];
 pub const FALLBACK_RESULTS: [&str; 4] = ["synced", "deleted", "not_in_clerk", "failed"];
@@ -84,7 +85,13 @@ pub const CUT_REASONS: [&str; 4] = [
     "too_many_connections",
     "body_budget",
 ];
-pub const RATE_LIMIT_SCOPES: [&str; 4] = ["webhook_unverified", "user", "address", "concurrency"];
+pub const RATE_LIMIT_SCOPES: [&str; 5] = [
+    "webhook_unverified",
+    "user",
+    "address",
+    "concurrency",
+    "status_page",
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -186,7 +193,7 @@ fn describe() {
     );
     describe_gauge!(
         INBOX_EVENTS,
-        "Stored events in the inbox (all outcomes), as of the last scrape"
+        "Stored events in the inbox (all outcomes), as of the last scrape; on PostgreSQL, above 100000 rows, PostgreSQL's estimate (pg_class.reltuples)"
     );
     describe_counter!(
         CONNECTIONS_CUT,

@@ -1,5 +1,5 @@
 //! Clerk's Backend API, the few calls clerk-sync makes: get, update and list users, count them,
-//! and fetch the instance's signing keys.
+//! fetch the instance's signing keys, and ask which instance a secret key belongs to.
 //!
 //! Every call has a timeout; network errors and 5xx answers are retried with exponential
 //! backoff and jitter; `429` waits for `Retry-After` (Clerk's limit is per instance, 1000
@@ -126,6 +126,21 @@ struct TotalCount {
     total_count: u64,
 }
 
+/// The instance id in Clerk's published example events, which `clerk-sync trigger` sends too:
+/// no application's real instance, so a stored event carrying it says nothing about which
+/// instance the table belongs to.
+pub const EXAMPLE_INSTANCE_ID: &str = "ins_2g7np7Hrk0SN6kj5EDMLDaKNL0S";
+
+/// The Clerk instance a secret key belongs to (`GET /v1/instance`); webhook envelopes carry
+/// the same id as `instance_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    /// `development` or `production`.
+    #[serde(default)]
+    pub environment_type: Option<String>,
+}
+
 /// A client for one Clerk instance.
 #[derive(Clone, Debug)]
 pub struct ClerkApi {
@@ -163,6 +178,11 @@ impl ClerkApi {
             secret_key,
             retry,
         })
+    }
+
+    /// `CLERK_API_URL` as configured (without a trailing slash), for messages.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// Whether the key is a production one (`sk_live_`); Clerk's rate limits differ.
@@ -237,6 +257,20 @@ impl ClerkApi {
             .call("count_users", || self.http.request(Method::GET, &url))
             .await?;
         decode::<TotalCount>(response).await.map(|c| c.total_count)
+    }
+
+    /// `GET /v1/instance`: the instance this key belongs to; `None` when the API does not
+    /// answer that question (404), so callers treat the instance as unknown.
+    pub async fn instance(&self) -> Result<Option<Instance>, ClerkApiError> {
+        let url = self.url(&["instance"]);
+        match self
+            .call("get_instance", || self.http.request(Method::GET, &url))
+            .await
+        {
+            Ok(response) => decode(response).await.map(Some),
+            Err(ClerkApiError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /v1/jwks`: the keys Clerk signs session tokens with.

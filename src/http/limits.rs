@@ -4,21 +4,39 @@
 //!   signed deliveries are never refused (Svix sends bursts from a handful of addresses, and a
 //!   flood of junk may come from the same ones);
 //! * the user API is limited per address before the session is checked, and per user after;
-//! * a global concurrency ceiling and timeouts protect the database (see `router`).
+//! * a global concurrency ceiling and timeouts protect the database (see `router`);
+//! * request bodies are read in full before a request takes a slot under that ceiling, within
+//!   the request's deadline and a global budget of buffered bytes of which one address may hold
+//!   a quarter ([`read_body_first`]), so clients that send slowly hold neither slots nor much
+//!   memory;
+//! * wrong `/status` tokens are limited per address, and an address over its limit is shut out
+//!   of the page until the limit refills (else the right guess would still show as a 200).
+//!
+//! Connections themselves (per-address and total caps, the header timeout) are limited where
+//! they are accepted, in `connections`.
 //!
 //! Behind a reverse proxy, `X-Forwarded-For` names the client; it is believed only when the
 //! connection comes from a configured trusted proxy.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
-use axum::http::HeaderMap;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use super::{AppState, WEBHOOK_PATH};
 
 /// Limits, per minute.
 #[derive(Debug, Clone)]
@@ -31,12 +49,23 @@ pub struct LimitSettings {
     pub address_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// Requests handled at once; more wait for a slot.
+    /// Requests handled at once; more wait for a slot. Bodies are read before a slot is taken.
     pub max_concurrency: usize,
     /// Longest time for one request, body included: a slow client is cut off.
     pub request_timeout: Duration,
     /// Longest time for one database operation.
     pub db_timeout: Duration,
+    /// Longest time a connection may take to send a request's headers, or stay idle between
+    /// requests.
+    pub header_timeout: Duration,
+    /// Connections open at once, in total (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64 counts as one); trusted
+    /// proxies are exempt, being many clients' one address.
+    pub max_connections_per_address: usize,
+    /// Bytes of request bodies buffered at once before they are verified or handled; one
+    /// client address may hold a quarter of it.
+    pub body_buffer_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -49,6 +78,10 @@ impl Default for LimitSettings {
             max_concurrency: 512,
             request_timeout: Duration::from_secs(10),
             db_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            body_buffer_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -99,6 +132,10 @@ pub struct RateLimiters {
     unverified: DefaultKeyedRateLimiter<IpAddr>,
     per_user: DefaultKeyedRateLimiter<String>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
+    admin_failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses that spent their `/status` failures, and until when they are shut out.
+    admin_shut_out: Mutex<HashMap<IpAddr, Instant>>,
+    bodies: Arc<BodyBudget>,
     trusted_proxies: Vec<IpNet>,
     checks: AtomicU64,
 }
@@ -119,6 +156,9 @@ impl RateLimiters {
             unverified: RateLimiter::keyed(per_minute(settings.unverified_per_minute)),
             per_user: RateLimiter::keyed(per_minute(settings.user_per_minute)),
             per_address: RateLimiter::keyed(per_minute(settings.address_per_minute)),
+            admin_failures: RateLimiter::keyed(per_minute(settings.unverified_per_minute)),
+            admin_shut_out: Mutex::new(HashMap::new()),
+            bodies: Arc::new(BodyBudget::new(settings.body_buffer_bytes)),
             trusted_proxies: settings.trusted_proxies.clone(),
             checks: AtomicU64::new(0),
         }
@@ -174,6 +214,33 @@ impl RateLimiters {
         self.check(&self.per_address, &address)
     }
 
+    /// How long `address` is still shut out of `/status` after spending its failures, if it is.
+    pub(crate) fn admin_shut_out(&self, address: IpAddr) -> Option<Duration> {
+        let shut_out = self
+            .admin_shut_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let until = *shut_out.get(&address)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a wrong `/status` token from `address`; `Err(wait)` once it is over its limit,
+    /// and the address is then shut out for that long, right token or not.
+    pub(crate) fn admin_failure(&self, address: IpAddr) -> Result<(), Duration> {
+        let wait = self.check(&self.admin_failures, &address).err();
+        let Some(wait) = wait else { return Ok(()) };
+        let now = Instant::now();
+        let mut shut_out = self
+            .admin_shut_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shut_out.len() >= 4096 {
+            shut_out.retain(|_, until| *until > now);
+        }
+        shut_out.insert(address, now + wait);
+        Err(wait)
+    }
+
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
         limiter: &DefaultKeyedRateLimiter<K>,
@@ -184,10 +251,305 @@ impl RateLimiters {
             self.unverified.retain_recent();
             self.per_user.retain_recent();
             self.per_address.retain_recent();
+            self.admin_failures.retain_recent();
         }
         limiter
             .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// The key one client is counted under: its address, or its /64 for IPv6, where one
+/// subscriber is routinely given a whole /64 to pick addresses from.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
+/// Bytes of request bodies held in memory before their requests are verified or handled, in
+/// total and per client: what a flood of large bodies sent slowly can make the process hold.
+pub(crate) struct BodyBudget {
+    total: usize,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    used: usize,
+    by_client: HashMap<Option<IpAddr>, usize>,
+}
+
+/// Bytes taken from a [`BodyBudget`], given back when dropped (after the request was answered).
+pub(crate) struct Reservation {
+    budget: Arc<BodyBudget>,
+    client: Option<IpAddr>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    fn new(total: usize) -> BodyBudget {
+        BodyBudget {
+            total,
+            state: Mutex::new(BudgetState::default()),
+        }
+    }
+
+    /// An empty reservation for `client` (keyed by [`client_key`]), to grow chunk by chunk.
+    pub(crate) fn reservation(self: &Arc<Self>, client: Option<IpAddr>) -> Reservation {
+        Reservation {
+            budget: Arc::clone(self),
+            client: client.map(client_key),
+            bytes: 0,
+        }
+    }
+}
+
+impl Reservation {
+    /// Takes `bytes` more, unless that would take the total over the budget or this client over
+    /// its quarter of it. `max_body_bytes` is a floor for both: a body the limit allows must fit.
+    pub(crate) fn grow(&mut self, bytes: usize, max_body_bytes: usize) -> bool {
+        let total = self.budget.total.max(max_body_bytes);
+        let per_client = (self.budget.total / 4).max(max_body_bytes);
+        let mut state = self
+            .budget
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let client_used = state.by_client.get(&self.client).copied().unwrap_or(0);
+        if state.used + bytes > total || client_used + bytes > per_client {
+            return false;
+        }
+        state.used += bytes;
+        *state.by_client.entry(self.client).or_insert(0) += bytes;
+        self.bytes += bytes;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut state = self
+            .budget
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.used -= self.bytes;
+        if let Some(used) = state.by_client.get_mut(&self.client) {
+            *used -= self.bytes;
+            if *used == 0 {
+                state.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// At most one log line per `every` for something a flood repeats, saying how many times it
+/// happened since the last line.
+pub(crate) struct LogThrottle {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub(crate) const fn new(every: Duration) -> LogThrottle {
+        LogThrottle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one occurrence; `Some(n)` when a line is due, `n` being the occurrences it covers.
+    pub(crate) fn due(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 += 1;
+        if state
+            .0
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(now), 0);
+        Some(count)
+    }
+}
+
+/// How often a line about requests cut for being slow or over the budget is logged at most.
+const CUT_LOG_EVERY: Duration = Duration::from_secs(10);
+static SLOW_BODY_LOG: LogThrottle = LogThrottle::new(CUT_LOG_EVERY);
+static BODY_BUDGET_LOG: LogThrottle = LogThrottle::new(CUT_LOG_EVERY);
+
+/// What [`read_body_first`] needs besides the handlers' state.
+#[derive(Clone)]
+pub(crate) struct BodyFirst {
+    pub(crate) state: AppState,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) request_timeout: Duration,
+}
+
+/// Reads a request's body in full before the request goes on to the concurrency ceiling and its
+/// handler, all within the request's deadline (`CLERK_SYNC_REQUEST_TIMEOUT`), so that clients
+/// sending slowly wait here, holding neither a slot nor more than the body budget allows:
+///
+/// * a declared length over the limit gets 413 before anything is read (a streamed body, once
+///   it passes the limit);
+/// * a webhook whose headers alone condemn it (missing, malformed, stale timestamp) is refused
+///   before its body is read, and counted against its address like any failed verification;
+/// * a body not complete by the deadline gets 503 and its connection is closed (`slow_body`);
+/// * a body that would take the buffered bytes over the budget, or its client over its share,
+///   gets 503 with `Retry-After` (`body_budget`).
+///
+/// Requests cut before their webhook was verified are charged to their address's limit of
+/// unverified requests.
+pub(crate) async fn read_body_first(
+    State(first): State<BodyFirst>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + first.request_timeout;
+    let limiters = &first.state.limiters;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = limiters.client_address(peer, request.headers());
+    let webhook = request.uri().path() == WEBHOOK_PATH;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > first.max_body_bytes as u64) {
+        return too_large(first.max_body_bytes);
+    }
+    if webhook
+        && let Some(refused) =
+            super::webhook::refuse_on_headers(&first.state, client, request.headers())
+    {
+        return refused;
+    }
+    let (parts, mut body) = request.into_parts();
+    let mut reservation = limiters.bodies.reservation(client);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    if !axum::body::HttpBody::is_end_stream(&body) {
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    // The client went away or sent a malformed chunk; it is not listening.
+                    tracing::debug!(error = %e, "request body unreadable");
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        [(header::CONNECTION, "close")],
+                        axum::Json(json!({"error": "the request body could not be read"})),
+                    )
+                        .into_response();
+                }
+                Err(_) => {
+                    cut_slow_body(&first, client, webhook, received);
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::CONNECTION, "close")],
+                        axum::Json(json!({
+                            "error": "the request body did not arrive within the request timeout"
+                        })),
+                    )
+                        .into_response();
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            received += data.len();
+            if received > first.max_body_bytes {
+                return too_large(first.max_body_bytes);
+            }
+            if !reservation.grow(data.len(), first.max_body_bytes) {
+                cut_over_budget(&first, client, webhook, received);
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "5"), (header::CONNECTION, "close")],
+                    axum::Json(json!({
+                        "error": "too many request bodies are arriving at once, retry later"
+                    })),
+                )
+                    .into_response();
+            }
+            chunks.push(data);
+        }
+    }
+    let body = match chunks.len() {
+        0 => Body::empty(),
+        1 => Body::from(chunks.pop().unwrap_or_default()),
+        _ => Body::from(chunks.concat()),
+    };
+    let request = Request::from_parts(parts, body);
+    // The rest of the deadline covers the wait for a slot and the handler; a handler cut short
+    // rolls its transaction back, and 503 tells Svix to deliver again.
+    let response = tokio::time::timeout_at(deadline, next.run(request))
+        .await
+        .unwrap_or_else(|_| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                axum::Json(json!({"error": "the request took too long, retry later"})),
+            )
+                .into_response()
+        });
+    drop(reservation);
+    response
+}
+
+fn too_large(max_body_bytes: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(json!({
+            "error": format!("the request body is over the limit of {max_body_bytes} bytes \
+                              (CLERK_SYNC_MAX_BODY_BYTES)")
+        })),
+    )
+        .into_response()
+}
+
+fn cut_slow_body(first: &BodyFirst, client: Option<IpAddr>, webhook: bool, received: usize) {
+    crate::metrics::connection_cut("slow_body");
+    if webhook && let Some(client) = client {
+        let _ = first.state.limiters.unverified(client);
+    }
+    if let Some(count) = SLOW_BODY_LOG.due() {
+        tracing::warn!(
+            count,
+            client = ?client,
+            received,
+            timeout_s = first.request_timeout.as_secs_f64(),
+            "cut requests whose body did not arrive within CLERK_SYNC_REQUEST_TIMEOUT \
+             (count since the last such line; latest client shown)"
+        );
+    }
+}
+
+fn cut_over_budget(first: &BodyFirst, client: Option<IpAddr>, webhook: bool, received: usize) {
+    crate::metrics::connection_cut("body_budget");
+    if webhook && let Some(client) = client {
+        let _ = first.state.limiters.unverified(client);
+    }
+    if let Some(count) = BODY_BUDGET_LOG.due() {
+        tracing::warn!(
+            count,
+            client = ?client,
+            received,
+            "refused request bodies over the budget of buffered bytes \
+             (CLERK_SYNC_BODY_BUFFER_BYTES, a quarter per address) with 503 \
+             (count since the last such line; latest client shown)"
+        );
     }
 }
 
@@ -226,6 +588,47 @@ mod tests {
         assert_eq!(from_proxy, "198.51.100.7".parse::<IpAddr>().unwrap());
         let direct = limiters.forwarded_client("203.0.113.5".parse().unwrap(), &headers);
         assert_eq!(direct, "203.0.113.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn one_client_holds_at_most_a_quarter_of_the_body_budget_until_it_lets_go() {
+        let budget = Arc::new(BodyBudget::new(400));
+        let a = Some("192.0.2.1".parse().unwrap());
+        let mut first = budget.reservation(a);
+        assert!(first.grow(60, 10));
+        assert!(first.grow(40, 10));
+        assert!(!first.grow(1, 10), "a quarter of 400 is 100");
+        let mut other = budget.reservation(Some("192.0.2.2".parse().unwrap()));
+        assert!(other.grow(100, 10));
+        drop(first);
+        assert!(
+            budget.reservation(a).grow(100, 10),
+            "given back when dropped"
+        );
+        // The body limit is a floor: a body it allows always fits an idle budget.
+        assert!(budget.reservation(None).grow(300, 300));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_throttled_log_says_how_many_it_covers() {
+        let log = LogThrottle::new(Duration::from_secs(3600));
+        assert_eq!(log.due(), Some(1));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        let log = LogThrottle::new(Duration::ZERO);
+        assert_eq!(log.due(), Some(1));
+        assert_eq!(log.due(), Some(1));
     }
 
     #[test]

@@ -35,12 +35,18 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 .into_response();
         }
     }
-    let failed =
-        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.failed_event_count()).await;
+    let (failed, inbox) = tokio::join!(
+        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.failed_event_count()),
+        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.inbox_event_count()),
+    );
     let (up, failed) = match failed {
         Ok(Ok(count)) => (true, Some(count)),
         _ => (false, None),
     };
+    // Unanswered: the gauge keeps its last value, as the failed-events one does.
+    if let Ok(Ok(events)) = inbox {
+        crate::metrics::set_inbox_events(events);
+    }
     let (idle, in_use, max) = state.store.pool_stats();
     crate::metrics::set_database(up, failed, idle, in_use, max);
     (

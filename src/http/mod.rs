@@ -1,5 +1,6 @@
 //! HTTP: one module per resource, merged into the service's router here.
 
+mod connections;
 mod error;
 mod health;
 mod limits;
@@ -9,6 +10,7 @@ mod status;
 pub mod users;
 mod webhook;
 
+pub(crate) use connections::{ConnectionLimits, bind, serve};
 pub use error::ApiError;
 pub use limits::{IpNet, LimitSettings, RateLimiters};
 pub use users::{ClerkSession, SyncedUser, Users, ensure_user_exists, user_json};
@@ -20,8 +22,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::store::{DeliveryQueue, Store};
@@ -33,11 +33,13 @@ pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
 
 /// What the handlers share. An app embedding clerk-sync keeps one in its own state and
 /// implements `FromRef` for it, so the extractors ([`ClerkSession`], [`SyncedUser`]) work in
-/// its handlers.
+/// its handlers. On shutdown it stops serving, then calls `deliveries.shutdown()` (see
+/// [`DeliveryQueue::shutdown`]) and only then `store.close()`.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
-    /// Where the webhook endpoint hands verified events to be written (group commit).
+    /// Where the webhook endpoint hands verified events to be written (group commit). Its
+    /// writers hold database connections until [`DeliveryQueue::shutdown`] stops them.
     pub deliveries: DeliveryQueue,
     pub verifier: Arc<Verifier>,
     pub delete_mode: DeleteMode,
@@ -89,30 +91,35 @@ pub(crate) fn routes(
         Router::new()
     };
     let cors = cors(&state.cors_origins);
+    let body_first = limits::BodyFirst {
+        state: state.clone(),
+        max_body_bytes,
+        request_timeout: limits.request_timeout,
+    };
     base.merge(webhook::router())
         .merge(users::router().layer(cors))
-        .merge(health::router())
         .merge(openapi::router())
         .merge(status::router())
+        // The ceiling keeps a burst from opening more work than the database takes. Bodies are
+        // read before it (below), so a slow sender holds no slot.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrency.max(1),
+        ))
+        // Probes answer even when every slot is taken: a full ceiling is load, not a dead process.
+        .merge(health::router())
+        // A body sent a byte a second is cut off with 503, which Svix retries; the body limit
+        // (413) is enforced there too; axum's own default would cap at 2 MiB regardless.
+        .layer(axum::middleware::from_fn_with_state(
+            body_first,
+            limits::read_body_first,
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(webhook::count_oversized))
         // Handlers log their own failures once, with what went wrong; the layer's default would
         // add an ERROR line for every 5xx, e.g. per request to an API that is switched off.
         .layer(
             TraceLayer::new_for_http()
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        // The body limit is enforced by RequestBodyLimitLayer (413 before reading when the
-        // length is declared); axum's own default would cap at 2 MiB regardless.
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
-        .layer(axum::middleware::from_fn(webhook::count_oversized))
-        // A slow client (or a body sent a byte a second) is cut off with 503, which Svix
-        // retries; the ceiling keeps a burst from opening more work than the database takes.
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ))
-        .layer(GlobalConcurrencyLimitLayer::new(
-            limits.max_concurrency.max(1),
-        ))
         .with_state(state)
 }

@@ -11,15 +11,16 @@
 //! a token derived from the admin token (a cross-site page cannot read it).
 
 use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -92,6 +93,9 @@ enum Denied {
     Off,
     /// No token, or the wrong one.
     Unauthorized,
+    /// Too many wrong tokens from this address: shut out for this long, right token or not
+    /// (answering a right guess with 200 would keep guessing worthwhile).
+    RateLimited(Duration),
 }
 
 impl IntoResponse for Denied {
@@ -111,13 +115,43 @@ impl IntoResponse for Denied {
                  token, or as the password of HTTP Basic auth with any user name\n",
             )
                 .into_response(),
+            Denied::RateLimited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+                "too many wrong admin tokens from this address: wait and try again\n",
+            )
+                .into_response(),
         }
     }
 }
 
-/// The admin token and how the request proved it has it.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Arc<str>, Credential), Denied> {
+/// The admin token and how the request proved it has it. Wrong tokens are counted per client
+/// address like unverified webhooks (`CLERK_SYNC_RATE_LIMIT_UNVERIFIED` a minute).
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(Arc<str>, Credential), Denied> {
     let token = state.admin_token.clone().ok_or(Denied::Off)?;
+    let client = state.limiters.client_address(peer, headers);
+    if let Some(wait) = client.and_then(|c| state.limiters.admin_shut_out(c)) {
+        crate::metrics::rate_limited("status_page");
+        return Err(Denied::RateLimited(wait));
+    }
+    check_token(token, headers).ok_or_else(|| {
+        match client.and_then(|c| state.limiters.admin_failure(c).err()) {
+            Some(wait) => {
+                crate::metrics::rate_limited("status_page");
+                tracing::warn!(client = ?client, "status page: too many wrong admin tokens, address shut out");
+                Denied::RateLimited(wait)
+            }
+            None => Denied::Unauthorized,
+        }
+    })
+}
+
+/// The admin token and the credential, if the request carries the right one.
+fn check_token(token: Arc<str>, headers: &HeaderMap) -> Option<(Arc<str>, Credential)> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -135,9 +169,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Arc<str>, Cred
         });
     match given {
         Some((secret, credential)) if constant_time_eq(&secret, token.as_bytes()) => {
-            Ok((token, credential))
+            Some((token, credential))
         }
-        _ => Err(Denied::Unauthorized),
+        _ => None,
     }
 }
 
@@ -206,12 +240,13 @@ fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
 
 async fn replay(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(svix_id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let (token, credential) = match authenticate(&state, &headers) {
+    let (token, credential) = match authenticate(&state, &headers, peer.map(|p| p.0.0)) {
         Ok(ok) => ok,
         Err(denied) => return denied.into_response(),
     };
@@ -360,10 +395,11 @@ struct PageData {
 
 async fn page(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (token, _) = match authenticate(&state, &headers) {
+    let (token, _) = match authenticate(&state, &headers, peer.map(|p| p.0.0)) {
         Ok(ok) => ok,
         Err(denied) => return denied.into_response(),
     };

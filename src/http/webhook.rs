@@ -1,9 +1,9 @@
 //! `POST /api/webhooks/clerk`: verify, parse, apply, and answer with a status that tells Svix
 //! whether a retry can help (2xx: never resend; 4xx: the request itself is wrong; 503: try later).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -17,6 +17,7 @@ use serde_json::json;
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
 use crate::http::ApiError;
+use crate::http::limits::LogThrottle;
 use crate::store::{Delivery, StoreError};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
@@ -52,17 +53,8 @@ async fn receive(
     let delivery = match state.verifier.verify(&headers, &body) {
         Ok(delivery) => delivery,
         Err(rejection) => {
-            // Only requests that fail verification count against their address: a flood of
-            // junk from Svix's own addresses must not starve its signed deliveries.
             let client = state.limiters.client_address(peer.map(|p| p.0.0), &headers);
-            if let Some(wait) = client.and_then(|c| state.limiters.unverified(c).err()) {
-                crate::metrics::rate_limited("webhook_unverified");
-                tracing::warn!(reason = rejection.reason(), client = ?client, "webhook rejected and rate limited: {rejection}");
-                return ApiError::RateLimited(Some(wait)).into_response();
-            }
-            tracing::warn!(reason = rejection.reason(), client = ?client, "webhook rejected: {rejection}");
-            crate::metrics::webhook_rejected(rejection.reason());
-            return rejected(rejection);
+            return refuse(&state, client, rejection);
         }
     };
     let event = match parse_event(&body) {
@@ -134,6 +126,46 @@ async fn receive(
                 .into_response()
         }
     }
+}
+
+/// Refuses a request on its headers alone when they cannot belong to a delivery (missing,
+/// malformed, or a timestamp out of tolerance), before its body is read: the body can change
+/// nothing about those, and a junk sender should not get to make us wait for it.
+pub(super) fn refuse_on_headers(
+    state: &AppState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    // Verification checks the headers before the signature; over an empty body it costs one
+    // HMAC of a few bytes per secret.
+    match state.verifier.verify(headers, &[]) {
+        Err(
+            rejection @ (Rejection::MissingHeader(_)
+            | Rejection::MalformedHeader(_)
+            | Rejection::TimestampTooOld
+            | Rejection::TimestampInFuture),
+        ) => Some(refuse(state, client, rejection)),
+        _ => None,
+    }
+}
+
+/// Lines about one address's rejections once it is over its limit: a flood would otherwise
+/// write one per request.
+static RATE_LIMITED_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+
+fn refuse(state: &AppState, client: Option<IpAddr>, rejection: Rejection) -> Response {
+    // Only requests that fail verification count against their address: a flood of junk from
+    // Svix's own addresses must not starve its signed deliveries.
+    if let Some(wait) = client.and_then(|c| state.limiters.unverified(c).err()) {
+        crate::metrics::rate_limited("webhook_unverified");
+        if let Some(count) = RATE_LIMITED_LOG.due() {
+            tracing::warn!(reason = rejection.reason(), client = ?client, count, "webhook rejected and rate limited: {rejection} (count since the last such line)");
+        }
+        return ApiError::RateLimited(Some(wait)).into_response();
+    }
+    tracing::warn!(reason = rejection.reason(), client = ?client, "webhook rejected: {rejection}");
+    crate::metrics::webhook_rejected(rejection.reason());
+    rejected(rejection)
 }
 
 fn rejected(rejection: Rejection) -> Response {

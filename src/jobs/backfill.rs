@@ -1,7 +1,8 @@
 //! `clerk-sync backfill`: imports every user Clerk has, oldest first, a page (500 users) per
 //! transaction, by the webhook rules, so it never overwrites a newer webhook and never brings
 //! back a deleted user. The cursor is stored with each page, so a killed run continues from
-//! its last committed page instead of starting over.
+//! its last committed page instead of starting over. A secret key of another Clerk instance
+//! than the stored webhooks' is refused before anything is written.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,7 @@ async fn walk(
     options: &BackfillOptions,
     lease: &Lease<'_>,
 ) -> Result<BackfillReport, JobError> {
+    super::check_key_instance(store, api).await?;
     let mut report = BackfillReport::default();
     let checkpoint = match store.state(CHECKPOINT).await? {
         Some(_) if options.restart => None,

@@ -1,7 +1,13 @@
-//! `clerk-sync events`: the inbox as a person reads it, and replay of stored events through
-//! the same rules as their first delivery.
+//! `clerk-sync events`: the inbox as a person reads it, replay of stored events through the
+//! same rules as their first delivery, and pruning of old events (by hand, and the retention
+//! `serve` applies by itself).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{JobError, Summary};
 use crate::store::{Store, StoredEvent};
@@ -87,4 +93,154 @@ pub async fn replay_failed(
         }
     }
     Ok((summary, results))
+}
+
+/// Rows removed per statement: each chunk is one short transaction, so deliveries waiting for
+/// the same tables (SQLite has one writer) wait a fraction of a second, not minutes.
+pub const PRUNE_CHUNK_ROWS: u32 = 5_000;
+/// A breath between chunks, in which waiting deliveries take their turn.
+const PAUSE_BETWEEN_CHUNKS: Duration = Duration::from_millis(20);
+/// How often `serve` applies its inbox retention.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// What `clerk-sync events prune` removes.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Events received longer ago than this.
+    pub older_than: Duration,
+    /// Failed events too (kept by default: they still wait for a replay).
+    pub include_failed: bool,
+    /// Count what would be removed, remove nothing.
+    pub dry_run: bool,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// What a prune did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Events received before this time (UTC) were removed.
+    pub cutoff: NaiveDateTime,
+    pub removed: u64,
+    pub dry_run: bool,
+    pub include_failed: bool,
+}
+
+impl fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, plural) = (
+            if self.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            if self.removed == 1 { "" } else { "s" },
+        );
+        write!(
+            f,
+            "{verb} {} event{plural} received before {}",
+            self.removed,
+            time(&self.cutoff)
+        )?;
+        if !self.include_failed {
+            f.write_str(" (failed events kept; --include-failed removes them too)")?;
+        }
+        if self.dry_run {
+            f.write_str("; dry run: nothing was changed")?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the events `options` describes, chunk by chunk, with a progress bar on a terminal.
+pub async fn prune(store: &Store, options: &PruneOptions) -> Result<PruneReport, JobError> {
+    let cutoff = cutoff(options.older_than);
+    let prunable = store
+        .prunable_event_count(cutoff, options.include_failed)
+        .await?;
+    let mut report = PruneReport {
+        cutoff,
+        removed: 0,
+        dry_run: options.dry_run,
+        include_failed: options.include_failed,
+    };
+    if options.dry_run {
+        report.removed = prunable;
+        return Ok(report);
+    }
+    let bar = (!options.quiet
+        && prunable > u64::from(PRUNE_CHUNK_ROWS)
+        && std::io::stderr().is_terminal())
+    .then(|| {
+        let bar = ProgressBar::new(prunable);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix("prune");
+        bar
+    });
+    report.removed = remove_in_chunks(store, cutoff, options.include_failed, |removed| {
+        if let Some(bar) = &bar {
+            bar.inc(removed);
+        }
+    })
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}
+
+/// `serve`'s inbox retention: removes events older than `retention` at start and then every
+/// [`RETENTION_EVERY`], failed ones never. Every process on a database may run it: the chunks
+/// are idempotent and skip rows another process is removing.
+pub async fn apply_retention(store: Store, retention: Duration) {
+    let mut ticker = tokio::time::interval(RETENTION_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let cutoff = cutoff(retention);
+        match remove_in_chunks(&store, cutoff, false, |_| {}).await {
+            Ok(0) => tracing::debug!("inbox retention: nothing to remove"),
+            Ok(removed) => tracing::info!(
+                removed,
+                cutoff = %time(&cutoff),
+                "inbox retention: removed events older than the retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "inbox retention failed; trying again later"),
+        }
+    }
+}
+
+/// Received before this time: `older_than` ago.
+fn cutoff(older_than: Duration) -> NaiveDateTime {
+    chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| crate::store::now().checked_sub_signed(d))
+        .unwrap_or(NaiveDateTime::MIN)
+}
+
+/// Chunks until one comes back short; `progress` hears each chunk's count.
+async fn remove_in_chunks(
+    store: &Store,
+    cutoff: NaiveDateTime,
+    include_failed: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, JobError> {
+    let mut removed = 0;
+    loop {
+        let chunk = store
+            .prune_events(cutoff, include_failed, PRUNE_CHUNK_ROWS)
+            .await?;
+        removed += chunk;
+        progress(chunk);
+        if chunk < u64::from(PRUNE_CHUNK_ROWS) {
+            return Ok(removed);
+        }
+        tokio::time::sleep(PAUSE_BETWEEN_CHUNKS).await;
+    }
 }

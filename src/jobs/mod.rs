@@ -4,7 +4,12 @@
 
 pub mod backfill;
 pub mod events;
+mod instance;
+mod lease;
 pub mod reconcile;
+
+pub use instance::{KeyInstance, check_key_instance, key_fits_stored_events};
+pub use lease::Lease;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -14,13 +19,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clerk::UserData;
 use crate::clerk::api::{ClerkApi, ClerkApiError};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::sync::Outcome;
 
 /// Clerk's largest page.
 pub const MAX_PAGE_SIZE: u32 = 500;
-/// How long a job's lease lasts without renewal; renewed on every page.
-const LEASE_TTL: Duration = Duration::from_secs(120);
 /// How many long rate-limit waits a job sits out before giving up.
 const MAX_RATE_LIMIT_WAITS: u32 = 20;
 
@@ -30,12 +33,29 @@ pub enum JobError {
     Clerk(#[from] ClerkApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(
-        "another clerk-sync process is running the {job} job (lease held by {holder}); try again when it has finished"
-    )]
-    LeaseHeld { job: &'static str, holder: String },
+    /// Another process holds the job's lease (and is alive, or runs elsewhere).
+    #[error("{}", lease::held_message(.job, .holder, .expires_at, .expires_in))]
+    LeaseHeld {
+        job: &'static str,
+        /// The holder as stored: `host/pid 4242/run_…/…`.
+        holder: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        /// Until the lease expires, unless its holder renews it.
+        expires_in: Duration,
+    },
     #[error("{0}")]
     Refused(String),
+    /// The secret key belongs to another Clerk instance than the stored webhooks: the job
+    /// changed nothing.
+    #[error("{}", instance::wrong_instance_message(.key_instance, .environment.as_deref(), .events_instances, .api_url))]
+    WrongInstance {
+        key_instance: String,
+        environment: Option<String>,
+        /// The instances the newest stored webhooks came from.
+        events_instances: Vec<String>,
+        /// `CLERK_API_URL`, for the command that shows a key's instance.
+        api_url: String,
+    },
 }
 
 impl JobError {
@@ -163,71 +183,6 @@ fn snapshots_of(page: Vec<UserData>, summary: &mut Summary) -> Vec<crate::sync::
         }
     }
     snapshots
-}
-
-/// A job's hold on its lease; renewed while the job runs, released at the end.
-pub struct Lease<'a> {
-    store: &'a Store,
-    name: &'static str,
-    holder: String,
-}
-
-impl<'a> Lease<'a> {
-    /// Takes the lease `name`, or says who holds it.
-    pub async fn acquire(store: &'a Store, name: &'static str) -> Result<Lease<'a>, JobError> {
-        let holder = format!(
-            "{}/pid {}/{}",
-            hostname(),
-            std::process::id(),
-            crate::clerk::sample::random_id("run")
-        );
-        if store.acquire_lease(name, &holder, LEASE_TTL).await? {
-            Ok(Lease {
-                store,
-                name,
-                holder,
-            })
-        } else {
-            Err(JobError::LeaseHeld {
-                job: name,
-                holder: store
-                    .lease_holder(name)
-                    .await?
-                    .unwrap_or_else(|| "another process".into()),
-            })
-        }
-    }
-
-    /// Extends the lease; fails if another process took it meanwhile (this one stalled past
-    /// the lease's lifetime), so two runs never interleave.
-    pub async fn renew(&self) -> Result<(), JobError> {
-        if self
-            .store
-            .acquire_lease(self.name, &self.holder, LEASE_TTL)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(JobError::Refused(format!(
-                "lost the {} lease to another process; stopping",
-                self.name
-            )))
-        }
-    }
-
-    pub async fn release(self) -> Result<(), JobError> {
-        self.store.release_lease(self.name, &self.holder).await?;
-        Ok(())
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Progress of a long job: a bar with count, rate and ETA on a terminal, a log line per page

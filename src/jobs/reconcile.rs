@@ -4,7 +4,10 @@
 //! Deleting is the dangerous part, so it happens only after a complete walk of Clerk's users
 //! (an error mid-walk skips it), only for rows that existed before the walk began, each
 //! confirmed by asking Clerk for that user, and never for a large share of the table unless
-//! asked (a secret key for the wrong instance must not empty the table).
+//! asked. A secret key of the wrong instance must not empty the table, nor fill it with another
+//! instance's users: a key whose instance is not the stored webhooks' is refused up front, and
+//! a listing that holds none of the table's users writes nothing at all (its pages are held
+//! back until one of the table's users shows up).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -12,16 +15,26 @@ use std::time::Duration;
 
 use chrono::DateTime;
 
-use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page, snapshots_of};
+use super::{
+    JobError, KeyInstance, Lease, Pacer, Progress, Summary, check_key_instance, fetch_page,
+    snapshots_of,
+};
+use crate::clerk::UserData;
 use crate::clerk::api::ClerkApi;
 use crate::store::Store;
 use crate::sync::{DeleteMode, Outcome, UserSnapshot};
+
+/// Users of a listing held back while none of the table's users has shown up; past this, they
+/// are let go and, once one shows up, the walk starts over (memory stays bounded whatever the
+/// size of the other instance).
+const MAX_HELD_USERS: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
     /// Report what would change; change nothing.
     pub dry_run: bool,
-    /// Allow deleting more than a tenth of the table.
+    /// Allow deleting more than a tenth of the table; and all of it, when Clerk lists none of
+    /// the table's users, if the key's instance is the stored webhooks'.
     pub allow_mass_delete: bool,
     pub requests_per_10s: u32,
     pub page_size: u32,
@@ -114,17 +127,31 @@ async fn reconcile(
     options: &ReconcileOptions,
     lease: &Lease<'_>,
 ) -> Result<ReconcileReport, JobError> {
+    let instance = check_key_instance(store, api).await?;
     let mut report = ReconcileReport {
         dry_run: options.dry_run,
         ..ReconcileReport::default()
     };
     let walk_started = chrono::Utc::now().naive_utc();
+    let table: HashSet<String> = store
+        .live_user_ids(walk_started)
+        .await?
+        .into_iter()
+        .collect();
     let total = api.count_users().await.ok();
     let mut progress = Progress::new("reconcile", total, options.quiet);
     let mut pacer = Pacer::new(options.requests_per_10s);
     let page_size = options.page_size.clamp(1, super::MAX_PAGE_SIZE);
     let mut in_clerk: HashSet<String> = HashSet::new();
     let mut cursor: Option<String> = None;
+    // Whether the listing is known to be of the table's instance: one of the table's users is
+    // in it, or the table is empty, or --allow-mass-delete vouches for an instance the stored
+    // webhooks confirmed. Until then pages are held back, not applied.
+    let mut vouched = table.is_empty()
+        || (options.allow_mass_delete && matches!(instance, KeyInstance::Confirmed(_)));
+    let mut held: Vec<Vec<UserData>> = Vec::new();
+    let mut held_users = 0;
+    let mut let_go = false;
 
     // Phase 1: every user Clerk has, applied (or, dry, planned) by the webhook rules.
     loop {
@@ -135,41 +162,47 @@ async fn reconcile(
         };
         let full_page = page.len() as u32 == page_size;
         in_clerk.extend(page.iter().filter_map(|user| user.id.clone()));
-        let snapshots = snapshots_of(page, &mut report.summary);
-        let applied = store
-            .apply_snapshots(&snapshots, None, options.dry_run)
-            .await?;
-        for applied in &applied {
-            report.summary.record(applied.outcome);
-            let (action, detail) = match applied.outcome {
-                Outcome::Created => (Action::Create, "missing from the table".to_string()),
-                Outcome::Updated => (
-                    Action::Update,
-                    format!(
-                        "table has {}, Clerk has {}",
-                        applied.previous.map_or("no version".into(), iso),
-                        iso(applied.clerk_updated_at)
-                    ),
-                ),
-                Outcome::Tombstoned => (
-                    Action::Skip,
-                    "deleted here, still listed by Clerk".to_string(),
-                ),
-                _ => continue,
-            };
-            report.drift.push(Drift {
-                action,
-                user_id: applied.user_id.clone(),
-                detail,
-            });
+        if !vouched
+            && page
+                .iter()
+                .any(|user| user.id.as_ref().is_some_and(|id| table.contains(id)))
+        {
+            vouched = true;
+            // The pages let go of are needed now: walk again from the first.
+            if let_go {
+                in_clerk.clear();
+                cursor = None;
+                let_go = false;
+                continue;
+            }
         }
-        progress.advance(applied.len() as u64);
+        if vouched {
+            for page in held.drain(..) {
+                apply_page(store, page, options, &mut report, &mut progress).await?;
+            }
+            apply_page(store, page, options, &mut report, &mut progress).await?;
+        } else if !let_go {
+            held_users += page.len();
+            held.push(page);
+            if held_users > MAX_HELD_USERS {
+                held = Vec::new();
+                let_go = true;
+            }
+        }
         cursor = Some(last_id);
         if !full_page {
             break;
         }
     }
     progress.finish();
+    if !vouched {
+        return Err(JobError::Refused(none_listed_message(
+            table.len(),
+            in_clerk.len(),
+            &instance,
+            api.base_url(),
+        )));
+    }
 
     // Phase 2: rows whose user Clerk no longer lists. Only rows written before the walk began
     // count (a user created meanwhile may be missing from the pages already read).
@@ -219,6 +252,79 @@ async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// Applies (or, dry, plans) one page of Clerk's users and notes the drift it shows.
+async fn apply_page(
+    store: &Store,
+    page: Vec<UserData>,
+    options: &ReconcileOptions,
+    report: &mut ReconcileReport,
+    progress: &mut Progress,
+) -> Result<(), JobError> {
+    let snapshots = snapshots_of(page, &mut report.summary);
+    let applied = store
+        .apply_snapshots(&snapshots, None, options.dry_run)
+        .await?;
+    for applied in &applied {
+        report.summary.record(applied.outcome);
+        let (action, detail) = match applied.outcome {
+            Outcome::Created => (Action::Create, "missing from the table".to_string()),
+            Outcome::Updated => (
+                Action::Update,
+                format!(
+                    "table has {}, Clerk has {}",
+                    applied.previous.map_or("no version".into(), iso),
+                    iso(applied.clerk_updated_at)
+                ),
+            ),
+            Outcome::Tombstoned => (
+                Action::Skip,
+                "deleted here, still listed by Clerk".to_string(),
+            ),
+            _ => continue,
+        };
+        report.drift.push(Drift {
+            action,
+            user_id: applied.user_id.clone(),
+            detail,
+        });
+    }
+    progress.advance(applied.len() as u64);
+    Ok(())
+}
+
+/// Why a listing with none of the table's users changed nothing, and the way out.
+fn none_listed_message(
+    table: usize,
+    listed: usize,
+    instance: &KeyInstance,
+    api_url: &str,
+) -> String {
+    let listing = if listed == 0 {
+        "Clerk lists no users at all".to_string()
+    } else {
+        format!("Clerk lists {listed} users, none of them")
+    };
+    match instance {
+        KeyInstance::Confirmed(id) => format!(
+            "refusing to reconcile: {listing} among the {table} users in the table, although \
+             CLERK_SECRET_KEY belongs to instance {id}, which sent the stored webhooks. Nothing \
+             was changed. If these users were really deleted in Clerk, run again with \
+             --allow-mass-delete to delete them here."
+        ),
+        KeyInstance::Unknown => format!(
+            "refusing to reconcile: {listing} among the {table} users in the table. That \
+             usually means CLERK_SECRET_KEY belongs to another Clerk instance (development \
+             instead of production, or another application). Nothing was changed. To check: \
+             `curl -s -H \"Authorization: Bearer $CLERK_SECRET_KEY\" {api_url}/v1/instance` \
+             shows the key's instance; compare it with the instance_id of a webhook this \
+             endpoint received (`clerk-sync events show SVIX_ID`) or with the instance in \
+             Clerk's dashboard. --allow-mass-delete does not override this while the key's \
+             instance is unconfirmed: it is confirmed once a webhook of that instance has been \
+             received here."
+        ),
+    }
 }
 
 /// Runs reconciliation every `every` inside `serve`. Several processes may run this; the lease

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use super::{DeliveryRecord, Store, StoreError, Writer};
 
@@ -57,11 +58,21 @@ impl WriterSettings {
     }
 }
 
-/// The handle requests use; cloning it is cheap. The writers stop once every handle is
-/// dropped and the queue is empty, so nothing accepted is left unwritten.
+/// The handle requests use; cloning it is cheap. [`DeliveryQueue::shutdown`] stops the
+/// writers; until then they run as long as any handle does, so nothing accepted is left
+/// unwritten.
 #[derive(Clone, Debug)]
 pub struct DeliveryQueue {
     sender: mpsc::Sender<Job>,
+    writers: Arc<Writers>,
+}
+
+#[derive(Debug)]
+struct Writers {
+    /// Set by `shutdown`: the writers close the queue, write what it holds, and end.
+    closing: watch::Sender<bool>,
+    /// Awaited by `shutdown`; a tokio mutex, so a second caller waits for the first.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl DeliveryQueue {
@@ -69,19 +80,35 @@ impl DeliveryQueue {
     pub fn start(store: Store, mode: DeleteMode, settings: WriterSettings) -> DeliveryQueue {
         let (sender, receiver) = mpsc::channel::<Job>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
+        let (closing, _) = watch::channel(false);
         let max_batch = settings.max_batch.max(1);
         let timeout = settings.timeout;
         let store = Arc::new(store);
+        let mut tasks = Vec::new();
         for _ in 0..settings.writers.max(1) {
             let store = store.clone();
             let receiver = receiver.clone();
-            tokio::spawn(async move {
+            let mut closing = closing.subscribe();
+            tasks.push(tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(max_batch);
+                // PostgreSQL: the writer's own connection, closed when the writer ends.
                 let mut writer = store.writer();
                 loop {
                     {
                         let mut receiver = receiver.lock().await;
-                        if receiver.recv_many(&mut batch, max_batch).await == 0 {
+                        // A closed queue hands out what it holds, then reports 0.
+                        let received = tokio::select! {
+                            biased;
+                            received = receiver.recv_many(&mut batch, max_batch) => received,
+                            () = async {
+                                // The `Ref` it returns must not be held across an await.
+                                let _ = closing.wait_for(|closing| *closing).await;
+                            } => {
+                                receiver.close();
+                                receiver.recv_many(&mut batch, max_batch).await
+                            }
+                        };
+                        if received == 0 {
                             return;
                         }
                     }
@@ -102,9 +129,39 @@ impl DeliveryQueue {
                         }
                     };
                 }
-            });
+            }));
         }
-        DeliveryQueue { sender }
+        DeliveryQueue {
+            sender,
+            writers: Arc::new(Writers {
+                closing,
+                tasks: Mutex::new(tasks),
+            }),
+        }
+    }
+
+    /// Stops the writers: deliveries offered from now on are refused (the webhook answers 503,
+    /// so Svix delivers them again later), those already queued are written, and each writer
+    /// then ends and closes its database connection. Returns once all have ended; bound it
+    /// with a timeout of your own if need be (each batch takes at most
+    /// [`WriterSettings::timeout`]).
+    ///
+    /// An app embedding clerk-sync calls this before `Store::close`, which otherwise waits for
+    /// the writers' connections forever; `App::run_until` does so on shutdown. Calling it again
+    /// waits for the same end.
+    pub async fn shutdown(&self) {
+        self.writers.closing.send_replace(true);
+        let mut tasks = self.writers.tasks.lock().await;
+        // One at a time, dropped only once finished: if this call is abandoned (a timeout),
+        // a later call still waits for the writers left.
+        while let Some(task) = tasks.last_mut() {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "a webhook writer failed while stopping");
+            }
+            tasks.pop();
+        }
     }
 
     /// Writes one delivery (with whatever else is waiting) and returns its outcome.

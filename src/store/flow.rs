@@ -1,6 +1,8 @@
 //! What one transaction does, the same on both backends: lock what an event touches, read it,
 //! let [`crate::sync`] decide, write the decision and the inbox row together.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDateTime;
 
 use super::statements::{LoadedState, StateKeys, Statements};
@@ -272,6 +274,100 @@ pub(super) async fn finish<T: Statements>(
     }
 }
 
+/// Records an event the database refused as failed, with the reason (`Duplicate` when its
+/// `svix-id` is stored already). The inbox row holds what arrived, except where that is what
+/// the database refuses: NUL characters (PostgreSQL text cannot hold them) become U+FFFD, and
+/// ids too long for an index are shortened (see [`storable_key`]). Both changes are the same
+/// for every delivery of the event, so a redelivery meets this row and is a duplicate; the
+/// stored error says what was changed.
+pub(super) async fn record_refused<T: Statements>(
+    tx: &mut T,
+    event: &ClerkEvent,
+    source: &Source<'_>,
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<Outcome, sqlx::Error> {
+    let mut changes = Vec::new();
+    match source {
+        Source::Clerk => Ok(Outcome::Failed),
+        Source::Replay { svix_id } => {
+            let error = storable_text("the error", reason, &mut changes);
+            tx.update_inbox(svix_id, Outcome::Failed, Some(&error), now)
+                .await?;
+            Ok(Outcome::Failed)
+        }
+        Source::Delivery(delivery) => {
+            let svix_id = storable_key("svix-id", delivery.svix_id, &mut changes);
+            let event_type = storable_key("type", &event.event_type, &mut changes);
+            let user_id = event
+                .user_id()
+                .map(|id| storable_key("user id", id, &mut changes));
+            let payload = storable_text("payload", delivery.payload, &mut changes);
+            let mut error = storable_text("the error", reason, &mut changes).into_owned();
+            if !changes.is_empty() {
+                error.push_str("; stored with ");
+                error.push_str(&changes.join(", "));
+            }
+            let inserted = tx
+                .insert_inbox(&InboxRecord {
+                    svix_id: &svix_id,
+                    event_type: &event_type,
+                    user_id: user_id.as_deref(),
+                    outcome: Outcome::Failed,
+                    error: Some(&error),
+                    payload: &payload,
+                    svix_timestamp: delivery.svix_timestamp,
+                    received_at: now,
+                })
+                .await?;
+            Ok(if inserted {
+                Outcome::Failed
+            } else {
+                Outcome::Duplicate
+            })
+        }
+    }
+}
+
+/// Longest id (or event type) the inbox stores unchanged. PostgreSQL's btree indexes refuse
+/// entries over about 2,700 bytes (SQLSTATE 54000), and the `svix-id` is the inbox's key;
+/// real ids are some 30 bytes, and the webhook refuses `svix-id`s over 255.
+const MAX_STORED_KEY_BYTES: usize = 1024;
+
+/// `value` as the inbox can store it. One that is too long keeps its first bytes and gains a
+/// fingerprint of the whole, so two long ids stay two rows and the same one is the same row.
+fn storable_key<'v>(what: &str, value: &'v str, changes: &mut Vec<String>) -> Cow<'v, str> {
+    let text = storable_text(what, value, changes);
+    if text.len() <= MAX_STORED_KEY_BYTES {
+        return text;
+    }
+    let suffix = format!("…{:016x}", fingerprint(value.as_bytes()));
+    let mut end = MAX_STORED_KEY_BYTES - suffix.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    changes.push(format!("{what} shortened from {} bytes", value.len()));
+    Cow::Owned(format!("{}{suffix}", &text[..end]))
+}
+
+/// `value` without NUL characters, which PostgreSQL text cannot hold (SQLSTATE 22021).
+fn storable_text<'v>(what: &str, value: &'v str, changes: &mut Vec<String>) -> Cow<'v, str> {
+    if !value.contains('\0') {
+        return Cow::Borrowed(value);
+    }
+    changes.push(format!("NUL replaced by U+FFFD in {what}"));
+    Cow::Owned(value.replace('\0', "\u{FFFD}"))
+}
+
+/// FNV-1a: stable across builds and platforms, which a shortened `svix-id` must be for a
+/// redelivery to find its row; not a defence against anyone (whoever can sign can also send
+/// any id they like).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A page of snapshots from Clerk (backfill, reconciliation): one transaction, one set of
 /// locks, one read, one bulk write, planned snapshot by snapshot by the webhook rules. With a
 /// checkpoint, its state key is written in the same transaction, so a resumed run starts
@@ -312,4 +408,34 @@ pub(super) async fn apply_snapshots<T: Statements>(
             clerk_updated_at: snapshot.updated_at,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_the_inbox_cannot_hold_are_stored_in_a_form_it_can() {
+        let mut changes = Vec::new();
+        assert_eq!(storable_key("svix-id", "msg_1", &mut changes), "msg_1");
+        assert!(changes.is_empty());
+
+        assert_eq!(
+            storable_text("type", "user.\0x", &mut changes),
+            "user.\u{FFFD}x"
+        );
+        assert_eq!(changes, ["NUL replaced by U+FFFD in type"]);
+
+        // Multi-byte characters at the cut: still valid UTF-8, within the limit.
+        let long = "é".repeat(3000);
+        let mut changes = Vec::new();
+        let stored = storable_key("user id", &long, &mut changes);
+        assert!(stored.len() <= MAX_STORED_KEY_BYTES, "{}", stored.len());
+        assert!(stored.starts_with("éé"));
+        assert_eq!(changes, ["user id shortened from 6000 bytes"]);
+        // The same value is always stored the same way; another long value differently.
+        assert_eq!(stored, storable_key("user id", &long, &mut Vec::new()));
+        let other = format!("{}x", "é".repeat(3000));
+        assert_ne!(stored, storable_key("user id", &other, &mut Vec::new()));
+    }
 }

@@ -11,9 +11,11 @@ mod deliveries;
 mod flow;
 mod migrations;
 mod postgres;
+mod retention;
 mod sqlite;
 mod statements;
 mod status;
+mod tombstones;
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,12 +28,18 @@ use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 
 pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
 pub use migrations::MigrationReport;
+pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
 pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
+pub use tombstones::{Tombstone, TombstoneRemoval};
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)
 /// is tried again before the delivery is answered with 503.
 const CONFLICT_RETRIES: u32 = 8;
+
+/// How often a unique violation is taken for a lost race before it counts as the event's data
+/// (see [`retrying`]).
+const UNIQUE_VIOLATION_RETRIES: u32 = 2;
 
 /// The configured database: a connection pool and where the app's users table is.
 #[derive(Clone, Debug)]
@@ -447,7 +455,16 @@ impl Store {
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(result) => result.map_err(|e| {
-                StoreError::Setup(format!("cannot connect to {target}: {}", connect_hint(&e)))
+                let mut message = format!("cannot connect to {target}: {}", connect_hint(&e));
+                if matches!(&e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
+                    && target.to_string().contains("sslrootcert=")
+                {
+                    message.push_str(
+                        "; the certificate file named by sslrootcert cannot be read: check its \
+                         path (a relative path starts from the working directory)",
+                    );
+                }
+                StoreError::Setup(message)
             }),
             Err(_) => Err(StoreError::Setup(format!(
                 "cannot connect to {target}: connecting timed out, no answer within {} \
@@ -518,26 +535,48 @@ impl Store {
         match result {
             Ok(outcome) => Ok(outcome),
             Err(error) if is_rejected_data(&error) => {
-                let reason = format!("the database refused the event's data: {error}");
+                let refusal = refusal_reason(&error);
                 if matches!(event.source, Source::Clerk) {
-                    return Err(StoreError::Rejected(reason));
+                    return Err(StoreError::Rejected(refusal));
                 }
-                tracing::warn!(error = %reason, "event stored as failed");
-                let now = now();
-                in_transaction!(self, |conn| {
-                    flow::finish(
-                        conn,
-                        event.event,
-                        &event.source,
-                        Outcome::Failed,
-                        Some(&reason),
-                        now,
-                    )
-                    .await?
-                })
-                .map_err(StoreError::Unavailable)
+                let reason = match &event.event.kind {
+                    EventKind::Unusable { reason, .. } => format!("{reason}; then {refusal}"),
+                    _ => refusal,
+                };
+                self.record_refused(event, &reason).await
             }
             Err(error) => Err(StoreError::Unavailable(error)),
+        }
+    }
+
+    /// Stores an event the database refused as failed, in a transaction of its own (the
+    /// refused one rolled back), so it is answered 200 and a redelivery is a duplicate. Values
+    /// the inbox itself cannot hold are stored in a form it can (see `flow::record_refused`).
+    async fn record_refused(
+        &self,
+        event: &IncomingEvent<'_>,
+        reason: &str,
+    ) -> Result<Outcome, StoreError> {
+        let now = now();
+        let recorded = retrying(|| async {
+            in_transaction!(self, |conn| {
+                flow::record_refused(conn, event.event, &event.source, reason, now).await?
+            })
+        })
+        .await;
+        match recorded {
+            Ok(Outcome::Duplicate) => Ok(Outcome::Duplicate),
+            Ok(outcome) => {
+                tracing::warn!(error = %reason, "event stored as failed");
+                Ok(outcome)
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = %error, refused = %reason,
+                    "the database refused an event, and then storing it as failed"
+                );
+                Err(StoreError::Unavailable(error))
+            }
         }
     }
 
@@ -573,7 +612,9 @@ impl Store {
                 }
             };
             match result {
-                Err(error) if is_lost_race(&error) && attempt < CONFLICT_RETRIES => {
+                Err(error)
+                    if classify(&error) == Refusal::LostRace && attempt < CONFLICT_RETRIES =>
+                {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -779,6 +820,28 @@ impl Store {
         on_connection!(self, |conn| conn.lease_holder(name).await?)
     }
 
+    /// The lease `name` (expired or not): its holder and when it expires (UTC).
+    pub async fn lease(&self, name: &str) -> Result<Option<(String, NaiveDateTime)>, StoreError> {
+        on_connection!(self, |conn| conn.lease(name).await?)
+    }
+
+    /// Takes the lease `name` from `dead_holder`, a process known to be gone, for `ttl`.
+    /// Compare-and-swap: false if the lease has meanwhile passed to anyone else (another
+    /// process taking it over at the same moment, say), so only one can win.
+    pub async fn take_over_lease(
+        &self,
+        name: &str,
+        dead_holder: &str,
+        new_holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at =
+            now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+        on_connection!(self, |conn| conn
+            .take_over_lease(name, dead_holder, new_holder, expires_at)
+            .await?)
+    }
+
     /// Ids of live rows first written before `before`.
     pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
         on_connection!(self, |conn| conn.live_user_ids(&self.users, before).await?)
@@ -812,21 +875,33 @@ fn connect_hint(error: &sqlx::Error) -> String {
     format!("{text}{hint}")
 }
 
-/// Runs a transaction again when it lost a race with a concurrent one.
+/// Runs a transaction again when it lost a race with a concurrent one. A unique violation can
+/// be such a race (another transaction inserted the value first), but one that recurs is the
+/// event's data against a constraint clerk-sync does not manage (an app's own unique index,
+/// say): it is tried again only [`UNIQUE_VIOLATION_RETRIES`] times, then counts as data.
 async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    let mut attempt = 0;
+    let (mut races, mut unique_violations) = (0, 0);
     loop {
-        match transaction().await {
-            Err(error) if is_lost_race(&error) && attempt < CONFLICT_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+        let error = match transaction().await {
+            Err(error) => error,
             result => return result,
-        }
+        };
+        let attempt = match classify(&error) {
+            Refusal::LostRace if races < CONFLICT_RETRIES => {
+                races += 1;
+                races
+            }
+            Refusal::UniqueViolation if unique_violations < UNIQUE_VIOLATION_RETRIES => {
+                unique_violations += 1;
+                unique_violations
+            }
+            _ => return Err(error),
+        };
+        tokio::time::sleep(backoff(attempt)).await;
     }
 }
 
@@ -836,30 +911,70 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::random_range(0..base))
 }
 
-/// A transaction that lost to a concurrent one, or ran on a connection the server had
-/// closed (Neon suspends idle computes and closes their connections): trying again, on
-/// another connection, gives a different result.
-fn is_lost_race(error: &sqlx::Error) -> bool {
+/// What a database error says about the event and about trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Lost to a concurrent transaction, or ran on a connection the server had closed (Neon
+    /// suspends idle computes and closes their connections): another attempt, on another
+    /// connection, gives a different result.
+    LostRace,
+    /// A unique index refused a value: a lost race once, the event's data when it recurs.
+    UniqueViolation,
+    /// The values themselves (NUL in text, out of range, too long for an index, against a
+    /// constraint): no attempt can succeed, so the event is stored as failed and answered 200.
+    Data,
+    /// Anything else: the database is away or not as expected; the sender should try later.
+    Unavailable,
+}
+
+fn classify(error: &sqlx::Error) -> Refusal {
     if matches!(error, sqlx::Error::Io(_)) {
-        return true;
+        return Refusal::LostRace;
     }
     let Some(db) = error.as_database_error() else {
-        return false;
+        return Refusal::Unavailable;
     };
-    if matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation) {
-        return true;
-    }
-    let code = db.code();
+    let code = db.code().unwrap_or_default();
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes. Only for SQLite: some
-        // PostgreSQL SQLSTATEs are digits too, and 22021 would pass this test.
-        return code
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6));
+        // SQLite's codes are numbers; only for SQLite: some SQLSTATEs are digits too.
+        code.parse().map_or(Refusal::Unavailable, sqlite_refusal)
+    } else {
+        postgres_refusal(&code)
     }
-    // serialization_failure, deadlock_detected, lock_not_available, and the server terminating
-    // the connection (admin_shutdown, e.g. a compute suspended)
-    matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "57P01"))
+}
+
+/// PostgreSQL's SQLSTATE: classes 22 (data exception, e.g. 22021 for a NUL character), 23
+/// (integrity constraint violation) and 54 (program limit exceeded, e.g. 54000 for a value too
+/// long for a btree index) are about the data.
+fn postgres_refusal(sqlstate: &str) -> Refusal {
+    match sqlstate {
+        // serialization_failure, deadlock_detected, lock_not_available, and the server
+        // terminating the connection (admin_shutdown, e.g. a compute suspended)
+        "40001" | "40P01" | "55P03" | "57P01" => Refusal::LostRace,
+        "23505" => Refusal::UniqueViolation,
+        _ if ["22", "23", "54"]
+            .iter()
+            .any(|class| sqlstate.starts_with(class)) =>
+        {
+            Refusal::Data
+        }
+        _ => Refusal::Unavailable,
+    }
+}
+
+/// SQLite's extended result code: its low byte is the primary code.
+fn sqlite_refusal(code: i32) -> Refusal {
+    match code {
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+        2067 | 1555 => Refusal::UniqueViolation,
+        _ => match code & 0xff {
+            // SQLITE_BUSY, SQLITE_LOCKED
+            5 | 6 => Refusal::LostRace,
+            // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
+            18..=20 => Refusal::Data,
+            _ => Refusal::Unavailable,
+        },
+    }
 }
 
 /// A foreign key refused the statement. SQLite reports `ON DELETE RESTRICT` as a trigger
@@ -869,13 +984,30 @@ fn is_foreign_key_violation(db: &dyn sqlx::error::DatabaseError) -> bool {
         || db.message().contains("FOREIGN KEY constraint failed")
 }
 
-/// The database refused the values themselves (PostgreSQL class 22, e.g. a NUL character in a
-/// name): no retry can fix that event.
+/// After [`retrying`]: the database refused the values themselves, so no retry can fix that
+/// event.
 fn is_rejected_data(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| code.starts_with("22"))
+    matches!(classify(error), Refusal::Data | Refusal::UniqueViolation)
+}
+
+/// Why the database refused an event, for people: its words, and which constraint and code.
+/// Never the values (they are personal data, or the very thing refused).
+fn refusal_reason(error: &sqlx::Error) -> String {
+    let Some(db) = error.as_database_error() else {
+        return format!("the database refused the event's data: {error}");
+    };
+    let mut reason = format!("the database refused the event's data: {}", db.message());
+    let code = db.code().unwrap_or_default();
+    let code = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        format!("SQLite code {code}")
+    } else {
+        format!("SQLSTATE {code}")
+    };
+    match db.constraint() {
+        Some(constraint) => reason.push_str(&format!(" (constraint {constraint}, {code})")),
+        None => reason.push_str(&format!(" ({code})")),
+    }
+    reason
 }
 
 /// The current time at the millisecond precision of `TIMESTAMP(3)`.
@@ -891,4 +1023,46 @@ fn millis_to_datetime(millis: ClerkMillis) -> NaiveDateTime {
 
 fn datetime_to_millis(t: NaiveDateTime) -> ClerkMillis {
     t.and_utc().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_about_the_data_are_told_from_a_database_away_or_a_lost_race() {
+        for (sqlstate, refusal) in [
+            ("22021", Refusal::Data), // NUL in text
+            ("22008", Refusal::Data), // timestamp out of range
+            ("23514", Refusal::Data), // an app's CHECK constraint
+            ("23503", Refusal::Data), // foreign key
+            ("54000", Refusal::Data), // index row size exceeds btree maximum
+            ("23505", Refusal::UniqueViolation),
+            ("40001", Refusal::LostRace),
+            ("40P01", Refusal::LostRace),
+            ("55P03", Refusal::LostRace),
+            ("57P01", Refusal::LostRace),
+            ("57P03", Refusal::Unavailable), // cannot_connect_now
+            ("53300", Refusal::Unavailable), // too_many_connections
+            ("42P01", Refusal::Unavailable), // undefined_table: a person has to fix it
+            ("XX000", Refusal::Unavailable),
+        ] {
+            assert_eq!(postgres_refusal(sqlstate), refusal, "SQLSTATE {sqlstate}");
+        }
+        for (code, refusal) in [
+            (2067, Refusal::UniqueViolation), // SQLITE_CONSTRAINT_UNIQUE
+            (1555, Refusal::UniqueViolation), // SQLITE_CONSTRAINT_PRIMARYKEY
+            (275, Refusal::Data),             // SQLITE_CONSTRAINT_CHECK
+            (787, Refusal::Data),             // SQLITE_CONSTRAINT_FOREIGNKEY
+            (18, Refusal::Data),              // SQLITE_TOOBIG
+            (20, Refusal::Data),              // SQLITE_MISMATCH
+            (5, Refusal::LostRace),           // SQLITE_BUSY
+            (517, Refusal::LostRace),         // SQLITE_BUSY_SNAPSHOT
+            (6, Refusal::LostRace),           // SQLITE_LOCKED
+            (10, Refusal::Unavailable),       // SQLITE_IOERR
+            (13, Refusal::Unavailable),       // SQLITE_FULL
+        ] {
+            assert_eq!(sqlite_refusal(code), refusal, "SQLite code {code}");
+        }
+    }
 }

@@ -243,6 +243,19 @@ pub(crate) trait Statements {
 
     async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error>;
 
+    /// The lease `name`: its holder and when it expires.
+    async fn lease(&mut self, name: &str) -> Result<Option<(String, NaiveDateTime)>, sqlx::Error>;
+
+    /// Hands the lease to `new_holder` only while `dead_holder` still holds it: of two
+    /// processes taking over the same dead holder's lease, one wins.
+    async fn take_over_lease(
+        &mut self,
+        name: &str,
+        dead_holder: &str,
+        new_holder: &str,
+        expires_at: NaiveDateTime,
+    ) -> Result<bool, sqlx::Error>;
+
     async fn failed_event_count(&mut self) -> Result<i64, sqlx::Error>;
 
     /// Ids of live rows first written before `before` (candidates for reconciliation's
@@ -515,6 +528,35 @@ macro_rules! statements_impl {
                     .bind(name)
                     .fetch_optional(&mut *self)
                     .await
+            }
+
+            async fn lease(
+                &mut self,
+                name: &str,
+            ) -> Result<Option<(String, chrono::NaiveDateTime)>, sqlx::Error> {
+                sqlx::query_as(concat!("SELECT holder, expires_at FROM ", $ns, "leases WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&mut *self)
+                    .await
+            }
+
+            async fn take_over_lease(
+                &mut self,
+                name: &str,
+                dead_holder: &str,
+                new_holder: &str,
+                expires_at: chrono::NaiveDateTime,
+            ) -> Result<bool, sqlx::Error> {
+                let result = sqlx::query(concat!(
+                    "UPDATE ", $ns, "leases SET holder = $3, expires_at = $4 WHERE name = $1 AND holder = $2"
+                ))
+                .bind(name)
+                .bind(dead_holder)
+                .bind(new_holder)
+                .bind(expires_at)
+                .execute(&mut *self)
+                .await?;
+                Ok(result.rows_affected() == 1)
             }
 
             async fn live_user_ids(

@@ -12,8 +12,13 @@ use sqlx::Connection;
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
 /// Every variable clerk-sync reads, so the developer's own environment cannot leak in.
-const OUR_VARS: [&str; 8] = [
+const OUR_VARS: [&str; 13] = [
     "DATABASE_URL",
+    "CLERK_SECRET_KEY",
+    "CLERK_API_URL",
+    "CLERK_SYNC_INBOX_RETENTION",
+    "CLERK_SYNC_DB_CONNECT_TIMEOUT",
+    "CLERK_SYNC_MIGRATE_TIMEOUT",
     "CLERK_WEBHOOK_SIGNING_SECRET",
     "CLERK_WEBHOOK_SECRET",
     "CLERK_SYNC_LISTEN",

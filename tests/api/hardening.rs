@@ -50,8 +50,10 @@ async fn a_slow_client_is_cut_off_without_delaying_signed_deliveries() {
     let address = app.address.trim_start_matches("http://").to_string();
     let slow = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        // A fresh timestamp: with a stale one the headers alone get 401, before any body.
+        let now = chrono::Utc::now().timestamp();
         let head = format!(
-            "POST /api/webhooks/clerk HTTP/1.1\r\nHost: {address}\r\ncontent-type: application/json\r\ncontent-length: 200\r\nsvix-id: msg_slow\r\nsvix-timestamp: 1\r\nsvix-signature: v1,x\r\n\r\n"
+            "POST /api/webhooks/clerk HTTP/1.1\r\nHost: {address}\r\ncontent-type: application/json\r\ncontent-length: 200\r\nsvix-id: msg_slow\r\nsvix-timestamp: {now}\r\nsvix-signature: v1,x\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).unwrap();
         let started = Instant::now();

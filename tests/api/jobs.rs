@@ -21,7 +21,7 @@ use crate::support::{Backend, TestApp, on_both_backends};
 const T: i64 = 1_716_883_200_000;
 const NAMES: [&str; 5] = ["Ada", "Zoë", "山田", "Łukasz", "Grace"];
 
-fn retries() -> RetryPolicy {
+pub(crate) fn retries() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
         base_delay: Duration::from_millis(5),
@@ -31,7 +31,7 @@ fn retries() -> RetryPolicy {
     }
 }
 
-fn api(clerk: &ClerkEmulator) -> ClerkApi {
+pub(crate) fn api(clerk: &ClerkEmulator) -> ClerkApi {
     ClerkApi::new(
         &clerk.base_url(),
         SecretKey::parse(&clerk.secret_key()).unwrap(),

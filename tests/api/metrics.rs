@@ -859,6 +859,7 @@ fn counter_deltas(before: &Scrape, after: &Scrape) -> BTreeMap<Series, f64> {
 async fn check_counter_deltas(app: &TestApp) {
     let before = scrape(app).await;
     assert_eq!(before.value(m::INBOX_FAILED, &[]), 0.0);
+    assert_eq!(before.value(m::INBOX_EVENTS, &[]), 0.0);
     let started = chrono::Utc::now().timestamp();
 
     // A new user.
@@ -961,6 +962,20 @@ async fn check_counter_deltas(app: &TestApp) {
 
     // Scrapes change no counter.
     assert!(counter_deltas(&after, &scrape(app).await).is_empty());
+
+    // The inbox holds one row per stored delivery (the duplicate added none), until pruned.
+    assert_eq!(after.value(m::INBOX_EVENTS, &[]), 3.0);
+    let future = chrono::Utc::now().naive_utc() + chrono::Duration::seconds(1);
+    assert_eq!(app.store.prune_events(future, false, 100).await.unwrap(), 2);
+    let pruned = scrape(app).await;
+    assert_eq!(
+        pruned.value(m::INBOX_EVENTS, &[]),
+        1.0,
+        "the failed event is kept"
+    );
+    assert_eq!(pruned.value(m::INBOX_FAILED, &[]), 1.0);
+    assert_eq!(app.store.prune_events(future, true, 100).await.unwrap(), 1);
+    assert_eq!(scrape(app).await.value(m::INBOX_EVENTS, &[]), 0.0);
 }
 
 on_both_backends! {

@@ -9,6 +9,10 @@
 //! - `GET|PATCH|DELETE /v1/users/{user_id}`, `GET /v1/users` (a bare array; `limit`, `offset`,
 //!   `starting_after`, `order_by` on `created_at`/`updated_at`, `user_id` with `+`/`-`),
 //!   `GET /v1/users/count`, `GET /v1/jwks` (§d, §e "Keys / JWKS").
+//! - `GET /v1/instance` (§d): the instance the key belongs to, `environment_type`
+//!   `development`. Its id is the kid of instance A's first key (Clerk's kid is the instance id);
+//!   a test makes the emulator another instance with [`ClerkEmulator::set_instance_id`], or an
+//!   API without the endpoint (404) with [`ClerkEmulator::remove_instance_endpoint`].
 //! - The per-user PATCH limit (10 per 10 s) with `429` and `Retry-After` (§d "Rate limits").
 //! - v2 session tokens: RS256 with the instance key, `kid` = instance id, `cat` header, claims
 //!   `azp exp fva iat iss jti nbf sid sts sub v` (§e), and key rotation.
@@ -233,6 +237,25 @@ impl ClerkEmulator {
         self.shared.lock().rotated = true;
     }
 
+    /// The id `GET /v1/instance` answers with; `None` while the endpoint is removed.
+    pub fn instance_id(&self) -> Option<String> {
+        match &self.shared.lock().instance_endpoint {
+            InstanceEndpoint::Serves(id) => Some(id.clone()),
+            InstanceEndpoint::Absent => None,
+        }
+    }
+
+    /// From now on this emulator is the instance `id` (`ins_…`): what a secret key of another
+    /// instance than the webhooks' sees.
+    pub fn set_instance_id(&self, id: &str) {
+        self.shared.lock().instance_endpoint = InstanceEndpoint::Serves(id.to_string());
+    }
+
+    /// From now on `GET /v1/instance` answers 404, as an API without the endpoint would.
+    pub fn remove_instance_endpoint(&self) {
+        self.shared.lock().instance_endpoint = InstanceEndpoint::Absent;
+    }
+
     /// Stores a full Clerk User object (`id` required), replacing any user with that id.
     pub fn insert_user(&self, user: Value) {
         self.shared.lock().users.insert(user, now_ms());
@@ -331,6 +354,7 @@ impl Shared {
 
 #[derive(Default)]
 struct Instance {
+    instance_endpoint: InstanceEndpoint,
     users: UserStore,
     faults: VecDeque<(usize, Fault)>,
     /// Accepted PATCHes per user id within the last window.
@@ -338,6 +362,18 @@ struct Instance {
     requests: Vec<RecordedRequest>,
     latency: Duration,
     rotated: bool,
+}
+
+/// What `GET /v1/instance` answers.
+enum InstanceEndpoint {
+    Serves(String),
+    Absent,
+}
+
+impl Default for InstanceEndpoint {
+    fn default() -> Self {
+        InstanceEndpoint::Serves(keys::INSTANCE_A.kid.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -451,13 +487,14 @@ impl Shared {
         let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
         match (method.as_str(), segments.as_slice()) {
             ("GET", ["v1", "jwks"]) => self.jwks(),
+            ("GET", ["v1", "instance"]) => self.instance(),
             ("GET", ["v1", "users"]) => self.list_users(query),
             ("GET", ["v1", "users", "count"]) => self.count_users(query),
             (_, ["v1", "users", "count"]) => method_not_allowed(),
             ("GET", ["v1", "users", id]) => self.get_user(id),
             ("PATCH", ["v1", "users", id]) => self.patch_user(id, body),
             ("DELETE", ["v1", "users", id]) => self.delete_user(id),
-            (_, ["v1", "jwks" | "users"] | ["v1", "users", _]) => method_not_allowed(),
+            (_, ["v1", "jwks" | "users" | "instance"] | ["v1", "users", _]) => method_not_allowed(),
             _ => not_found(),
         }
     }
@@ -475,6 +512,21 @@ impl Shared {
     fn jwks(&self) -> Response {
         let key = keys::key_for(SigningKey::Current, self.lock().rotated);
         json_response(StatusCode::OK, &json!({"keys": [key.jwk()]}))
+    }
+
+    fn instance(&self) -> Response {
+        match &self.lock().instance_endpoint {
+            InstanceEndpoint::Serves(id) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "object": "instance",
+                    "id": id,
+                    "environment_type": "development",
+                    "allowed_origins": null,
+                }),
+            ),
+            InstanceEndpoint::Absent => not_found(),
+        }
     }
 
     fn get_user(&self, id: &str) -> Response {

@@ -136,6 +136,7 @@ async fn every_route_needs_the_secret_key() {
         "/v1/users/user_a",
         "/v1/users/count",
         "/v1/jwks",
+        "/v1/instance",
     ] {
         let none = call_with(&emu, Method::GET, path, None, None).await;
         assert_eq!(none.status, 401, "{path}");
@@ -170,6 +171,37 @@ async fn keys_and_urls_look_like_a_development_instance() {
         emu.instance_public_key_pem()
             .starts_with("-----BEGIN PUBLIC KEY-----")
     );
+}
+
+#[tokio::test]
+async fn instance_names_the_keys_instance_which_a_test_can_change_or_remove() {
+    let emu = ClerkEmulator::start().await;
+    let instance = get(&emu, "/v1/instance").await;
+    assert_eq!(instance.status, 200);
+    assert_eq!(instance.body["object"], "instance");
+    assert_eq!(instance.body["environment_type"], "development");
+    let id = instance.body["id"].as_str().expect("an id").to_string();
+    assert!(id.starts_with("ins_"), "{id}");
+    assert_eq!(emu.instance_id().as_deref(), Some(id.as_str()));
+    assert_eq!(
+        emu.current_kid(),
+        id,
+        "Clerk's JWKS kid is the instance id (before any rotation)"
+    );
+
+    emu.set_instance_id("ins_2OtherInstanceForTests0000");
+    let other = get(&emu, "/v1/instance").await;
+    assert_eq!(other.body["id"], "ins_2OtherInstanceForTests0000");
+
+    let auth = format!("Bearer {}", emu.secret_key());
+    let patch = call_with(&emu, Method::PATCH, "/v1/instance", Some(&auth), Some("{}")).await;
+    assert_eq!(patch.status, 405);
+
+    emu.remove_instance_endpoint();
+    let absent = get(&emu, "/v1/instance").await;
+    assert_eq!(absent.status, 404);
+    assert_eq!(error_code(&absent), "resource_not_found");
+    assert_eq!(emu.instance_id(), None);
 }
 
 #[tokio::test]
