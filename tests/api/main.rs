@@ -22,6 +22,7 @@ mod metrics;
 mod poison;
 mod poolers;
 mod prisma_client;
+mod privacy;
 mod retention;
 mod shutdown;
 mod signatures;
