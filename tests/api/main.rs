@@ -24,6 +24,7 @@ mod poolers;
 mod prisma_client;
 mod privacy;
 mod retention;
+mod round_trips;
 mod shutdown;
 mod signatures;
 mod status_page;
