@@ -29,6 +29,7 @@ mod shutdown;
 mod signatures;
 mod status_page;
 mod tls;
+mod upgrade;
 mod users_api;
 mod webhook_rules;
 mod wrong_key;
