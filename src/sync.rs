@@ -758,4 +758,230 @@ mod tests {
             }]
         );
     }
+
+    /// Batches against one by one: an in-memory table, the rules' changes applied to it.
+    mod batch_equals_one_by_one {
+        use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        type Table = BTreeMap<String, StoredUser>;
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            Snapshot(UserSnapshot),
+            Deletion(String),
+        }
+
+        fn pick(options: &[&'static str]) -> impl Strategy<Value = Option<String>> + use<> {
+            prop::sample::select(options.to_vec()).prop_map(|v| (!v.is_empty()).then(|| v.into()))
+        }
+
+        fn id() -> impl Strategy<Value = String> {
+            prop::sample::select(vec!["u1", "u2", "u3", "u4"]).prop_map(String::from)
+        }
+
+        fn snapshot() -> impl Strategy<Value = UserSnapshot> {
+            (
+                id(),
+                pick(&["", "a@x", "b@x", "c@x"]),
+                pick(&["", "a", "b"]),
+                1i64..12,
+            )
+                .prop_map(|(id, email, username, updated_at)| UserSnapshot {
+                    id,
+                    email,
+                    first_name: None,
+                    last_name: None,
+                    name: None,
+                    image_url: None,
+                    username,
+                    created_at: Some(0),
+                    updated_at,
+                })
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                4 => snapshot().prop_map(Event::Snapshot),
+                1 => id().prop_map(Event::Deletion),
+            ]
+        }
+
+        /// Rows as earlier events could have left them: each email and username held once.
+        fn table() -> impl Strategy<Value = (Table, BTreeSet<String>)> {
+            (
+                prop::collection::vec(snapshot(), 0..4),
+                prop::collection::btree_set(id(), 0..2),
+            )
+                .prop_map(|(rows, tombstones)| {
+                    let mut table = Table::new();
+                    for s in rows {
+                        if tombstones.contains(&s.id) {
+                            continue;
+                        }
+                        let taken = |f: fn(&StoredUser) -> &Option<String>, v: &Option<String>| {
+                            v.is_some() && table.values().any(|u| u.id != s.id && f(u) == v)
+                        };
+                        let email = if taken(|u| &u.email, &s.email) {
+                            None
+                        } else {
+                            s.email.clone()
+                        };
+                        let username = if taken(|u| &u.username, &s.username) {
+                            None
+                        } else {
+                            s.username.clone()
+                        };
+                        table.insert(
+                            s.id.clone(),
+                            StoredUser {
+                                id: s.id.clone(),
+                                email,
+                                username,
+                                clerk_updated_at: Some(s.updated_at),
+                                deleted: false,
+                            },
+                        );
+                    }
+                    (table, tombstones)
+                })
+        }
+
+        fn apply(table: &mut Table, tombstones: &mut BTreeSet<String>, change: &Change) {
+            match change {
+                Change::ReleaseEmail { from_user, email } => {
+                    if let Some(row) = table.get_mut(from_user)
+                        && row.email.as_ref() == Some(email)
+                    {
+                        row.email = None;
+                    }
+                }
+                Change::ReleaseUsername {
+                    from_user,
+                    username,
+                } => {
+                    if let Some(row) = table.get_mut(from_user)
+                        && row.username.as_ref() == Some(username)
+                    {
+                        row.username = None;
+                    }
+                }
+                Change::Upsert(s) => {
+                    table.insert(
+                        s.id.clone(),
+                        StoredUser {
+                            id: s.id.clone(),
+                            email: s.email.clone(),
+                            username: s.username.clone(),
+                            clerk_updated_at: Some(s.updated_at),
+                            deleted: false,
+                        },
+                    );
+                }
+                Change::DeleteRow { user_id } => {
+                    table.remove(user_id);
+                }
+                Change::SoftDeleteRow { user_id } | Change::EraseRow { user_id } => {
+                    if let Some(row) = table.get_mut(user_id) {
+                        row.deleted = true;
+                        row.email = None;
+                        row.username = None;
+                    }
+                }
+                Change::Tombstone { user_id } => {
+                    tombstones.insert(user_id.clone());
+                }
+            }
+        }
+
+        /// Each event alone, seeing what the ones before it left, in the order a batch
+        /// promises: snapshots first, then deletions.
+        fn one_by_one(
+            events: &[Event],
+            mut table: Table,
+            mut tombstones: BTreeSet<String>,
+            mode: DeleteMode,
+        ) -> (Vec<Outcome>, Table, BTreeSet<String>) {
+            let mut outcomes = vec![Outcome::Ignored; events.len()];
+            let snapshots_first = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| matches!(e, Event::Snapshot(_)))
+                .chain(
+                    events
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| matches!(e, Event::Deletion(_))),
+                );
+            for (i, event) in snapshots_first {
+                let id = match event {
+                    Event::Snapshot(s) => &s.id,
+                    Event::Deletion(id) => id,
+                };
+                let state = SyncState {
+                    users: table.values().cloned().collect(),
+                    tombstoned: tombstones.contains(id),
+                };
+                let plan = match event {
+                    Event::Snapshot(s) => plan_snapshot(s, &state),
+                    Event::Deletion(id) => plan_deletion(id, &state, mode),
+                };
+                for change in &plan.changes {
+                    apply(&mut table, &mut tombstones, change);
+                }
+                outcomes[i] = plan.outcome;
+            }
+            (outcomes, table, tombstones)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn a_batch_ends_where_its_events_one_by_one_end(
+                (table, tombstones) in table(),
+                events in prop::collection::vec(event(), 1..8),
+                soft in any::<bool>(),
+            ) {
+                let mode = if soft { DeleteMode::Soft } else { DeleteMode::Hard };
+                let (outcomes, expected, expected_tombstones) =
+                    one_by_one(&events, table.clone(), tombstones.clone(), mode);
+
+                let planned: Vec<Planned<'_>> = events
+                    .iter()
+                    .map(|e| match e {
+                        Event::Snapshot(s) => Planned::Snapshot(s),
+                        Event::Deletion(id) => Planned::Deletion(id),
+                    })
+                    .collect();
+                let known: HashSet<String> = tombstones.iter().cloned().collect();
+                let plan = plan_batch(&planned, table.values().cloned().collect(), &known, mode);
+                let (mut rows, mut gone) = (table, tombstones);
+                for (id, email) in &plan.writes.clear_email {
+                    apply(&mut rows, &mut gone, &Change::ReleaseEmail {
+                        from_user: id.clone(),
+                        email: email.clone(),
+                    });
+                }
+                for (id, username) in &plan.writes.clear_username {
+                    apply(&mut rows, &mut gone, &Change::ReleaseUsername {
+                        from_user: id.clone(),
+                        username: username.clone(),
+                    });
+                }
+                for upsert in &plan.writes.upserts {
+                    apply(&mut rows, &mut gone, &Change::Upsert(upsert.clone()));
+                }
+                for change in &plan.deletions {
+                    apply(&mut rows, &mut gone, change);
+                }
+                prop_assert_eq!(plan.outcomes, outcomes);
+                prop_assert_eq!(rows, expected);
+                prop_assert_eq!(gone, expected_tombstones);
+            }
+        }
+    }
 }

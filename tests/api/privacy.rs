@@ -36,7 +36,7 @@ async fn deliver(listen: &str, secret: &SigningSecret, body: &str) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_transaction_logs_no_personal_data() {
+async fn rule_8_a_slow_transaction_logs_no_personal_data() {
     let db = TestDb::create(Backend::Postgres).await;
     let DatabaseTarget::Postgres { url } = db.target() else {
         unreachable!()

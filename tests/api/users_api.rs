@@ -172,17 +172,21 @@ on_both_backends! {
         let mut old = clerk_user("user_race", 1_716_883_200_000);
         old.first_name = Some("Old".into());
         clerk.insert_user(old.to_clerk_json());
-        clerk.set_latency(Duration::from_millis(300));
         let mut new = old.clone();
         new.updated_at += 5_000;
         new.first_name = Some("New".into());
         let token = token(&clerk, "user_race");
+        // The fetch is held at Clerk until the webhook has landed: the race happens every time.
+        let hold = clerk.hold_answers("/v1/users/");
         let fetch = get_me(&app, &token);
         let webhook = async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            app.deliver(&sample::user_updated(&new)).await
+            hold.request_arrived().await;
+            let delivered = app.deliver(&sample::user_updated(&new)).await;
+            hold.release();
+            delivered
         };
         let (fetched, delivered) = tokio::join!(fetch, webhook);
+        assert_eq!(user_requests(&clerk, "user_race"), 1, "the fetch did go to Clerk");
         assert_eq!(delivered.status, 200);
         assert_eq!(fetched.status, 200);
         assert_eq!(app.user("user_race").await.unwrap().first_name.as_deref(), Some("New"));

@@ -316,6 +316,16 @@ impl ClerkEmulator {
         self.shared.lock().latency = latency;
     }
 
+    /// Holds every answer to a path starting with `path_prefix` until [`Hold::release`]: a
+    /// test then acts while such a request is known to be in flight, instead of hoping a sleep
+    /// lines the two up.
+    pub fn hold_answers(&self, path_prefix: &str) -> Hold {
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        self.shared.lock().hold = Some((path_prefix.to_owned(), arrived.clone(), opened));
+        Hold { arrived, open }
+    }
+
     /// Every request received, in order of arrival.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -361,7 +371,32 @@ struct Instance {
     patches: HashMap<String, VecDeque<Instant>>,
     requests: Vec<RecordedRequest>,
     latency: Duration,
+    /// Set by [`ClerkEmulator::hold_answers`]: told of each arrival, waits for the release.
+    #[allow(clippy::type_complexity)]
+    hold: Option<(
+        String,
+        Arc<tokio::sync::Notify>,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
     rotated: bool,
+}
+
+/// Answers held back by [`ClerkEmulator::hold_answers`].
+pub struct Hold {
+    arrived: Arc<tokio::sync::Notify>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hold {
+    /// Resolves once a request the hold applies to has arrived and is being held.
+    pub async fn request_arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets every held answer go, and every later one through at once.
+    pub fn release(self) {
+        let _ = self.open.send(true);
+    }
 }
 
 /// What `GET /v1/instance` answers.
@@ -432,7 +467,7 @@ async fn handle(
     let path = uri.path();
     let query = uri.query().unwrap_or_default();
     // Recorded and faulted on arrival, so concurrent callers see a deterministic order.
-    let (slot, fault, latency) = {
+    let (slot, fault, latency, hold) = {
         let mut instance = shared.lock();
         instance.requests.push(RecordedRequest {
             method: method.to_string(),
@@ -446,8 +481,17 @@ async fn handle(
         } else {
             None
         };
-        (instance.requests.len() - 1, fault, instance.latency)
+        let hold = instance
+            .hold
+            .clone()
+            .filter(|(prefix, _, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, arrived, opened)| (arrived, opened));
+        (instance.requests.len() - 1, fault, instance.latency, hold)
     };
+    if let Some((arrived, mut opened)) = hold {
+        arrived.notify_one();
+        let _ = opened.wait_for(|open| *open).await;
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

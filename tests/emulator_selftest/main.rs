@@ -550,23 +550,39 @@ async fn fail_next_fails_the_next_requests_in_order_and_records_them() {
 }
 
 #[tokio::test]
-async fn latency_delays_answers_and_in_flight_requests_are_visible() {
+async fn latency_delays_answers() {
     let emu = ClerkEmulator::start().await;
     emu.insert_user(sample("user_a", now_ms()));
     emu.set_latency(Duration::from_millis(300));
     let started = Instant::now();
+    assert_eq!(get(&emu, "/v1/users/user_a").await.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn held_answers_wait_for_the_release_and_in_flight_requests_are_visible() {
+    let emu = ClerkEmulator::start().await;
+    emu.insert_user(sample("user_a", now_ms()));
+    let hold = emu.hold_answers("/v1/users/");
     let calls = [0, 1].map(|_| {
         let emu = emu.clone();
         tokio::spawn(async move { get(&emu, "/v1/users/user_a").await.status })
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    hold.request_arrived().await;
+    hold.request_arrived().await;
+    // Paths the hold is not about are answered meanwhile.
+    assert_eq!(get(&emu, "/v1/jwks").await.status, 200);
     let in_flight = emu.requests();
-    assert_eq!(in_flight.len(), 2);
-    assert!(in_flight.iter().all(|r| r.status == 0), "{in_flight:?}");
+    let users: Vec<_> = in_flight
+        .iter()
+        .filter(|r| r.path == "/v1/users/user_a")
+        .collect();
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().all(|r| r.status == 0), "{in_flight:?}");
+    hold.release();
     for call in calls {
         assert_eq!(call.await.unwrap(), 200);
     }
-    assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(emu.requests().iter().all(|r| r.status == 200));
 }
 
