@@ -450,31 +450,24 @@ impl ClerkSettings {
     }
 }
 
-/// Reads a duration like `90s`, `30m`, `6h`, `1d` (a bare number is seconds).
+/// Reads a duration like `90s`, `30m`, `6h`, `1d` or `1h30m` (humantime's syntax; a bare number
+/// is seconds). Zero is refused: every duration here is a timeout or an interval, and zero of
+/// either would stop the service doing its work.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 90s, 30m, 6h or 1d"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit; use s, m, h or d (e.g. 6h)"
-            ));
-        }
+    let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too large a number of seconds; use e.g. 6h or 30d"))?
+    } else {
+        humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?} is not a duration ({e}); use e.g. 90s, 30m, 6h, 1d or 1h30m")
+        })?
     };
-    if number == 0 {
+    if duration.is_zero() {
         return Err(format!("{text:?} is zero; use e.g. 6h"));
     }
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    Ok(duration)
 }
 
 /// Default of [`ServeConfig::inbox_retention`]: a month, well past the day or so Svix keeps
@@ -755,9 +748,27 @@ mod tests {
         assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("6 hours").is_err());
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration(" 45 ").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("2days").unwrap(),
+            Duration::from_secs(172_800)
+        );
+        assert_eq!(
+            parse_duration("6 hours").unwrap(),
+            Duration::from_secs(21_600)
+        );
+        for zero in ["0", "0s", "0d"] {
+            let refused = parse_duration(zero).unwrap_err();
+            assert!(
+                refused.contains("zero") && refused.contains("6h"),
+                "{refused}"
+            );
+        }
+        for nonsense in ["soon", "", "6x", "-5s", "99999999999999999999"] {
+            let refused = parse_duration(nonsense).unwrap_err();
+            assert!(refused.contains("6h"), "{nonsense:?}: {refused}");
+        }
     }
 
     #[test]

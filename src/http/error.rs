@@ -8,6 +8,20 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// Seconds a client is asked to wait when a dependency (the database, Clerk) is away.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// `503 Service Unavailable` with `Retry-After`: a dependency is away and a retry soon can
+/// work. The user API and the webhook answer alike, so a sender sees one shape from both.
+pub(crate) fn retry_later(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))],
+        Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
 #[derive(Debug)]
 pub enum ApiError {
     /// No session token at all.
@@ -53,9 +67,7 @@ impl IntoResponse for ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({"error": "too many requests"}),
             ),
-            ApiError::Unavailable(message) => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}))
-            }
+            ApiError::Unavailable(message) => return retry_later(message),
             ApiError::NotConfigured(message) => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}))
             }
@@ -79,9 +91,6 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(retry_after) => {
                 let seconds = retry_after.map_or(1, |d| d.as_secs().max(1));
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            ApiError::Unavailable(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

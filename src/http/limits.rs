@@ -86,44 +86,43 @@ impl Default for LimitSettings {
     }
 }
 
-/// An address or a CIDR block.
+/// An address or a CIDR block, as `CLERK_SYNC_TRUSTED_PROXIES` lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
+    /// Reads `10.0.0.0/8` or `2001:db8::/32`; a bare address is a block of one (/32 or /128),
+    /// since a single proxy is the common case. The error says what was wrong, for the
+    /// operator.
     pub fn parse(text: &str) -> Result<IpNet, String> {
-        let (addr, prefix) = match text.trim().split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text.trim(), None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| {
-            format!("{text:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8)")
-        })?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
-            None => max,
-        };
-        Ok(IpNet { addr, prefix })
+        let trimmed = text.trim();
+        if let Ok(addr) = trimmed.parse::<IpAddr>() {
+            return Ok(IpNet(addr.into()));
+        }
+        trimmed
+            .parse::<ipnet::IpNet>()
+            .map(IpNet)
+            .map_err(|_| match trimmed.split_once('/') {
+                Some((addr, _)) if addr.parse::<IpAddr>().is_ok() => format!(
+                    "{text:?} has an invalid prefix length: at most 32 for IPv4, 128 for IPv6 \
+                     (e.g. 10.0.0.0/8)"
+                ),
+                _ => format!(
+                    "{text:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8, \
+                     2001:db8::/32 or 192.0.2.7)"
+                ),
+            })
     }
 
+    /// An IPv4 block never contains an IPv6 address, nor the reverse.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (net, ip, bits) = match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
-            _ => return false,
-        };
-        let shift = bits - u32::from(self.prefix);
-        shift >= bits || (net >> shift) == (ip >> shift)
+        self.0.contains(&ip)
+    }
+}
+
+impl From<ipnet::IpNet> for IpNet {
+    fn from(net: ipnet::IpNet) -> IpNet {
+        IpNet(net)
     }
 }
 
@@ -572,8 +571,37 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
-        assert!(IpNet::parse("10.0.0.0/33").is_err());
-        assert!(IpNet::parse("proxy").is_err());
+        assert!(
+            IpNet::parse(" 192.0.2.7 ")
+                .unwrap()
+                .contains("192.0.2.7".parse().unwrap())
+        );
+        assert!(
+            !IpNet::parse("192.0.2.7")
+                .unwrap()
+                .contains("192.0.2.8".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8:1::9".parse().unwrap())
+        );
+        assert!(
+            !IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("::1".parse().unwrap()),
+            "IPv4 blocks hold no IPv6 addresses"
+        );
+        let too_long = IpNet::parse("10.0.0.0/33").unwrap_err();
+        assert!(
+            too_long.contains("prefix length") && too_long.contains("10.0.0.0/8"),
+            "{too_long}"
+        );
+        assert!(IpNet::parse("::/129").unwrap_err().contains("128"));
+        for nonsense in ["proxy", "", "10.0.0/8", "10.0.0.0/", "10.0.0.0/8/8"] {
+            let refused = IpNet::parse(nonsense).unwrap_err();
+            assert!(refused.contains("e.g."), "{nonsense:?}: {refused}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! HTTP: one module per resource, merged into the service's router here.
 
+mod admin;
 mod connections;
 mod error;
 mod health;

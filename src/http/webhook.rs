@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -21,9 +21,6 @@ use crate::http::limits::LogThrottle;
 use crate::store::{Delivery, StoreError};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
-
-/// Seconds Svix (or any sender) is asked to wait when the database is away.
-const RETRY_AFTER_SECONDS: &str = "5";
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route(WEBHOOK_PATH, post(receive))
@@ -118,12 +115,7 @@ async fn receive(
                 %svix_id, %event_type, user_id, error = %e,
                 "event not stored; the sender will retry"
             );
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
-                Json(json!({"error": "database unavailable, retry later"})),
-            )
-                .into_response()
+            super::error::retry_later("database unavailable, retry later")
         }
     }
 }

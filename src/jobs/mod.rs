@@ -13,8 +13,10 @@ pub use lease::Lease;
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clerk::UserData;
@@ -109,18 +111,21 @@ impl fmt::Display for Summary {
 
 /// Spaces requests to Clerk so a job stays within its share of the instance's rate limit
 /// (1000 requests / 10 s in production, 100 in development) and leaves the rest to the live
-/// fallback fetch.
+/// fallback fetch. A burst of one: an idle job saves up no requests, so a job that resumes
+/// after a slow page does not spend the fallback fetch's share in a rush.
 #[derive(Debug)]
 pub struct Pacer {
-    interval: Duration,
-    next: Instant,
+    limiter: DefaultDirectRateLimiter,
 }
 
 impl Pacer {
     pub fn new(requests_per_10s: u32) -> Pacer {
+        let interval = Duration::from_secs(10) / requests_per_10s.max(1);
+        let quota = Quota::with_period(interval)
+            .expect("ten seconds over a u32 is at least two nanoseconds")
+            .allow_burst(NonZeroU32::MIN);
         Pacer {
-            interval: Duration::from_secs(10) / requests_per_10s.max(1),
-            next: Instant::now(),
+            limiter: RateLimiter::direct(quota),
         }
     }
 
@@ -130,11 +135,7 @@ impl Pacer {
     }
 
     pub async fn wait(&mut self) {
-        let now = Instant::now();
-        if self.next > now {
-            tokio::time::sleep(self.next - now).await;
-        }
-        self.next = self.next.max(now) + self.interval;
+        self.limiter.until_ready().await;
     }
 }
 
@@ -242,5 +243,33 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_spaces_requests_evenly_and_saves_none_up() {
+        let mut pacer = Pacer::new(100); // one request every 100 ms
+        let started = Instant::now();
+        pacer.wait().await;
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "the first goes at once"
+        );
+        pacer.wait().await;
+        pacer.wait().await;
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(190), "{elapsed:?}");
+
+        // Idle for a while: the next request may go at once, the one after still waits.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let resumed = Instant::now();
+        pacer.wait().await;
+        pacer.wait().await;
+        let elapsed = resumed.elapsed();
+        assert!(elapsed >= Duration::from_millis(90), "{elapsed:?}");
     }
 }

@@ -1102,6 +1102,35 @@ async fn metrics_token_is_required_when_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_token_scheme_is_case_insensitive() {
+    // RFC 7235: the scheme's name is case-insensitive, and some scrapers write it in lower case.
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.metrics_token = Some(TOKEN.into())).await;
+    let url = format!("{}/metrics", app.address);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = app
+            .client
+            .get(&url)
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "Authorization: {scheme} <token>");
+    }
+    let response = app
+        .client
+        .get(&url)
+        .header("authorization", format!("bearer {TOKEN}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a wrong token stays wrong in any case"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_serves_metrics_on_their_own_address_only() {
     // A free port: bind, read, release (the service binds it again right away).
     let address = std::net::TcpListener::bind("127.0.0.1:0")

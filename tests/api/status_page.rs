@@ -702,6 +702,59 @@ async fn clerk_health_is_checked_cheaply_and_at_most_every_30_seconds() {
     assert!(page.body.contains("503"), "{}", page.body);
 }
 
+#[tokio::test]
+async fn markup_in_an_event_type_an_error_or_a_link_to_the_page_is_shown_as_text() {
+    let app = spawn(Backend::Sqlite).await;
+    // An event type and an error as a hostile sender or a confused upstream might make them.
+    let sql = format!(
+        "INSERT INTO {}inbox (svix_id, event_type, user_id, outcome, error, payload, svix_timestamp, received_at)
+         VALUES ('msg_markup', $1, NULL, 'failed', $2, '{{}}', $3, $4)",
+        ns(&app)
+    );
+    let now = Utc::now().timestamp();
+    let Pool::Sqlite(pool) = app.store.pool() else {
+        unreachable!("spawned on SQLite")
+    };
+    sqlx::query(&sql)
+        .bind("user.<script>alert('type')</script>")
+        .bind(r#"bad "<svg onload=alert(1)>" & more"#)
+        .bind(now - 1)
+        .bind(at_second(now))
+        .execute(pool)
+        .await
+        .expect("seed an inbox row");
+
+    let page = status_page(&app).await;
+    let failed = page.section("failed");
+    assert!(
+        failed.contains("user.&lt;script&gt;alert(&#39;type&#39;)&lt;/script&gt;"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("bad &quot;&lt;svg onload=alert(1)&gt;&quot; &amp; more"),
+        "{failed}"
+    );
+    assert!(page.section("latest").contains("user.&lt;script&gt;"));
+
+    // The flash repeats the svix id of a link's query string, which anyone can write: a link to
+    // the page sent to an operator must not carry markup into it.
+    let page = send(
+        client()
+            .get(format!(
+                "{}?replayed=%3Cscript%3Ealert(1)%3C%2Fscript%3E&result=created",
+                status_url(&app)
+            ))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        page.text_of("flash"),
+        "Replayed &lt;script&gt;alert(1)&lt;/script&gt;: created."
+    );
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(!page.body.contains("<svg onload"), "{}", page.body);
+}
+
 // ---------------------------------------------------------------------------------------------
 // In a real browser
 
