@@ -16,10 +16,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 
 use super::admin::{Admin, FormRefused};
 use super::{AppState, Users};
+use crate::store::EventSummary;
 
 mod html;
 
@@ -120,24 +121,13 @@ async fn replay(
 // ---------------------------------------------------------------------------------------------
 // What the page shows
 
-/// An inbox row as listed.
-struct Event {
-    svix_id: String,
-    event_type: String,
-    user_id: Option<String>,
-    outcome: String,
-    error: Option<String>,
-    received_at: NaiveDateTime,
-    replayed_at: Option<NaiveDateTime>,
-}
-
 /// The figures read from the database.
 struct Figures {
     /// `counts[minute][series]`: minute 0 is the oldest, series index into `OUTCOMES`, then
     /// `OTHER`.
     counts: Vec<[u64; OUTCOMES.len() + 1]>,
-    latest: Vec<Event>,
-    failed: Vec<Event>,
+    latest: Vec<EventSummary>,
+    failed: Vec<EventSummary>,
     failed_count: u64,
     /// Delivery lags (ms) of the newest events.
     lags_ms: Vec<i64>,
@@ -237,19 +227,6 @@ async fn read_database(
     );
     let figures = match tokio::time::timeout(FIGURES_TIMEOUT, read).await {
         Ok(Ok(f)) => {
-            macro_rules! event {
-                ($e:expr) => {
-                    Event {
-                        svix_id: $e.svix_id,
-                        event_type: $e.event_type,
-                        user_id: $e.user_id,
-                        outcome: $e.outcome,
-                        error: $e.error,
-                        received_at: $e.received_at,
-                        replayed_at: $e.replayed_at,
-                    }
-                };
-            }
             let mut counts = vec![[0u64; OUTCOMES.len() + 1]; CHART_MINUTES as usize];
             for m in &f.per_minute {
                 let Some(slot) = usize::try_from(m.minute - first_minute)
@@ -267,13 +244,8 @@ async fn read_database(
             let lags_ms = f.latest.iter().map(|e| e.delivery_lag_ms()).collect();
             Ok(Figures {
                 counts,
-                latest: f
-                    .latest
-                    .into_iter()
-                    .take(LATEST_EVENTS)
-                    .map(|e| event!(e))
-                    .collect(),
-                failed: f.failed.into_iter().map(|e| event!(e)).collect(),
+                latest: f.latest.into_iter().take(LATEST_EVENTS).collect(),
+                failed: f.failed,
                 failed_count: f.failed_count,
                 lags_ms,
                 live_users: f.users.live,

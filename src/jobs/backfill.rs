@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page, snapshots_of};
+use super::pages::{Pages, Walk, under_lease};
+use super::{JobError, Lease, Summary, snapshots_of};
 use crate::clerk::api::ClerkApi;
 use crate::store::Store;
 
@@ -47,10 +48,10 @@ pub async fn run(
     api: &ClerkApi,
     options: &BackfillOptions,
 ) -> Result<BackfillReport, JobError> {
-    let lease = Lease::acquire(store, "backfill").await?;
-    let result = walk(store, api, options, &lease).await;
-    lease.release().await?;
-    result
+    under_lease(store, "backfill", async |lease| {
+        walk(store, api, options, lease).await
+    })
+    .await
 }
 
 async fn walk(
@@ -66,7 +67,6 @@ async fn walk(
         Some(text) => serde_json::from_str::<Checkpoint>(&text).ok(),
         None => None,
     };
-    let mut cursor = checkpoint.as_ref().map(|c| c.cursor.clone());
     let mut processed = checkpoint.as_ref().map_or(0, |c| c.processed);
     if let Some(checkpoint) = &checkpoint {
         tracing::info!(
@@ -77,46 +77,32 @@ async fn walk(
         report.resumed_after = Some(checkpoint.cursor.clone());
     }
 
-    let total = match api.count_users().await {
-        Ok(total) => Some(total),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot count Clerk's users; progress shows no total");
-            None
-        }
+    let walk = Walk {
+        page_size: options.page_size,
+        requests_per_10s: options.requests_per_10s,
+        quiet: options.quiet,
     };
-    let mut progress = Progress::new("backfill", total, options.quiet);
-    progress.advance(processed);
-    let mut pacer = Pacer::new(options.requests_per_10s);
-    let page_size = options.page_size.clamp(1, super::MAX_PAGE_SIZE);
-
-    loop {
-        lease.renew().await?;
-        let page = fetch_page(api, &mut pacer, page_size, cursor.as_deref()).await?;
-        let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
-            break;
-        };
-        let full_page = page.len() as u32 == page_size;
-        let snapshots = snapshots_of(page, &mut report.summary);
+    let after = checkpoint.map(|c| c.cursor);
+    let mut pages = Pages::start("backfill", store, api, lease, &walk, after, processed).await;
+    while let Some(page) = pages.next().await? {
+        let snapshots = snapshots_of(page.users, &mut report.summary);
         processed += snapshots.len() as u64;
         let checkpoint = serde_json::to_string(&Checkpoint {
-            cursor: last_id.clone(),
+            cursor: page.last_id,
             processed,
         })
         .expect("a checkpoint serializes");
-        let applied = store
-            .apply_snapshots(&snapshots, Some((CHECKPOINT, &checkpoint)), false)
+        pages
+            .apply(
+                &snapshots,
+                Some((CHECKPOINT, &checkpoint)),
+                false,
+                &mut report.summary,
+            )
             .await?;
-        for applied in &applied {
-            report.summary.record(applied.outcome);
-        }
         report.pages += 1;
-        progress.advance(applied.len() as u64);
-        cursor = Some(last_id);
-        if !full_page {
-            break;
-        }
     }
-    progress.finish();
+    pages.finish_progress();
     store.set_state(CHECKPOINT, None).await?;
     Ok(report)
 }

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod events;
 mod instance;
 mod lease;
+mod pages;
 pub mod reconcile;
 
 pub use instance::{KeyInstance, check_key_instance, key_fits_stored_events};

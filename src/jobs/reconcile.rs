@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use chrono::DateTime;
 
-use super::{
-    JobError, KeyInstance, Lease, Pacer, Progress, Summary, check_key_instance, fetch_page,
-    snapshots_of,
-};
+use super::pages::{Page, Pages, Walk, under_lease};
+use super::{JobError, KeyInstance, Lease, Summary, check_key_instance, snapshots_of};
 use crate::clerk::UserData;
 use crate::clerk::api::ClerkApi;
 use crate::store::Store;
@@ -115,10 +113,10 @@ pub async fn run(
     api: &ClerkApi,
     options: &ReconcileOptions,
 ) -> Result<ReconcileReport, JobError> {
-    let lease = Lease::acquire(store, "reconcile").await?;
-    let result = reconcile(store, api, options, &lease).await;
-    lease.release().await?;
-    result
+    under_lease(store, "reconcile", async |lease| {
+        reconcile(store, api, options, lease).await
+    })
+    .await
 }
 
 async fn reconcile(
@@ -138,12 +136,13 @@ async fn reconcile(
         .await?
         .into_iter()
         .collect();
-    let total = api.count_users().await.ok();
-    let mut progress = Progress::new("reconcile", total, options.quiet);
-    let mut pacer = Pacer::new(options.requests_per_10s);
-    let page_size = options.page_size.clamp(1, super::MAX_PAGE_SIZE);
+    let walk = Walk {
+        page_size: options.page_size,
+        requests_per_10s: options.requests_per_10s,
+        quiet: options.quiet,
+    };
+    let mut pages = Pages::start("reconcile", store, api, lease, &walk, None, 0).await;
     let mut in_clerk: HashSet<String> = HashSet::new();
-    let mut cursor: Option<String> = None;
     // Whether the listing is known to be of the table's instance: one of the table's users is
     // in it, or the table is empty, or --allow-mass-delete vouches for an instance the stored
     // webhooks confirmed. Until then pages are held back, not applied.
@@ -154,13 +153,7 @@ async fn reconcile(
     let mut let_go = false;
 
     // Phase 1: every user Clerk has, applied (or, dry, planned) by the webhook rules.
-    loop {
-        lease.renew().await?;
-        let page = fetch_page(api, &mut pacer, page_size, cursor.as_deref()).await?;
-        let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
-            break;
-        };
-        let full_page = page.len() as u32 == page_size;
+    while let Some(Page { users: page, .. }) = pages.next().await? {
         in_clerk.extend(page.iter().filter_map(|user| user.id.clone()));
         if !vouched
             && page
@@ -171,16 +164,16 @@ async fn reconcile(
             // The pages let go of are needed now: walk again from the first.
             if let_go {
                 in_clerk.clear();
-                cursor = None;
+                pages.restart();
                 let_go = false;
                 continue;
             }
         }
         if vouched {
             for page in held.drain(..) {
-                apply_page(store, page, options, &mut report, &mut progress).await?;
+                apply_page(&mut pages, page, options, &mut report).await?;
             }
-            apply_page(store, page, options, &mut report, &mut progress).await?;
+            apply_page(&mut pages, page, options, &mut report).await?;
         } else if !let_go {
             held_users += page.len();
             held.push(page);
@@ -189,12 +182,8 @@ async fn reconcile(
                 let_go = true;
             }
         }
-        cursor = Some(last_id);
-        if !full_page {
-            break;
-        }
     }
-    progress.finish();
+    pages.finish_progress();
     if !vouched {
         return Err(JobError::Refused(none_listed_message(
             table.len(),
@@ -222,8 +211,7 @@ async fn reconcile(
         )));
     }
     for user_id in candidates {
-        lease.renew().await?;
-        pacer.wait().await;
+        pages.pace().await?;
         // Confirm with Clerk: the listing is a moving picture, a single lookup is not.
         match api.get_user(&user_id).await? {
             Some(data) => {
@@ -256,18 +244,16 @@ async fn reconcile(
 
 /// Applies (or, dry, plans) one page of Clerk's users and notes the drift it shows.
 async fn apply_page(
-    store: &Store,
+    pages: &mut Pages<'_>,
     page: Vec<UserData>,
     options: &ReconcileOptions,
     report: &mut ReconcileReport,
-    progress: &mut Progress,
 ) -> Result<(), JobError> {
     let snapshots = snapshots_of(page, &mut report.summary);
-    let applied = store
-        .apply_snapshots(&snapshots, None, options.dry_run)
+    let applied = pages
+        .apply(&snapshots, None, options.dry_run, &mut report.summary)
         .await?;
     for applied in &applied {
-        report.summary.record(applied.outcome);
         let (action, detail) = match applied.outcome {
             Outcome::Created => (Action::Create, "missing from the table".to_string()),
             Outcome::Updated => (
@@ -290,7 +276,6 @@ async fn apply_page(
             detail,
         });
     }
-    progress.advance(applied.len() as u64);
     Ok(())
 }
 

@@ -233,18 +233,31 @@ pub struct DeliveryRecord<'a> {
     pub payload: &'a str,
 }
 
-/// An event as the inbox holds it.
+/// An event as the inbox holds it: one row of the inbox, whoever reads it.
+///
+/// `P` is the payload: the raw body (`String`, the default) where a row is read whole, `()`
+/// where a query leaves the payload out on purpose ([`EventSummary`]: the status page lists
+/// up to a hundred rows and shows no payload, and payloads can be large). A row read without
+/// its payload therefore cannot be replayed or shown in full by mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
+pub struct StoredEvent<P = String> {
     pub svix_id: String,
     pub event_type: String,
     pub user_id: Option<String>,
     pub outcome: String,
     pub error: Option<String>,
-    pub payload: String,
+    pub payload: P,
+    /// Unix seconds of the delivery attempt, as Svix signed it.
     pub svix_timestamp: i64,
     pub received_at: NaiveDateTime,
     pub replayed_at: Option<NaiveDateTime>,
+}
+
+impl<P> StoredEvent<P> {
+    /// `received_at` minus `svix_timestamp`, in milliseconds.
+    pub fn delivery_lag_ms(&self) -> i64 {
+        datetime_to_millis(self.received_at) - self.svix_timestamp.saturating_mul(1000)
+    }
 }
 
 /// What applying one snapshot of a page did.

@@ -8,7 +8,7 @@
 use chrono::NaiveDateTime;
 use sqlx::Row;
 
-use super::{Pool, Store, StoreError, datetime_to_millis};
+use super::{Pool, Store, StoreError, StoredEvent};
 
 /// Longest any one of the page's statements may run on PostgreSQL.
 const STATEMENT_TIMEOUT_MS: u32 = 2_000;
@@ -16,26 +16,8 @@ const STATEMENT_TIMEOUT_MS: u32 = 2_000;
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
 
-/// An inbox row without its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSummary {
-    pub svix_id: String,
-    pub event_type: String,
-    pub user_id: Option<String>,
-    pub outcome: String,
-    pub error: Option<String>,
-    /// Unix seconds of the delivery attempt, as Svix signed it.
-    pub svix_timestamp: i64,
-    pub received_at: NaiveDateTime,
-    pub replayed_at: Option<NaiveDateTime>,
-}
-
-impl EventSummary {
-    /// `received_at` minus `svix_timestamp`, in milliseconds.
-    pub fn delivery_lag_ms(&self) -> i64 {
-        datetime_to_millis(self.received_at) - self.svix_timestamp.saturating_mul(1000)
-    }
-}
+/// An inbox row read without its payload (see [`StoredEvent`]).
+pub type EventSummary = StoredEvent<()>;
 
 /// Events of one outcome received in one minute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +244,7 @@ where
         user_id: row.try_get("user_id")?,
         outcome: row.try_get("outcome")?,
         error: row.try_get("error")?,
+        payload: (),
         svix_timestamp: row.try_get("svix_timestamp")?,
         received_at: row.try_get("received_at")?,
         replayed_at: row.try_get("replayed_at")?,

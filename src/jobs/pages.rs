@@ -1,0 +1,151 @@
+//! What backfill and reconciliation share: a job run under its lease, and a walk over Clerk's
+//! users page by page that keeps the lease, the pacer and the progress in step. What a job does
+//! with a page (checkpoint, hold back, note drift) stays in the job.
+
+use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use crate::clerk::UserData;
+use crate::clerk::api::ClerkApi;
+use crate::store::{Applied, Store};
+use crate::sync::UserSnapshot;
+
+/// Runs `job` holding the lease `name`, released afterwards whether the job succeeded or not,
+/// so a failed run does not keep the next one waiting for the lease to expire.
+pub(super) async fn under_lease<T>(
+    store: &Store,
+    name: &'static str,
+    job: impl AsyncFnOnce(&Lease<'_>) -> Result<T, JobError>,
+) -> Result<T, JobError> {
+    let lease = Lease::acquire(store, name).await?;
+    let result = job(&lease).await;
+    lease.release().await?;
+    result
+}
+
+/// One page of Clerk's users.
+pub(super) struct Page {
+    pub users: Vec<UserData>,
+    /// Id of its last user: where a walk resumed after this page continues.
+    pub last_id: String,
+}
+
+/// How a job walks Clerk's users: page size, pace, and whether it shows progress.
+pub(super) struct Walk {
+    /// Users per request (clamped to Clerk's largest page).
+    pub page_size: u32,
+    pub requests_per_10s: u32,
+    pub quiet: bool,
+}
+
+/// Clerk's users in creation order, a page at a time. Every request to Clerk renews the lease
+/// first (a job that stalled past the lease's lifetime stops rather than interleave with the
+/// process that took over) and waits for the pacer (the job leaves the live fallback fetch its
+/// share of Clerk's rate limit).
+pub(super) struct Pages<'a> {
+    store: &'a Store,
+    api: &'a ClerkApi,
+    lease: &'a Lease<'a>,
+    pacer: Pacer,
+    page_size: u32,
+    /// Id of the last user of the last page returned.
+    cursor: Option<String>,
+    /// The last page was short: Clerk has no more.
+    done: bool,
+    progress: Progress,
+}
+
+impl<'a> Pages<'a> {
+    /// Starts after the user `after` (the first user when `None`), with `processed` users
+    /// already counted by an earlier run.
+    pub async fn start(
+        job: &'static str,
+        store: &'a Store,
+        api: &'a ClerkApi,
+        lease: &'a Lease<'a>,
+        walk: &Walk,
+        after: Option<String>,
+        processed: u64,
+    ) -> Pages<'a> {
+        let total = match api.count_users().await {
+            Ok(total) => Some(total),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count Clerk's users; progress shows no total");
+                None
+            }
+        };
+        let mut progress = Progress::new(job, total, walk.quiet);
+        progress.advance(processed);
+        Pages {
+            store,
+            api,
+            lease,
+            pacer: Pacer::new(walk.requests_per_10s),
+            page_size: walk.page_size.clamp(1, super::MAX_PAGE_SIZE),
+            cursor: after,
+            done: false,
+            progress,
+        }
+    }
+
+    /// The next page, or `None` once Clerk has no more.
+    pub async fn next(&mut self) -> Result<Option<Page>, JobError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.lease.renew().await?;
+        let page = fetch_page(
+            self.api,
+            &mut self.pacer,
+            self.page_size,
+            self.cursor.as_deref(),
+        )
+        .await?;
+        let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
+            self.done = true;
+            return Ok(None);
+        };
+        self.done = (page.len() as u32) < self.page_size;
+        self.cursor = Some(last_id.clone());
+        Ok(Some(Page {
+            users: page,
+            last_id,
+        }))
+    }
+
+    /// Walks again from Clerk's first user.
+    pub fn restart(&mut self) {
+        self.cursor = None;
+        self.done = false;
+    }
+
+    /// Applies snapshots of a page by the webhook rules in one transaction (dry: plans them),
+    /// writing `checkpoint` in the same transaction; counts the outcomes and the progress.
+    pub async fn apply(
+        &mut self,
+        snapshots: &[UserSnapshot],
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
+        summary: &mut Summary,
+    ) -> Result<Vec<Applied>, JobError> {
+        let applied = self
+            .store
+            .apply_snapshots(snapshots, checkpoint, dry_run)
+            .await?;
+        for applied in &applied {
+            summary.record(applied.outcome);
+        }
+        self.progress.advance(applied.len() as u64);
+        Ok(applied)
+    }
+
+    /// Renews the lease and waits for the pacer, before a request of the job's own to Clerk.
+    pub async fn pace(&mut self) -> Result<(), JobError> {
+        self.lease.renew().await?;
+        self.pacer.wait().await;
+        Ok(())
+    }
+
+    /// Clears the progress bar; the walk's requests may go on through [`Pages::pace`].
+    pub fn finish_progress(&self) {
+        self.progress.finish();
+    }
+}
