@@ -1,6 +1,7 @@
-//! An app of your own with clerk-sync inside: it mounts clerk-sync's webhook and user routes and
-//! uses `SyncedUser` in its own handler, so the handler only runs for a signed-in user whose row
-//! is guaranteed to exist (fetched from Clerk if the webhook has not arrived yet).
+//! An app of your own with clerk-sync inside: it keeps its own `/healthz`, mounts clerk-sync's
+//! webhook and user routers next to it and uses `SyncedUser` in its own handler, so the handler
+//! only runs for a signed-in user whose row is guaranteed to exist (fetched from Clerk if the
+//! webhook has not arrived yet).
 //!
 //! It listens where `clerk-sync serve` would: `CLERK_SYNC_LISTEN`, else `0.0.0.0:$PORT`, else
 //! 127.0.0.1:3000. `next dev` takes port 3000 too, so next to a Next.js dev server pick another
@@ -19,7 +20,7 @@ use clerk_sync::app::build_state;
 use clerk_sync::config::{
     ClerkSettings, DatabaseTarget, ServeConfig, listen_address, secrets_from_env,
 };
-use clerk_sync::http::SyncedUser;
+use clerk_sync::http::{SyncedUser, users_router, webhook_router};
 use clerk_sync::store::Store;
 
 /// The app's own handler: the extractor has done the authentication and the sync.
@@ -37,24 +38,37 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("set CLERK_WEBHOOK_SIGNING_SECRET (whsec_...)"))?;
     let mut config = ServeConfig::new(database, secrets);
     config.listen = listen_address(env("CLERK_SYNC_LISTEN").as_deref(), env("PORT").as_deref())?;
-    config.clerk = ClerkSettings::from_values(
-        env("CLERK_API_URL").as_deref(),
-        env("CLERK_SECRET_KEY").as_deref(),
-        env("CLERK_JWT_KEY").as_deref(),
-        env("CLERK_PUBLISHABLE_KEY").as_deref(),
-        env("CLERK_AUTHORIZED_PARTIES").as_deref(),
-        false,
-    )?;
+    // Typed settings: each value is checked as it is given, with `serve`'s messages.
+    let mut clerk = ClerkSettings::default();
+    if let Some(url) = env("CLERK_API_URL") {
+        clerk = clerk.api_url(&url);
+    }
+    if let Some(key) = env("CLERK_SECRET_KEY") {
+        clerk = clerk.secret_key(&key)?;
+    }
+    if let Some(pem) = env("CLERK_JWT_KEY") {
+        clerk = clerk.jwt_key(&pem);
+    }
+    if let Some(key) = env("CLERK_PUBLISHABLE_KEY") {
+        clerk = clerk.publishable_key(&key)?;
+    }
+    if let Some(origins) = env("CLERK_AUTHORIZED_PARTIES") {
+        clerk = clerk.authorized_parties(origins.split(','));
+    }
+    config.clerk = clerk;
 
     let store = Store::connect(&config.database, &config.pool).await?;
     store.migrate().await?;
     let state = build_state(&config, store.clone())?;
     let deliveries = state.deliveries.clone();
 
+    // The app keeps its own probe; clerk-sync brings the webhook endpoint and /api/users/me.
     let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
         .route("/hello", get(hello))
         .with_state(state.clone())
-        .merge(clerk_sync::http::router(state, config.max_body_bytes));
+        .merge(webhook_router(state.clone(), config.max_body_bytes))
+        .merge(users_router(state));
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);

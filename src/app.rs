@@ -54,6 +54,8 @@ pub enum StartError {
 impl App {
     /// Connects to the database, applies migrations (unless turned off) and binds the address.
     pub async fn build(config: &ServeConfig) -> Result<App, StartError> {
+        // Before connecting: a configuration that cannot work should not wait for a database.
+        config.validate().map_err(|e| StartError::Config(e.0))?;
         let store =
             Store::connect_with(&config.database, &config.pool, config.users_table.clone()).await?;
         if config.migrate {
@@ -252,6 +254,7 @@ async fn stop<T>(task: Option<tokio::task::JoinHandle<T>>) {
 /// into its own router (see `examples/embedded.rs`). Migrations are the caller's business
 /// (`Store::migrate`).
 pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, StartError> {
+    config.validate().map_err(|e| StartError::Config(e.0))?;
     let mut writers = WriterSettings::default_for(&store, config.pool.max_connections);
     if let Some(count) = config.writers {
         writers.writers = count;
@@ -267,7 +270,7 @@ pub fn build_state(config: &ServeConfig, store: Store) -> Result<AppState, Start
         admin_token: config.admin_token.as_deref().map(Arc::from),
         limiters: Arc::new(RateLimiters::new(&config.limits)),
         db_timeout: config.limits.db_timeout,
-        cors_origins: config.clerk.authorized_parties.clone(),
+        cors_origins: config.clerk.authorized_parties.as_slice().into(),
     })
 }
 

@@ -407,8 +407,88 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// Typed settings for an embedding app: start from [`ClerkSettings::default`] (no secret key,
+/// no session checks beyond the signature) and add what the app has. Each value is checked
+/// as it is given, with the message `serve` gives for the same variable.
+///
+/// ```
+/// use clerk_sync::config::ClerkSettings;
+///
+/// # fn main() -> Result<(), clerk_sync::config::ConfigError> {
+/// let clerk = ClerkSettings::default()
+///     .secret_key("sk_test_abcdefghijklmnopqrstuvwxyz")?
+///     .publishable_key("pk_test_Zm9vLWJhci0xMy5jbGVyay5hY2NvdW50cy5kZXYk")?
+///     .authorized_parties(["https://example.com", "https://app.example.com/"]);
+/// assert_eq!(clerk.issuer.as_deref(), Some("https://foo-bar-13.clerk.accounts.dev"));
+/// assert_eq!(clerk.authorized_parties, ["https://example.com", "https://app.example.com"]);
+///
+/// // A key pasted into the wrong place is refused, naming the variable it belongs to.
+/// let mistake = ClerkSettings::default().secret_key("pk_test_abc").unwrap_err();
+/// assert!(mistake.to_string().contains("CLERK_SECRET_KEY"));
+/// # Ok(())
+/// # }
+/// ```
 impl ClerkSettings {
-    /// Reads the Clerk variables as the environment (or flags) gave them.
+    /// Clerk's Backend API at another address (`CLERK_API_URL`), e.g. an emulator in tests.
+    pub fn api_url(mut self, url: &str) -> Self {
+        self.api_url = url.trim().to_owned();
+        self
+    }
+
+    /// The secret key (`CLERK_SECRET_KEY`, `sk_test_...` or `sk_live_...`): turns on the
+    /// fallback fetch, profile updates and, without a JWT key, session verification with
+    /// Clerk's published signing keys.
+    pub fn secret_key(mut self, key: &str) -> Result<Self, ConfigError> {
+        self.secret_key = Some(SecretKey::parse(key.trim()).map_err(ConfigError)?);
+        Ok(self)
+    }
+
+    /// The PEM public key (`CLERK_JWT_KEY`, "JWKS Public Key" in Clerk's dashboard): sessions
+    /// are verified without calling Clerk.
+    pub fn jwt_key(mut self, pem: &str) -> Self {
+        self.jwt_key = Some(pem.trim().to_owned());
+        self
+    }
+
+    /// The publishable key (`CLERK_PUBLISHABLE_KEY`, `pk_test_...` or `pk_live_...`): session
+    /// tokens must be issued by its Frontend API.
+    pub fn publishable_key(mut self, key: &str) -> Result<Self, ConfigError> {
+        let issuer = issuer_from_publishable_key(key.trim()).map_err(|e| {
+            ConfigError(format!(
+                "CLERK_PUBLISHABLE_KEY is invalid: {e}; copy it from Clerk's dashboard \
+                 (API keys), e.g. pk_test_Zm9vLWJhci0xMy5jbGVyay5hY2NvdW50cy5kZXYk"
+            ))
+        })?;
+        self.issuer = Some(issuer);
+        Ok(self)
+    }
+
+    /// The origins a session token may be minted for (`CLERK_AUTHORIZED_PARTIES`, its `azp`),
+    /// e.g. `https://example.com`; a trailing slash is dropped. They are also the origins
+    /// browsers may call the user API from. Replaces any list given before.
+    pub fn authorized_parties<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.authorized_parties = origins
+            .into_iter()
+            .map(|origin| origin.as_ref().trim().trim_end_matches('/').to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect();
+        self
+    }
+
+    /// Accept sessions that are still pending (`CLERK_SYNC_ALLOW_PENDING_SESSIONS`), e.g. a
+    /// user who has yet to choose an organization.
+    pub fn allow_pending_sessions(mut self, allow: bool) -> Self {
+        self.allow_pending_sessions = allow;
+        self
+    }
+
+    /// Reads the Clerk variables as the environment (or flags) gave them: unset or blank ones
+    /// are left out, the list of authorized parties is split at commas and spaces. Code that
+    /// has the values in hand uses the builder methods instead.
     pub fn from_values(
         api_url: Option<&str>,
         secret_key: Option<&str>,
@@ -417,36 +497,24 @@ impl ClerkSettings {
         authorized_parties: Option<&str>,
         allow_pending_sessions: bool,
     ) -> Result<ClerkSettings, ConfigError> {
-        let secret_key = non_empty(secret_key)
-            .map(SecretKey::parse)
-            .transpose()
-            .map_err(ConfigError)?;
-        let issuer = non_empty(publishable_key)
-            .map(|key| {
-                issuer_from_publishable_key(key).map_err(|e| {
-                    ConfigError(format!(
-                        "CLERK_PUBLISHABLE_KEY is invalid: {e}; copy it from Clerk's dashboard                          (API keys), e.g. pk_test_Zm9vLWJhci0xMy5jbGVyay5hY2NvdW50cy5kZXYk"
-                    ))
-                })
-            })
-            .transpose()?;
-        let authorized_parties = non_empty(authorized_parties)
-            .map(|list| {
-                list.split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|p| !p.is_empty())
-                    .map(|p| p.trim_end_matches('/').to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(ClerkSettings {
-            api_url: non_empty(api_url).unwrap_or(DEFAULT_API_URL).to_owned(),
-            secret_key,
-            jwt_key: non_empty(jwt_key).map(str::to_owned),
-            issuer,
-            authorized_parties,
-            allow_pending_sessions,
-            ..ClerkSettings::default()
-        })
+        let mut settings = ClerkSettings::default().allow_pending_sessions(allow_pending_sessions);
+        if let Some(url) = non_empty(api_url) {
+            settings = settings.api_url(url);
+        }
+        if let Some(key) = non_empty(secret_key) {
+            settings = settings.secret_key(key)?;
+        }
+        if let Some(pem) = non_empty(jwt_key) {
+            settings = settings.jwt_key(pem);
+        }
+        if let Some(key) = non_empty(publishable_key) {
+            settings = settings.publishable_key(key)?;
+        }
+        if let Some(list) = non_empty(authorized_parties) {
+            settings =
+                settings.authorized_parties(list.split(|c: char| c == ',' || c.is_whitespace()));
+        }
+        Ok(settings)
     }
 }
 
@@ -519,6 +587,28 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Checks what no single value shows wrong, only the values together. [`crate::app::App::build`]
+    /// and [`crate::app::build_state`] call it, so a configuration assembled in code gets the
+    /// same checks as `serve`'s flags and environment.
+    ///
+    /// On PostgreSQL each webhook writer keeps a connection of its own, so the writers
+    /// (`CLERK_SYNC_WRITERS`) must be fewer than the pool's connections
+    /// (`CLERK_SYNC_DB_MAX_CONNECTIONS`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(writers) = self.writers
+            && matches!(self.database, DatabaseTarget::Postgres { .. })
+            && writers >= self.pool.max_connections as usize
+        {
+            return Err(ConfigError(format!(
+                "CLERK_SYNC_WRITERS = {writers} leaves none of CLERK_SYNC_DB_MAX_CONNECTIONS = \
+                 {} connections for the user API, health checks and jobs: each writer keeps a \
+                 connection of its own. Use fewer writers or raise CLERK_SYNC_DB_MAX_CONNECTIONS",
+                self.pool.max_connections
+            )));
+        }
+        Ok(())
+    }
+
     /// The effective configuration, one `VARIABLE = value` line each, secrets redacted.
     pub fn describe(&self) -> String {
         let set = |present: bool| {
@@ -662,7 +752,30 @@ impl ServeConfig {
     }
 
     /// A configuration with defaults for everything but the database and secrets (used by
-    /// tests and by apps that embed clerk-sync).
+    /// tests and by apps that embed clerk-sync). The defaults are `serve`'s: migrations at
+    /// start, hard deletes, a 1 MiB body limit, 10 database connections, the Clerk API off
+    /// until [`ServeConfig::clerk`] is given settings, a month of inbox retention.
+    ///
+    /// ```
+    /// use clerk_sync::config::{ClerkSettings, DatabaseTarget, ServeConfig};
+    /// use clerk_sync::webhook::SigningSecret;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let database = DatabaseTarget::from_url("postgresql://app:secret@localhost/app")?;
+    /// let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// let mut config = ServeConfig::new(database, vec![secret]);
+    /// config.clerk = ClerkSettings::default()
+    ///     .secret_key("sk_test_abcdefghijklmnopqrstuvwxyz")?
+    ///     .authorized_parties(["https://example.com"]);
+    /// config.validate()?;
+    ///
+    /// // Each writer keeps a PostgreSQL connection: as many writers as connections is refused.
+    /// config.writers = Some(config.pool.max_connections as usize);
+    /// let refused = config.validate().unwrap_err();
+    /// assert!(refused.to_string().contains("CLERK_SYNC_WRITERS"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(database: DatabaseTarget, secrets: Vec<SigningSecret>) -> Self {
         ServeConfig {
             database,
@@ -858,6 +971,75 @@ mod tests {
         };
         let shown = target.to_string();
         assert!(!shown.contains("word"), "{shown}");
+    }
+
+    #[test]
+    fn clerk_variables_and_the_builder_give_the_same_settings_and_messages() {
+        let publishable = "pk_test_Zm9vLWJhci0xMy5jbGVyay5hY2NvdW50cy5kZXYk";
+        let read = ClerkSettings::from_values(
+            Some(" http://127.0.0.1:9 "),
+            Some("sk_test_abc"),
+            Some(" PEM "),
+            Some(publishable),
+            Some("https://a.example/, https://b.example"),
+            true,
+        )
+        .unwrap();
+        let built = ClerkSettings::default()
+            .api_url("http://127.0.0.1:9")
+            .secret_key("sk_test_abc")
+            .unwrap()
+            .jwt_key("PEM")
+            .publishable_key(publishable)
+            .unwrap()
+            .authorized_parties(["https://a.example/", "https://b.example"])
+            .allow_pending_sessions(true);
+        assert_eq!(format!("{read:?}"), format!("{built:?}"));
+        assert_eq!(
+            built.authorized_parties,
+            ["https://a.example", "https://b.example"]
+        );
+
+        let unset =
+            ClerkSettings::from_values(None, Some(" "), None, None, Some(""), false).unwrap();
+        assert_eq!(
+            format!("{unset:?}"),
+            format!("{:?}", ClerkSettings::default())
+        );
+
+        let variable = ClerkSettings::from_values(None, None, None, Some("pk_nope"), None, false)
+            .unwrap_err()
+            .to_string();
+        let typed = ClerkSettings::default()
+            .publishable_key("pk_nope")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(variable, typed);
+        assert!(
+            typed.contains("CLERK_PUBLISHABLE_KEY") && typed.contains("dashboard (API keys)"),
+            "{typed}"
+        );
+        let typed = ClerkSettings::default().secret_key("whsec_x").unwrap_err();
+        assert!(typed.0.contains("CLERK_SECRET_KEY"), "{typed}");
+    }
+
+    #[test]
+    fn writers_are_checked_against_the_pool_on_postgres_only() {
+        let on = |database: &str, writers: usize| {
+            let mut config = ServeConfig::new(DatabaseTarget::from_url(database).unwrap(), vec![]);
+            config.pool.max_connections = 4;
+            config.writers = Some(writers);
+            config.validate()
+        };
+        let refused = on("postgres://u@localhost/db", 4).unwrap_err();
+        assert!(
+            refused.0.starts_with(
+                "CLERK_SYNC_WRITERS = 4 leaves none of CLERK_SYNC_DB_MAX_CONNECTIONS = 4 "
+            ),
+            "{refused}"
+        );
+        assert!(on("postgres://u@localhost/db", 3).is_ok());
+        assert!(on("sqlite://x.db", 4).is_ok());
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
     fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
         let (database, database_defaulted) = args.database.target()?;
         let secrets = signing_secrets(&args, &database, database_defaulted)?;
-        Ok(ServeConfig {
+        let config = ServeConfig {
             listen: listen_address(args.listen.listen.as_deref(), args.listen.port.as_deref())?,
             migrate: !args.no_migrate,
             delete_mode: args.delete_mode,
@@ -189,21 +189,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 max_connections: args.db_max_connections.max(1),
                 ..args.database.pool()
             },
-            writers: match args.writers {
-                Some(w)
-                    if w >= args.db_max_connections
-                        && matches!(database, DatabaseTarget::Postgres { .. }) =>
-                {
-                    return Err(ConfigError(format!(
-                        "CLERK_SYNC_WRITERS = {w} leaves none of CLERK_SYNC_DB_MAX_CONNECTIONS = \
-                         {} connections for the user API, health checks and jobs: each writer \
-                         keeps a connection of its own. Use fewer writers or raise \
-                         CLERK_SYNC_DB_MAX_CONNECTIONS",
-                        args.db_max_connections
-                    )));
-                }
-                w => w.map(|w| w as usize),
-            },
+            writers: args.writers.map(|w| w as usize),
             clerk: ClerkSettings::from_values(
                 Some(&args.clerk.clerk_api_url),
                 args.clerk.clerk_secret_key.as_deref(),
@@ -256,7 +242,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
             shutdown_timeout: args.shutdown_timeout,
             users_table: args.database.users_table()?,
             ..ServeConfig::new(database, secrets)
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 

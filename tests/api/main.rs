@@ -9,6 +9,7 @@ mod clerk_emulator;
 mod adopt;
 mod batches;
 mod cli;
+mod embedding;
 mod faults;
 mod first_hour;
 mod fixtures;
