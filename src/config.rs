@@ -3,7 +3,6 @@
 //! Every mistake is reported with the variable's name, what is wrong, and an example of a right
 //! value. Secrets and passwords never appear in `Debug` output or logs.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +10,10 @@ use std::time::Duration;
 use crate::clerk::api::{DEFAULT_API_URL, RetryPolicy, SecretKey};
 use crate::clerk::session::{JWKS_MIN_REFETCH, issuer_from_publishable_key};
 use crate::http::LimitSettings;
+// The target type belongs to the store (it only says where the database is); reading it from
+// `DATABASE_URL` stays here with the rest of the environment, and the re-export keeps
+// `config::DatabaseTarget` working for callers.
+pub use crate::store::DatabaseTarget;
 use crate::store::{PoolSettings, UsersTable};
 use crate::sync::DeleteMode;
 use crate::webhook::SigningSecret;
@@ -25,53 +28,6 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
-
-/// Where the `users` table lives.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseTarget {
-    Postgres { url: String },
-    Sqlite { path: PathBuf },
-}
-
-impl fmt::Debug for DatabaseTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-impl fmt::Display for DatabaseTarget {
-    /// The URL with any password masked.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DatabaseTarget::Postgres { url } => match url::Url::parse(url) {
-                Ok(mut parsed) => {
-                    if parsed.password().is_some() {
-                        let _ = parsed.set_password(Some("***"));
-                    }
-                    // After an unencoded '#' in a password comes the rest of the password.
-                    parsed.set_fragment(None);
-                    let query: Vec<(String, String)> = parsed
-                        .query_pairs()
-                        .map(|(k, v)| {
-                            let v = if k == "password" {
-                                "***".into()
-                            } else {
-                                v.into_owned()
-                            };
-                            (k.into_owned(), v)
-                        })
-                        .collect();
-                    if !query.is_empty() {
-                        parsed.query_pairs_mut().clear().extend_pairs(query);
-                    }
-                    write!(f, "{parsed}")
-                }
-                Err(_) => f.write_str("postgres://(unparseable URL)"),
-            },
-            DatabaseTarget::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
-        }
-    }
-}
 
 impl DatabaseTarget {
     /// Reads `DATABASE_URL`: `postgres://` / `postgresql://` (a Neon connection string exactly as

@@ -12,8 +12,6 @@
 
 use std::fmt;
 
-use crate::clerk::event::{UnusableUser, UserData};
-
 /// Milliseconds since the Unix epoch, as Clerk stamps `created_at` / `updated_at`.
 pub type ClerkMillis = i64;
 
@@ -35,51 +33,8 @@ pub struct UserSnapshot {
     pub updated_at: ClerkMillis,
 }
 
-impl UserSnapshot {
-    /// Reads Clerk's user object the way Clerk means it: the primary email is the address whose
-    /// id is `primary_email_address_id` (never simply the first one), and there may be none.
-    pub fn from_clerk(user: UserData) -> Result<Self, UnusableUser> {
-        let id = match user.id {
-            Some(id) if !id.is_empty() => id,
-            _ => {
-                return Err(UnusableUser {
-                    user_id: None,
-                    reason: "user data has no id".into(),
-                });
-            }
-        };
-        let Some(updated_at) = user.updated_at.filter(|t| valid_millis(*t)) else {
-            return Err(UnusableUser {
-                user_id: Some(id),
-                reason: "user data has no valid updated_at (Unix milliseconds), so it cannot be \
-                         ordered against other events"
-                    .into(),
-            });
-        };
-        let email = user.primary_email_address_id.and_then(|primary| {
-            user.email_addresses
-                .unwrap_or_default()
-                .into_iter()
-                .find(|address| address.id.as_deref() == Some(primary.as_str()))
-                .and_then(|address| address.email_address)
-                .filter(|email| !email.is_empty())
-        });
-        let name = full_name(user.first_name.as_deref(), user.last_name.as_deref());
-        Ok(UserSnapshot {
-            id,
-            email,
-            name,
-            first_name: user.first_name,
-            last_name: user.last_name,
-            image_url: user.image_url,
-            username: user.username.filter(|u| !u.is_empty()),
-            created_at: user.created_at.filter(|t| valid_millis(*t)),
-            updated_at,
-        })
-    }
-}
-
-fn valid_millis(t: ClerkMillis) -> bool {
+/// Whether a Clerk timestamp can be stored: not before the epoch and within `TIMESTAMP(3)`.
+pub fn valid_millis(t: ClerkMillis) -> bool {
     (0..=MAX_CLERK_MILLIS).contains(&t)
 }
 

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::sync::UserSnapshot;
+use crate::sync::{UserSnapshot, full_name, valid_millis};
 
 /// A verified body that is not a Clerk event envelope.
 #[derive(Debug, thiserror::Error)]
@@ -153,4 +153,50 @@ fn user_snapshot_kind(data: &RawValue) -> EventKind {
 pub struct UnusableUser {
     pub user_id: Option<String>,
     pub reason: String,
+}
+
+// The wire-to-domain conversion lives with the wire types, so the sync rules never see Clerk's
+// JSON shapes and `sync` depends on nothing in `clerk`.
+impl UserSnapshot {
+    /// Reads Clerk's user object the way Clerk means it: the primary email is the address whose
+    /// id is `primary_email_address_id` (never simply the first one), and there may be none.
+    pub fn from_clerk(user: UserData) -> Result<Self, UnusableUser> {
+        let id = match user.id {
+            Some(id) if !id.is_empty() => id,
+            _ => {
+                return Err(UnusableUser {
+                    user_id: None,
+                    reason: "user data has no id".into(),
+                });
+            }
+        };
+        let Some(updated_at) = user.updated_at.filter(|t| valid_millis(*t)) else {
+            return Err(UnusableUser {
+                user_id: Some(id),
+                reason: "user data has no valid updated_at (Unix milliseconds), so it cannot be \
+                         ordered against other events"
+                    .into(),
+            });
+        };
+        let email = user.primary_email_address_id.and_then(|primary| {
+            user.email_addresses
+                .unwrap_or_default()
+                .into_iter()
+                .find(|address| address.id.as_deref() == Some(primary.as_str()))
+                .and_then(|address| address.email_address)
+                .filter(|email| !email.is_empty())
+        });
+        let name = full_name(user.first_name.as_deref(), user.last_name.as_deref());
+        Ok(UserSnapshot {
+            id,
+            email,
+            name,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            image_url: user.image_url,
+            username: user.username.filter(|u| !u.is_empty()),
+            created_at: user.created_at.filter(|t| valid_millis(*t)),
+            updated_at,
+        })
+    }
 }

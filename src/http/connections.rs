@@ -28,7 +28,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::limits::{IpNet, LimitSettings, LogThrottle, client_key};
+use super::limits::{IpNet, LimitSettings, client_key};
+use super::log_throttle::LogThrottle;
 
 /// Bytes hyper may buffer of one connection: a request's head must fit (Node.js, which served
 /// the route clerk-sync replaces, allows 16 KiB of headers too), and a body is read through it

@@ -36,6 +36,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use super::log_throttle::LogThrottle;
 use super::{AppState, WEBHOOK_PATH};
 
 /// Limits, per minute.
@@ -347,38 +348,6 @@ impl Drop for Reservation {
     }
 }
 
-/// At most one log line per `every` for something a flood repeats, saying how many times it
-/// happened since the last line.
-pub(crate) struct LogThrottle {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogThrottle {
-    pub(crate) const fn new(every: Duration) -> LogThrottle {
-        LogThrottle {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// Counts one occurrence; `Some(n)` when a line is due, `n` being the occurrences it covers.
-    pub(crate) fn due(&self) -> Option<u64> {
-        let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.1 += 1;
-        if state
-            .0
-            .is_some_and(|last| now.duration_since(last) < self.every)
-        {
-            return None;
-        }
-        let count = state.1;
-        *state = (Some(now), 0);
-        Some(count)
-    }
-}
-
 /// How often a line about requests cut for being slow or over the budget is logged at most.
 const CUT_LOG_EVERY: Duration = Duration::from_secs(10);
 static SLOW_BODY_LOG: LogThrottle = LogThrottle::new(CUT_LOG_EVERY);
@@ -646,17 +615,6 @@ mod tests {
         assert_ne!(client_key(a), client_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn a_throttled_log_says_how_many_it_covers() {
-        let log = LogThrottle::new(Duration::from_secs(3600));
-        assert_eq!(log.due(), Some(1));
-        assert_eq!(log.due(), None);
-        assert_eq!(log.due(), None);
-        let log = LogThrottle::new(Duration::ZERO);
-        assert_eq!(log.due(), Some(1));
-        assert_eq!(log.due(), Some(1));
     }
 
     #[test]

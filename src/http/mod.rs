@@ -5,6 +5,7 @@ mod connections;
 mod error;
 mod health;
 mod limits;
+mod log_throttle;
 mod metrics;
 mod openapi;
 mod status;

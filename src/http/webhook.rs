@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
 use crate::http::ApiError;
-use crate::http::limits::LogThrottle;
+use crate::http::log_throttle::LogThrottle;
 use crate::store::{Delivery, StoreError};
 use crate::sync::Outcome;
 use crate::webhook::Rejection;

@@ -15,6 +15,7 @@ mod retention;
 mod sqlite;
 mod statements;
 mod status;
+mod target;
 mod tombstones;
 
 use std::future::Future;
@@ -23,7 +24,6 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::clerk::{ClerkEvent, EventKind, parse_event};
-use crate::config::DatabaseTarget;
 use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 
 pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
@@ -31,6 +31,7 @@ pub use migrations::MigrationReport;
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
 pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
+pub use target::DatabaseTarget;
 pub use tombstones::{Tombstone, TombstoneRemoval};
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)

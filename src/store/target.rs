@@ -1,0 +1,54 @@
+//! Where the `users` table lives, with passwords kept out of logs.
+//!
+//! Only the type: reading it from `DATABASE_URL` is configuration (`crate::config`), which sits
+//! above the store and so may extend it, never the other way round.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where the `users` table lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Postgres { url: String },
+    Sqlite { path: PathBuf },
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    /// The URL with any password masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseTarget::Postgres { url } => match url::Url::parse(url) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    // After an unencoded '#' in a password comes the rest of the password.
+                    parsed.set_fragment(None);
+                    let query: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    if !query.is_empty() {
+                        parsed.query_pairs_mut().clear().extend_pairs(query);
+                    }
+                    write!(f, "{parsed}")
+                }
+                Err(_) => f.write_str("postgres://(unparseable URL)"),
+            },
+            DatabaseTarget::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
