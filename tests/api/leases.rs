@@ -29,10 +29,34 @@ fn database_url(app: &TestApp) -> String {
     }
 }
 
-fn backfill(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
-    let mut command = clerk_sync(dir, env);
-    command.args(["backfill", "--page-size", "100", "--quiet"]);
-    command
+/// `clerk-sync backfill` against the test's database and Clerk emulator, run from a directory
+/// of its own.
+struct BackfillJob {
+    dir: tempfile::TempDir,
+    env: [(&'static str, String); 3],
+}
+
+impl BackfillJob {
+    fn new(app: &TestApp, clerk: &ClerkEmulator) -> BackfillJob {
+        BackfillJob {
+            dir: tempfile::tempdir().unwrap(),
+            env: [
+                ("DATABASE_URL", database_url(app)),
+                ("CLERK_SECRET_KEY", clerk.secret_key()),
+                ("CLERK_API_URL", clerk.base_url()),
+            ],
+        }
+    }
+
+    fn command(&self) -> Command {
+        let env = self
+            .env
+            .each_ref()
+            .map(|(name, value)| (*name, value.as_str()));
+        let mut command = clerk_sync(self.dir.path(), &env);
+        command.args(["backfill", "--page-size", "100", "--quiet"]);
+        command
+    }
 }
 
 /// Runs the binary off the runtime's threads: the in-process service keeps working meanwhile
@@ -67,15 +91,8 @@ on_both_backends! {
         seeded_clerk(&clerk, 600);
         clerk.set_latency(Duration::from_millis(150));
         let app = TestApp::spawn(backend).await;
-        let url = database_url(&app);
-        let dir = tempfile::tempdir().unwrap();
-        let (key, api_url) = (clerk.secret_key(), clerk.base_url());
-        let env = [
-            ("DATABASE_URL", url.as_str()),
-            ("CLERK_SECRET_KEY", key.as_str()),
-            ("CLERK_API_URL", api_url.as_str()),
-        ];
-        let mut first = backfill(dir.path(), &env)
+        let job = BackfillJob::new(&app, &clerk);
+        let mut first = job.command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,7 +110,7 @@ on_both_backends! {
 
         clerk.set_latency(Duration::ZERO);
         let started = Instant::now();
-        let output = run(backfill(dir.path(), &env)).await;
+        let output = run(job.command()).await;
         assert!(output.status.success(), "{}", text(&output.stderr));
         assert!(text(&output.stderr).contains("took over"), "{}", text(&output.stderr));
         assert!(started.elapsed() < Duration::from_secs(30), "not waited out");
@@ -105,17 +122,10 @@ on_both_backends! {
         let clerk = ClerkEmulator::start().await;
         seeded_clerk(&clerk, 10);
         let app = TestApp::spawn(backend).await;
-        let url = database_url(&app);
-        let dir = tempfile::tempdir().unwrap();
-        let (key, api_url) = (clerk.secret_key(), clerk.base_url());
-        let env = [
-            ("DATABASE_URL", url.as_str()),
-            ("CLERK_SECRET_KEY", key.as_str()),
-            ("CLERK_API_URL", api_url.as_str()),
-        ];
+        let job = BackfillJob::new(&app, &clerk);
         // This test process holds it, and is alive.
         let lease = Lease::acquire(&app.store, "backfill").await.unwrap();
-        let output = run(backfill(dir.path(), &env)).await;
+        let output = run(job.command()).await;
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(3), "{stderr}");
         let host = lease.holder().split('/').next().unwrap().to_owned();
@@ -143,15 +153,8 @@ async fn a_lease_whose_pid_now_belongs_to_another_process_is_taken_over() {
             .await
             .unwrap()
     );
-    let url = database_url(&app);
-    let dir = tempfile::tempdir().unwrap();
-    let (key, api_url) = (clerk.secret_key(), clerk.base_url());
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("CLERK_SECRET_KEY", key.as_str()),
-        ("CLERK_API_URL", api_url.as_str()),
-    ];
-    let output = run(backfill(dir.path(), &env)).await;
+    let job = BackfillJob::new(&app, &clerk);
+    let output = run(job.command()).await;
     let _ = other.kill();
     let _ = other.wait();
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -172,15 +175,8 @@ async fn a_lease_of_another_host_is_waited_out_even_if_its_pid_is_free_here() {
             .await
             .unwrap()
     );
-    let url = database_url(&app);
-    let dir = tempfile::tempdir().unwrap();
-    let (key, api_url) = (clerk.secret_key(), clerk.base_url());
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("CLERK_SECRET_KEY", key.as_str()),
-        ("CLERK_API_URL", api_url.as_str()),
-    ];
-    let output = run(backfill(dir.path(), &env)).await;
+    let job = BackfillJob::new(&app, &clerk);
+    let output = run(job.command()).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&format!("on host not-{host}")), "{stderr}");
