@@ -65,7 +65,9 @@ impl DatabaseArgs {
     pub fn target(&self) -> Result<(DatabaseTarget, bool), ConfigError> {
         let (target, defaulted) = DatabaseTarget::from_env_value(self.database_url.as_deref())?;
         if defaulted {
+            // The binary's lines keep the crate's target, as before the commands had modules.
             tracing::info!(
+                target: "clerk_sync",
                 "DATABASE_URL is not set: using the SQLite file {} in the working directory",
                 clerk_sync::config::DEFAULT_SQLITE_FILE
             );

@@ -163,9 +163,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         print!("{}", config.describe());
         return Ok(ExitCode::SUCCESS);
     }
-    tracing::info!(database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(target: "clerk_sync", database = %config.database, "starting clerk-sync {}", env!("CARGO_PKG_VERSION"));
     let app = App::build(&config).await?;
     tracing::info!(
+        target: "clerk_sync",
         "listening on http://{} (Clerk webhook: POST {})",
         app.local_addr(),
         clerk_sync::http::WEBHOOK_PATH
