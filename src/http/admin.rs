@@ -187,27 +187,32 @@ fn authenticate(
 /// The secret an `Authorization` header offers (a bearer token, or the password of Basic auth
 /// with any user name), schemes matched case-insensitively as RFC 9110 says.
 fn credential(headers: &HeaderMap) -> Option<(Vec<u8>, Credential)> {
-    let (scheme, value) = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim()
-        .split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        Some((value.trim().as_bytes().to_vec(), Credential::Bearer))
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = BASE64.decode(value.trim()).ok()?;
-        let colon = decoded.iter().position(|&b| b == b':')?;
-        Some((decoded[colon + 1..].to_vec(), Credential::Basic))
-    } else {
-        None
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = bearer_token(value) {
+        return Some((token.as_bytes().to_vec(), Credential::Bearer));
     }
+    let (scheme, value) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = BASE64.decode(value.trim()).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some((decoded[colon + 1..].to_vec(), Credential::Basic))
+}
+
+/// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
+/// (RFC 7235), and some scrapers send it in lower case. Shared with `/metrics`.
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Compares in time that depends on `expected`'s length only: `subtle` compares equal lengths
 /// without branching on where they differ, and returns at once on different lengths, so
 /// `given` is first cut or padded to `expected`'s length (the length is compared apart).
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     let padded: Vec<u8> = (0..expected.len())
         .map(|i| given.get(i).copied().unwrap_or(0))
         .collect();

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::admin::{bearer_token, same_secret};
 
 /// A scrape must not hang on a database that is away.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,7 +27,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
         // Constant time: how long a wrong guess takes tells nothing of the right token.
-        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes()))) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), expected.as_bytes())) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -55,15 +55,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         crate::metrics::install().render(),
     )
         .into_response()
-}
-
-/// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
-/// (RFC 7235), and some scrapers send it in lower case.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
 }
 
 #[cfg(test)]

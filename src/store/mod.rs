@@ -308,7 +308,7 @@ macro_rules! in_transaction {
     ($store:expr, |$conn:ident| $body:expr) => {
         async {
             match &$store.pool {
-                Pool::Postgres(pool) => {
+                $crate::store::Pool::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
                     let result = {
                         let $conn = &mut *tx;
@@ -317,8 +317,8 @@ macro_rules! in_transaction {
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(result)
                 }
-                Pool::Sqlite(pool) => {
-                    let mut tx = pool.begin_with(sqlite::BEGIN_WRITE).await?;
+                $crate::store::Pool::Sqlite(pool) => {
+                    let mut tx = pool.begin_with($crate::store::sqlite::BEGIN_WRITE).await?;
                     let result = {
                         let $conn = &mut *tx;
                         $body
@@ -331,6 +331,8 @@ macro_rules! in_transaction {
         .await
     };
 }
+// For the store's other files, which write on either backend the same way.
+pub(crate) use in_transaction;
 
 /// Runs `$body` on a pooled connection, outside any explicit transaction (reads, and single
 /// statements that are atomic by themselves), mapping errors to [`StoreError::Unavailable`].

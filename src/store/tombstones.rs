@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
-use super::{Pool, Store, StoreError, now};
+use super::{Pool, Store, StoreError, in_transaction, now};
 
 /// A deleted user id, remembered so a late event cannot bring the user back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,34 +85,19 @@ impl Store {
                WHERE id = $1 AND "deletedAt" IS NOT NULL"#,
         );
         let now = now();
-        let write = async {
-            let counts = match &self.pool {
-                Pool::Postgres(pool) => {
-                    let mut tx = pool.begin().await?;
-                    let removed = sqlx::query(&forget).bind(user_id).execute(&mut *tx).await?;
-                    let restored = sqlx::query(&restore)
-                        .bind(user_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    (removed.rows_affected(), restored.rows_affected())
-                }
-                Pool::Sqlite(pool) => {
-                    let mut tx = pool.begin_with(super::sqlite::BEGIN_WRITE).await?;
-                    let removed = sqlx::query(&forget).bind(user_id).execute(&mut *tx).await?;
-                    let restored = sqlx::query(&restore)
-                        .bind(user_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    (removed.rows_affected(), restored.rows_affected())
-                }
-            };
-            Ok::<_, sqlx::Error>(counts)
-        };
-        let (removed, restored) = write.await.map_err(StoreError::Unavailable)?;
+        let write = in_transaction!(self, |conn| {
+            let removed = sqlx::query(&forget)
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
+            let restored = sqlx::query(&restore)
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            (removed.rows_affected(), restored.rows_affected())
+        });
+        let (removed, restored) = write.map_err(StoreError::Unavailable)?;
         Ok(TombstoneRemoval {
             removed: removed > 0,
             row_restored: restored > 0,
