@@ -62,7 +62,9 @@ enum Command {
         An existing table is adopted, in one transaction, without losing a row: the design's\n\
         recommended users table (email becomes optional, deletedAt is added) or its older\n\
         User table (renamed to users, new columns added; run `clerk-sync backfill` afterwards\n\
-        to fill names and usernames from Clerk). Anything else is refused, untouched.")]
+        to fill names and usernames from Clerk). Columns of the app's own are kept and never\n\
+        written when they allow NULL or have a default; a NOT NULL one without a default is\n\
+        refused with the ALTER TABLE that fixes it. Anything else is refused, untouched.")]
     Migrate(MigrateArgs),
     /// Send a realistic, signed Clerk event to a running clerk-sync.
     #[command(after_help = "Examples:\n  \
