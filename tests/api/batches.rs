@@ -11,13 +11,13 @@ use serde_json::json;
 
 use crate::support::{Backend, TestApp, on_both_backends};
 
-struct Delivery {
-    event: ClerkEvent,
-    svix_id: String,
-    payload: String,
+pub(crate) struct Delivery {
+    pub(crate) event: ClerkEvent,
+    pub(crate) svix_id: String,
+    pub(crate) payload: String,
 }
 
-fn delivery(svix_id: &str, body: &str) -> Delivery {
+pub(crate) fn delivery(svix_id: &str, body: &str) -> Delivery {
     Delivery {
         event: parse_event(body.as_bytes()).expect("a Clerk event"),
         svix_id: svix_id.to_owned(),
@@ -25,7 +25,8 @@ fn delivery(svix_id: &str, body: &str) -> Delivery {
     }
 }
 
-async fn record(app: &TestApp, batch: &[Delivery]) -> Vec<Outcome> {
+/// Through `Store::record_deliveries`, the call the webhook writers make, as one batch.
+pub(crate) async fn record(app: &TestApp, batch: &[Delivery]) -> Vec<Outcome> {
     let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
         .iter()
         .map(|d| {

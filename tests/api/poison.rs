@@ -6,16 +6,17 @@
 
 use std::time::{Duration, Instant};
 
+use clerk_sync::clerk::parse_event;
 use clerk_sync::clerk::sample::{self, SampleUser, random_id};
-use clerk_sync::clerk::{ClerkEvent, parse_event};
 use clerk_sync::config::DatabaseTarget;
-use clerk_sync::store::{DeliveryRecord, Pool};
-use clerk_sync::sync::{DeleteMode, Outcome};
+use clerk_sync::store::Pool;
+use clerk_sync::sync::Outcome;
 use clerk_sync::webhook::signed_headers;
 use proptest::prelude::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::batches::{Delivery, record};
 use crate::support::{Backend, TestApp, on_both_backends};
 
 fn now_ms() -> i64 {
@@ -343,42 +344,8 @@ async fn post_raw(app: &TestApp, svix_id: &[u8], body: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
 
-struct Delivery {
-    event: ClerkEvent,
-    svix_id: String,
-    payload: String,
-}
-
 fn delivery(body: &str) -> Delivery {
-    Delivery {
-        event: parse_event(body.as_bytes()).expect("a Clerk event"),
-        svix_id: random_id("msg"),
-        payload: body.to_owned(),
-    }
-}
-
-/// Through `Store::record_deliveries`, the call the webhook writers make, as one batch.
-async fn record(app: &TestApp, batch: &[Delivery]) -> Vec<Outcome> {
-    let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
-        .iter()
-        .map(|d| {
-            (
-                &d.event,
-                DeliveryRecord {
-                    svix_id: &d.svix_id,
-                    svix_timestamp: chrono::Utc::now().timestamp(),
-                    payload: &d.payload,
-                },
-            )
-        })
-        .collect();
-    let mut writer = app.store.writer();
-    app.store
-        .record_deliveries(&mut writer, &records, DeleteMode::Hard)
-        .await
-        .into_iter()
-        .map(|result| result.expect("the batch is stored"))
-        .collect()
+    crate::batches::delivery(&random_id("msg"), body)
 }
 
 /// On PostgreSQL, with prepared statements and with statements sent whole (as behind a
