@@ -44,9 +44,8 @@ impl DatabaseTarget {
                         .into(),
                 ));
             }
-            return Ok(DatabaseTarget::Postgres {
-                url: without_channel_binding(url)?,
-            });
+            check_postgres_url(url)?;
+            return Ok(DatabaseTarget::Postgres { url: url.into() });
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -98,34 +97,16 @@ impl DatabaseTarget {
     }
 }
 
-/// sqlx cannot do SCRAM channel binding and would warn about the unknown parameter on every
-/// connection; TLS itself is still enforced by `sslmode`.
-fn without_channel_binding(url: &str) -> Result<String, ConfigError> {
-    let mut parsed = url::Url::parse(url).map_err(|e| {
+/// The URL as a URL (its libpq parameters are read when connecting, see
+/// `store::postgres::connect`).
+fn check_postgres_url(url: &str) -> Result<(), ConfigError> {
+    url::Url::parse(url).map(drop).map_err(|e| {
         ConfigError(format!(
             "DATABASE_URL is not a valid PostgreSQL URL ({e}); expected e.g. \
              postgresql://alex:PASSWORD@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require \
              (percent-encode special characters in the password)"
         ))
-    })?;
-    if !parsed.query_pairs().any(|(k, _)| k == "channel_binding") {
-        return Ok(url.to_owned());
-    }
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter(|(k, _)| k != "channel_binding")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
-    }
-    tracing::warn!(
-        "DATABASE_URL asks for channel_binding, which the PostgreSQL driver (sqlx) does not \
-         support: channel binding is NOT enforced; TLS is still used as sslmode says"
-    );
-    Ok(parsed.into())
+    })
 }
 
 /// Webhook signing secrets as configured: `CLERK_WEBHOOK_SIGNING_SECRET`, else the design's
@@ -760,7 +741,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn neon_url_is_accepted_and_channel_binding_dropped() {
+    fn neon_url_is_accepted_as_given() {
         let target = DatabaseTarget::from_url(
             "postgresql://alex:AbC123dEf@ep-cool-darkness-a1b2c3d4-pooler.us-east-2.aws.neon.tech/dbname?sslmode=require&channel_binding=require",
         )
@@ -768,7 +749,10 @@ mod tests {
         let DatabaseTarget::Postgres { url } = &target else {
             panic!("not postgres")
         };
-        assert!(url.ends_with("/dbname?sslmode=require"), "{url}");
+        assert!(
+            url.ends_with("/dbname?sslmode=require&channel_binding=require"),
+            "{url}"
+        );
         assert!(!target.to_string().contains("AbC123dEf"), "{target}");
     }
 

@@ -2,8 +2,9 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Default filter: our own lines at info, the libraries only when something is wrong.
-const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
+/// Default filter: our own lines at info, the libraries only when something is wrong (the
+/// drivers log the server's notices, e.g. "schema already exists, skipping", at info).
+const DEFAULT_FILTER: &str = "info,sqlx=warn,tokio_postgres=warn,tower_http=warn";
 
 pub fn init() {
     let filter =

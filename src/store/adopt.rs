@@ -10,8 +10,11 @@
 //! here, and on every later migration run (the app may add it after clerk-sync created the
 //! table), with the statement that fixes it.
 
-use sqlx::{PgConnection, Row, SqliteConnection};
+use sqlx::SqliteConnection;
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
+use super::error::DatabaseError;
 use super::{StoreError, UsersTable};
 
 /// A column of the contract: name, SQL type, type as `information_schema` reports it.
@@ -65,12 +68,13 @@ struct Column {
 }
 
 async fn columns(
-    conn: &mut PgConnection,
+    client: &Client,
     schema: Option<&str>,
     table: &str,
-) -> Result<Vec<Column>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT column_name::text AS name,
+) -> Result<Vec<Column>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT column_name::text AS name,
                 CASE WHEN data_type = 'timestamp without time zone'
                      THEN format('timestamp(%s) without time zone', datetime_precision)
                      ELSE data_type::text END AS data_type,
@@ -78,11 +82,9 @@ async fn columns(
          FROM information_schema.columns
          WHERE table_schema = coalesce($2, current_schema()) AND table_name = $1
          ORDER BY ordinal_position",
-    )
-    .bind(table)
-    .bind(schema)
-    .fetch_all(&mut *conn)
-    .await?;
+            &[(&table, Type::TEXT), (&schema, Type::TEXT)],
+        )
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(Column {
@@ -95,18 +97,20 @@ async fn columns(
 }
 
 async fn indexes(
-    conn: &mut PgConnection,
+    client: &Client,
     schema: Option<&str>,
     table: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes
-         WHERE schemaname = coalesce($2, current_schema()) AND tablename = $1",
-    )
-    .bind(table)
-    .bind(schema)
-    .fetch_all(&mut *conn)
-    .await
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    client
+        .query_typed(
+            "SELECT indexname::text FROM pg_indexes
+             WHERE schemaname = coalesce($2, current_schema()) AND tablename = $1",
+            &[(&table, Type::TEXT), (&schema, Type::TEXT)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
 }
 
 fn is_model_column(name: &str) -> bool {
@@ -116,13 +120,14 @@ fn is_model_column(name: &str) -> bool {
 /// The app's own columns that an insert naming only the model's columns cannot fill: NOT NULL
 /// (on the column or through its domain) with no default, identity or generated value.
 async fn unfilled_app_columns(
-    conn: &mut PgConnection,
+    client: &Client,
     schema: Option<&str>,
     table: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<String>, tokio_postgres::Error> {
     let model: Vec<&str> = CONTRACT.iter().map(|(name, _, _)| *name).collect();
-    sqlx::query_scalar(
-        "SELECT a.attname::text
+    client
+        .query_typed(
+            "SELECT a.attname::text
          FROM pg_attribute a
          JOIN pg_class c ON c.oid = a.attrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -133,12 +138,16 @@ async fn unfilled_app_columns(
            AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
            AND NOT (t.typtype = 'd' AND t.typdefault IS NOT NULL)
          ORDER BY a.attnum",
-    )
-    .bind(table)
-    .bind(schema)
-    .bind(model)
-    .fetch_all(&mut *conn)
-    .await
+            &[
+                (&table, Type::TEXT),
+                (&schema, Type::TEXT),
+                (&model, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
 }
 
 /// What is wrong with such columns, and the statements that fix it.
@@ -186,12 +195,12 @@ fn unfilled_error(quoted: &str, columns: &[String]) -> StoreError {
 /// Refuses a users table clerk-sync already manages when the app has since added a column
 /// that nothing fills (see [`unfilled_app_columns`]); a missing table passes.
 pub(super) async fn check_app_columns(
-    conn: &mut PgConnection,
+    client: &Client,
     target: &UsersTable,
 ) -> Result<(), StoreError> {
-    let unfilled = unfilled_app_columns(conn, target.schema(), target.name())
+    let unfilled = unfilled_app_columns(client, target.schema(), target.name())
         .await
-        .map_err(StoreError::Unavailable)?;
+        .map_err(StoreError::unavailable)?;
     if unfilled.is_empty() {
         Ok(())
     } else {
@@ -211,7 +220,7 @@ pub(super) async fn check_app_columns_sqlite(
     .bind(target.name())
     .fetch_all(&mut *conn)
     .await
-    .map_err(StoreError::Unavailable)?;
+    .map_err(StoreError::unavailable)?;
     let unfilled: Vec<String> = columns
         .into_iter()
         .filter(|c| !is_model_column(c))
@@ -255,16 +264,16 @@ fn refusal(
 /// Looks at what the database has. `None`: there is no table to adopt (create it). An error:
 /// there is something clerk-sync does not understand, described so a person can decide.
 pub(super) async fn plan(
-    conn: &mut PgConnection,
+    client: &Client,
     target: &UsersTable,
 ) -> Result<Option<Adoption>, StoreError> {
-    let unavailable = StoreError::Unavailable;
+    let unavailable = |e: tokio_postgres::Error| StoreError::unavailable(e);
     let schema = target.schema();
     let name = target.name();
-    let users = columns(conn, schema, name).await.map_err(unavailable)?;
+    let users = columns(client, schema, name).await.map_err(unavailable)?;
     // The design's older model is Prisma's default table name for model User.
     let legacy = if name == "users" {
-        columns(conn, schema, "User").await.map_err(unavailable)?
+        columns(client, schema, "User").await.map_err(unavailable)?
     } else {
         Vec::new()
     };
@@ -305,7 +314,7 @@ pub(super) async fn plan(
     if !existing.iter().any(|c| c.name == "id") {
         problems.push("there is no \"id\" column".into());
     }
-    let unfilled = unfilled_app_columns(conn, schema, table)
+    let unfilled = unfilled_app_columns(client, schema, table)
         .await
         .map_err(unavailable)?;
     if !problems.is_empty() || !unfilled.is_empty() {
@@ -322,7 +331,7 @@ pub(super) async fn plan(
             "rename table \"User\" to \"users\" (the recommended model's @@map(\"users\"))".into(),
             format!(r#"ALTER TABLE {} RENAME TO "users""#, qualify("User")),
         );
-        let have = indexes(conn, schema, "User").await.map_err(unavailable)?;
+        let have = indexes(client, schema, "User").await.map_err(unavailable)?;
         for (old, new) in [
             ("User_pkey", "users_pkey"),
             ("User_email_key", "users_email_key"),
@@ -350,7 +359,7 @@ pub(super) async fn plan(
             format!(r#"ALTER TABLE {quoted} ALTER COLUMN "email" DROP NOT NULL"#),
         );
     }
-    let have = indexes(conn, schema, table).await.map_err(unavailable)?;
+    let have = indexes(client, schema, table).await.map_err(unavailable)?;
     for (suffix, unique, column) in [
         ("email_key", "UNIQUE ", "email"),
         ("email_idx", "", "email"),
@@ -375,17 +384,16 @@ pub(super) async fn plan(
     Ok(Some(adoption))
 }
 
-/// Applies an adoption inside the caller's transaction.
-pub(super) async fn apply(conn: &mut PgConnection, adoption: &Adoption) -> Result<(), StoreError> {
+/// Applies an adoption inside the caller's transaction. The statements are DDL without
+/// values (names only), sent as they are.
+pub(super) async fn apply(client: &Client, adoption: &Adoption) -> Result<(), StoreError> {
     for statement in &adoption.statements {
-        sqlx::query(statement)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| {
-                StoreError::Setup(format!(
-                    "adopting the existing table failed at `{statement}`: {e}"
-                ))
-            })?;
+        client.batch_execute(statement).await.map_err(|e| {
+            StoreError::Setup(format!(
+                "adopting the existing table failed at `{statement}`: {}",
+                DatabaseError::from(e)
+            ))
+        })?;
     }
     Ok(())
 }

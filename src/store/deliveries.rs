@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{DeliveryRecord, Store, StoreError, Writer};
+use super::{DeliveryRecord, Store, StoreError};
 
 use crate::clerk::ClerkEvent;
 use crate::sync::{DeleteMode, Outcome};
@@ -91,8 +91,6 @@ impl DeliveryQueue {
             let mut closing = closing.subscribe();
             tasks.push(tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(max_batch);
-                // PostgreSQL: the writer's own connection, closed when the writer ends.
-                let mut writer = store.writer();
                 loop {
                     {
                         let mut receiver = receiver.lock().await;
@@ -115,17 +113,17 @@ impl DeliveryQueue {
                     // Each batch in a task of its own: a panic while writing would otherwise
                     // end this writer for good, where it used to cost one request. The
                     // batch's requests then get 503 (their replies are dropped) and Svix
-                    // retries them; the writer goes on with a fresh connection.
+                    // retries them; the writer goes on.
                     let shared = store.clone();
                     let written = tokio::spawn(async move {
-                        write(&shared, &mut writer, mode, timeout, &mut batch).await;
-                        (writer, batch)
+                        write(&shared, mode, timeout, &mut batch).await;
+                        batch
                     });
-                    (writer, batch) = match written.await {
+                    batch = match written.await {
                         Ok(kept) => kept,
                         Err(error) => {
                             tracing::error!(%error, "writing a batch of webhook events failed");
-                            (store.writer(), Vec::with_capacity(max_batch))
+                            Vec::with_capacity(max_batch)
                         }
                     };
                 }
@@ -178,13 +176,7 @@ impl DeliveryQueue {
     }
 }
 
-async fn write(
-    store: &Store,
-    writer: &mut Writer,
-    mode: DeleteMode,
-    timeout: Duration,
-    batch: &mut Vec<Job>,
-) {
+async fn write(store: &Store, mode: DeleteMode, timeout: Duration, batch: &mut Vec<Job>) {
     let records: Vec<(&ClerkEvent, DeliveryRecord<'_>)> = batch
         .iter()
         .map(|(delivery, _)| {
@@ -200,21 +192,15 @@ async fn write(
         .collect();
     crate::metrics::webhook_batch(records.len());
     let started = std::time::Instant::now();
-    let results = match tokio::time::timeout(
-        timeout,
-        store.record_deliveries(writer, &records, mode),
-    )
-    .await
+    let results = match tokio::time::timeout(timeout, store.record_deliveries(&records, mode)).await
     {
         Ok(results) => results,
-        Err(_) => {
-            // Its connection is somewhere inside a transaction: closed, never reused.
-            writer.discard_connection();
-            records
-                .iter()
-                .map(|_| Err(StoreError::TimedOut(timeout)))
-                .collect()
-        }
+        // Its connection, somewhere inside a transaction, is closed, never reused (see
+        // `postgres::Transaction`).
+        Err(_) => records
+            .iter()
+            .map(|_| Err(StoreError::TimedOut(timeout)))
+            .collect(),
     };
     tracing::debug!(
         events = records.len(),

@@ -1,306 +1,326 @@
-//! What one transaction does, the same on both backends: lock what an event touches, read it,
-//! let [`crate::sync`] decide, write the decision and the inbox row together.
+//! What one transaction does, the same for every source of user changes (webhook deliveries,
+//! a single event or a batch; the fallback fetch; a backfill or reconcile page; a replay) and
+//! on both backends: lock what the events touch and read it (round trip one), let
+//! [`crate::sync`] decide, then write the decision, the inbox rows and any checkpoint and
+//! commit (round trip two). An event's effect and its `svix-id` land atomically.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 
-use super::statements::{LoadedState, StateKeys, Statements};
-use super::{Applied, DeliveryRecord, InboxRecord, IncomingEvent, Source, UsersTable, now};
+use super::error::DatabaseError;
+use super::statements::{LoadedState, StateKeys};
+use super::{DeliveryRecord, InboxRecord, Source, Store, now};
 use crate::clerk::{ClerkEvent, EventKind};
-use crate::sync::{self, DeleteMode, Outcome, Planned, SyncState, UserSnapshot};
+use crate::sync::{
+    self, Change, ClerkMillis, DeleteMode, Outcome, Planned, RowWrites, UserSnapshot,
+};
 
-fn keys_of(snapshots: &[&UserSnapshot]) -> StateKeys {
-    StateKeys {
-        user_ids: snapshots.iter().map(|s| s.id.clone()).collect(),
-        emails: snapshots.iter().filter_map(|s| s.email.clone()).collect(),
-        usernames: snapshots
-            .iter()
-            .filter_map(|s| s.username.clone())
-            .collect(),
+/// One event of a transaction: what the rules see, and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Item<'a> {
+    pub event_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub effect: Effect<'a>,
+    pub source: Source<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Effect<'a> {
+    Snapshot(&'a UserSnapshot),
+    Deletion(&'a str),
+    /// A type clerk-sync does not act on: stored, changes nothing.
+    Ignored,
+    /// Verified but unusable: stored as failed with the reason.
+    Failed(&'a str),
+}
+
+impl<'a> Item<'a> {
+    pub fn event(event: &'a ClerkEvent, source: Source<'a>) -> Item<'a> {
+        let effect = match &event.kind {
+            EventKind::UserSnapshot(snapshot) => Effect::Snapshot(snapshot),
+            EventKind::UserDeleted { user_id } => Effect::Deletion(user_id),
+            EventKind::Unhandled => Effect::Ignored,
+            EventKind::Unusable { reason, .. } => Effect::Failed(reason),
+        };
+        Item {
+            event_type: &event.event_type,
+            user_id: event.user_id(),
+            effect,
+            source,
+        }
+    }
+
+    pub fn delivery(event: &'a ClerkEvent, delivery: DeliveryRecord<'a>) -> Item<'a> {
+        Item::event(event, Source::Delivery(delivery))
+    }
+
+    /// Why a verified event is unusable, stored with it.
+    fn error(&self) -> Option<&'a str> {
+        match self.effect {
+            Effect::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// A snapshot read from Clerk's API (backfill, reconciliation, fallback fetch).
+    pub fn snapshot(snapshot: &'a UserSnapshot) -> Item<'a> {
+        Item {
+            event_type: "user.fetched",
+            user_id: Some(&snapshot.id),
+            effect: Effect::Snapshot(snapshot),
+            source: Source::Clerk,
+        }
     }
 }
 
-/// The whole effect of one event. `Duplicate` means nothing was written.
-pub(super) async fn apply_event<T: Statements>(
-    tx: &mut T,
-    users: &UsersTable,
-    event: &IncomingEvent<'_>,
-    mode: DeleteMode,
-) -> Result<Outcome, sqlx::Error> {
-    let now = now();
-    let dedupe_ids: Vec<String> = match &event.source {
-        Source::Delivery(delivery) => vec![delivery.svix_id.to_owned()],
-        Source::Replay { .. } | Source::Clerk => Vec::new(),
-    };
-    let mut error = None;
-    let outcome = match &event.event.kind {
-        EventKind::UserSnapshot(snapshot) => {
-            let keys = keys_of(&[snapshot]);
-            tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(users, &dedupe_ids, &keys).await?;
-            if !state.seen.is_empty() {
-                return Ok(Outcome::Duplicate);
-            }
-            let plan = sync::plan_snapshots(
-                std::slice::from_ref(snapshot),
-                state.users,
-                &state.tombstoned,
-            );
-            tx.write_rows(users, &plan.writes, now).await?;
-            plan.outcomes[0]
-        }
-        EventKind::UserDeleted { user_id } => {
-            let keys = StateKeys {
-                user_ids: vec![user_id.clone()],
-                ..StateKeys::default()
-            };
-            tx.lock_keys(&keys.lock_keys()).await?;
-            let state = tx.load_state(users, &dedupe_ids, &keys).await?;
-            if !state.seen.is_empty() {
-                return Ok(Outcome::Duplicate);
-            }
-            let view = SyncState {
-                tombstoned: state.tombstoned.contains(user_id),
-                users: state.users,
-            };
-            let plan = sync::plan_deletion(user_id, &view, mode);
-            for change in &plan.changes {
-                tx.apply_deletion(users, change, now).await?;
-            }
-            plan.outcome
-        }
-        EventKind::Unhandled => Outcome::Ignored,
-        EventKind::Unusable { reason, .. } => {
-            error = Some(reason.as_str());
-            Outcome::Failed
-        }
-    };
-    finish(tx, event.event, &event.source, outcome, error, now).await
+/// A replayed event's new outcome, for its inbox row.
+pub(crate) struct InboxUpdate<'a> {
+    pub svix_id: &'a str,
+    pub outcome: Outcome,
+    pub error: Option<&'a str>,
 }
 
-/// Deliveries that arrived together, in one transaction: one set of locks for everything they
-/// touch, one read, the rules applied event by event (`sync::plan_batch`), one bulk write and
-/// one inbox row each. Same effect as applying them one by one in some order.
-pub(super) async fn apply_deliveries<T: Statements>(
-    tx: &mut T,
-    users: &UsersTable,
-    deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
-    mode: DeleteMode,
-) -> Result<Vec<Outcome>, sqlx::Error> {
-    let batch = DeliveryBatch::new(deliveries);
-    tx.lock_keys(&batch.keys.lock_keys()).await?;
-    let state = tx.load_state(users, &batch.svix_ids, &batch.keys).await?;
-    let decision = batch.decide(state, mode, now());
-    tx.write_rows(users, &decision.writes, decision.now).await?;
-    for change in &decision.deletions {
-        tx.apply_deletion(users, change, decision.now).await?;
-    }
-    let inserted = tx.insert_inbox_rows(&decision.inbox).await?;
-    Ok(decision.outcomes(&inserted))
-}
-
-/// A batch of deliveries before the read: what it must lock and look up.
-pub(super) struct DeliveryBatch<'a> {
-    deliveries: &'a [(&'a ClerkEvent, DeliveryRecord<'a>)],
-    pub keys: StateKeys,
-    pub svix_ids: Vec<String>,
-    planned: Vec<(usize, Planned<'a>)>,
-    errors: Vec<Option<&'a str>>,
-}
-
-/// What a batch writes, decided under its locks, and what each delivery's answer will be.
-pub(super) struct Decision<'a> {
-    pub writes: sync::RowWrites,
-    pub deletions: Vec<sync::Change>,
+/// What a transaction writes, decided under its locks, in the order written.
+pub(crate) struct Writes<'a> {
+    pub rows: &'a RowWrites,
+    pub deletions: &'a [Change],
     /// One row per delivery not seen before.
-    pub inbox: Vec<InboxRecord<'a>>,
-    pub now: chrono::NaiveDateTime,
-    svix_ids: Vec<String>,
-    fresh: Vec<bool>,
-    outcomes: Vec<Outcome>,
+    pub inbox: &'a [InboxRecord<'a>],
+    pub replays: &'a [InboxUpdate<'a>],
+    /// A job's state key, written with the page it follows.
+    pub checkpoint: Option<(&'a str, &'a str)>,
+    pub now: NaiveDateTime,
 }
 
-impl<'a> DeliveryBatch<'a> {
-    pub fn new(deliveries: &'a [(&'a ClerkEvent, DeliveryRecord<'a>)]) -> Self {
-        let mut keys = StateKeys::default();
-        let mut planned = Vec::with_capacity(deliveries.len());
-        let mut errors = vec![None; deliveries.len()];
-        for (i, (event, _)) in deliveries.iter().enumerate() {
-            match &event.kind {
-                EventKind::UserSnapshot(snapshot) => {
-                    keys.user_ids.push(snapshot.id.clone());
-                    keys.emails.extend(snapshot.email.clone());
-                    keys.usernames.extend(snapshot.username.clone());
-                    planned.push((i, Planned::Snapshot(snapshot)));
-                }
-                EventKind::UserDeleted { user_id } => {
-                    keys.user_ids.push(user_id.clone());
-                    planned.push((i, Planned::Deletion(user_id)));
-                }
-                EventKind::Unhandled => {}
-                EventKind::Unusable { reason, .. } => errors[i] = Some(reason.as_str()),
+/// A transaction on either backend.
+pub(crate) enum Transaction {
+    Postgres(super::postgres::Transaction),
+    Sqlite(super::sqlite::Transaction),
+}
+
+impl Transaction {
+    pub async fn begin(store: &Store) -> Result<Transaction, DatabaseError> {
+        Ok(match &store.pool {
+            super::Pool::Postgres(pool) => {
+                Transaction::Postgres(super::postgres::Transaction::begin(pool).await?)
             }
-        }
-        for list in [&mut keys.user_ids, &mut keys.emails, &mut keys.usernames] {
-            list.sort();
-            list.dedup();
-        }
-        DeliveryBatch {
-            deliveries,
-            keys,
-            svix_ids: deliveries
-                .iter()
-                .map(|(_, d)| d.svix_id.to_owned())
-                .collect(),
-            planned,
-            errors,
+            super::Pool::Sqlite(pool) => {
+                Transaction::Sqlite(super::sqlite::Transaction::begin(pool))
+            }
+        })
+    }
+
+    /// Takes the locks and reads what the decision needs.
+    async fn read(
+        &mut self,
+        store: &Store,
+        locks: &[String],
+        svix_ids: &[String],
+        keys: &StateKeys,
+    ) -> Result<LoadedState, DatabaseError> {
+        match self {
+            Transaction::Postgres(tx) => tx.read(&store.texts, locks, svix_ids, keys).await,
+            Transaction::Sqlite(tx) => tx.read(&store.users, svix_ids, keys).await,
         }
     }
 
-    /// Applies the rules to the state read under the locks.
-    pub fn decide(
-        self,
-        state: LoadedState,
-        mode: DeleteMode,
-        now: chrono::NaiveDateTime,
-    ) -> Decision<'a> {
-        // A delivery seen before, or twice in this batch (a retry racing its original), changes
-        // nothing the second time.
-        let mut seen = state.seen;
-        let fresh: Vec<bool> = self
-            .svix_ids
-            .iter()
-            .map(|id| seen.insert(id.clone()))
-            .collect();
-        let (indices, events): (Vec<usize>, Vec<Planned<'_>>) =
-            self.planned.into_iter().filter(|(i, _)| fresh[*i]).unzip();
-        let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
-        let mut outcomes: Vec<Outcome> = self
-            .errors
-            .iter()
-            .map(|error| {
-                if error.is_some() {
-                    Outcome::Failed
-                } else {
-                    Outcome::Ignored
-                }
-            })
-            .collect();
-        for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
-            outcomes[i] = outcome;
+    /// Writes and commits; the `svix-id`s whose inbox rows were inserted.
+    async fn write(
+        &mut self,
+        store: &Store,
+        writes: &Writes<'_>,
+    ) -> Result<HashSet<String>, DatabaseError> {
+        match self {
+            Transaction::Postgres(tx) => tx.write(&store.texts, writes).await,
+            Transaction::Sqlite(tx) => tx.write(&store.users, writes).await,
         }
-        let inbox = self
-            .deliveries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| fresh[*i])
-            .map(|(i, (event, delivery))| InboxRecord {
+    }
+
+    async fn rollback(&mut self) {
+        match self {
+            Transaction::Postgres(tx) => tx.rollback().await,
+            Transaction::Sqlite(tx) => tx.rollback().await,
+        }
+    }
+}
+
+/// What a transaction did: one outcome per item, and the rows' `clerkUpdatedAt` before (ms)
+/// for those that had a row.
+pub(crate) struct Done {
+    pub outcomes: Vec<Outcome>,
+    pub previous: HashMap<String, Option<ClerkMillis>>,
+}
+
+/// The one flow. Events are planned as if applied one after the other (snapshots in order,
+/// then deletions: an order Svix could have used; see `sync::plan_batch`). A delivery whose
+/// `svix-id` is in the inbox already, or twice in the batch, changes nothing. A dry run reads
+/// without locks, decides, and writes nothing.
+pub(crate) async fn run(
+    store: &Store,
+    items: &[Item<'_>],
+    mode: DeleteMode,
+    checkpoint: Option<(&str, &str)>,
+    dry_run: bool,
+) -> Result<Done, DatabaseError> {
+    let mut keys = StateKeys::default();
+    let mut svix_ids = Vec::new();
+    for item in items {
+        match item.effect {
+            Effect::Snapshot(snapshot) => {
+                keys.user_ids.push(snapshot.id.clone());
+                keys.emails.extend(snapshot.email.clone());
+                keys.usernames.extend(snapshot.username.clone());
+            }
+            Effect::Deletion(user_id) => keys.user_ids.push(user_id.to_owned()),
+            Effect::Ignored | Effect::Failed(_) => {}
+        }
+        if let Source::Delivery(delivery) = &item.source {
+            svix_ids.push(delivery.svix_id.to_owned());
+        }
+    }
+    for list in [&mut keys.user_ids, &mut keys.emails, &mut keys.usernames] {
+        list.sort();
+        list.dedup();
+    }
+    let locks = if dry_run {
+        Vec::new()
+    } else {
+        keys.lock_keys()
+    };
+
+    let mut tx = Transaction::begin(store).await?;
+    let state = tx.read(store, &locks, &svix_ids, &keys).await?;
+    let now = now();
+    let previous = state
+        .users
+        .iter()
+        .map(|u| (u.id.clone(), u.clerk_updated_at))
+        .collect();
+
+    let mut seen = state.seen;
+    let fresh: Vec<bool> = items
+        .iter()
+        .map(|item| match &item.source {
+            Source::Delivery(delivery) => seen.insert(delivery.svix_id.to_owned()),
+            Source::Replay { .. } | Source::Clerk => true,
+        })
+        .collect();
+    let (indices, events): (Vec<usize>, Vec<Planned<'_>>) = items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .filter_map(|(i, item)| match item.effect {
+            Effect::Snapshot(snapshot) => Some((i, Planned::Snapshot(snapshot))),
+            Effect::Deletion(user_id) => Some((i, Planned::Deletion(user_id))),
+            Effect::Ignored | Effect::Failed(_) => None,
+        })
+        .unzip();
+    let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
+    let mut outcomes: Vec<Outcome> = items
+        .iter()
+        .map(|item| match item.effect {
+            Effect::Failed(_) => Outcome::Failed,
+            _ => Outcome::Ignored,
+        })
+        .collect();
+    for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
+        outcomes[i] = outcome;
+    }
+    if dry_run {
+        tx.rollback().await;
+        return Ok(Done { outcomes, previous });
+    }
+
+    let mut inbox = Vec::new();
+    let mut replays = Vec::new();
+    for ((item, outcome), fresh) in items.iter().zip(&outcomes).zip(&fresh) {
+        match &item.source {
+            Source::Delivery(delivery) if *fresh => inbox.push(InboxRecord {
                 svix_id: delivery.svix_id,
-                event_type: &event.event_type,
-                user_id: event.user_id(),
-                outcome: outcomes[i],
-                error: self.errors[i],
+                event_type: item.event_type,
+                user_id: item.user_id,
+                outcome: *outcome,
+                error: item.error(),
                 payload: delivery.payload,
                 svix_timestamp: delivery.svix_timestamp,
                 received_at: now,
-            })
-            .collect();
-        Decision {
-            writes: plan.writes,
-            deletions: plan.deletions,
-            inbox,
-            now,
-            svix_ids: self.svix_ids,
-            fresh,
-            outcomes,
+            }),
+            Source::Replay { svix_id } => replays.push(InboxUpdate {
+                svix_id,
+                outcome: *outcome,
+                error: item.error(),
+            }),
+            Source::Delivery(_) | Source::Clerk => {}
         }
     }
-}
-
-impl Decision<'_> {
-    /// Each delivery's outcome, given the inbox rows the write actually inserted (a row
-    /// already there means another process got the same delivery first).
-    pub fn outcomes(self, inserted: &std::collections::HashSet<String>) -> Vec<Outcome> {
-        self.svix_ids
-            .iter()
-            .zip(self.fresh)
-            .zip(self.outcomes)
-            .map(|((id, fresh), outcome)| {
-                if fresh && inserted.contains(id) {
-                    outcome
-                } else {
-                    Outcome::Duplicate
-                }
-            })
-            .collect()
-    }
-}
-
-/// Records what happened to a delivered or replayed event.
-pub(super) async fn finish<T: Statements>(
-    tx: &mut T,
-    event: &ClerkEvent,
-    source: &Source<'_>,
-    outcome: Outcome,
-    error: Option<&str>,
-    now: NaiveDateTime,
-) -> Result<Outcome, sqlx::Error> {
-    match source {
-        Source::Clerk => Ok(outcome),
-        Source::Replay { svix_id } => {
-            tx.update_inbox(svix_id, outcome, error, now).await?;
-            Ok(outcome)
-        }
-        Source::Delivery(delivery) => {
-            let inserted = tx
-                .insert_inbox(&InboxRecord {
-                    svix_id: delivery.svix_id,
-                    event_type: &event.event_type,
-                    user_id: event.user_id(),
-                    outcome,
-                    error,
-                    payload: delivery.payload,
-                    svix_timestamp: delivery.svix_timestamp,
-                    received_at: now,
-                })
-                .await?;
-            Ok(if inserted {
-                outcome
-            } else {
-                Outcome::Duplicate
-            })
+    let inserted = tx
+        .write(
+            store,
+            &Writes {
+                rows: &plan.writes,
+                deletions: &plan.deletions,
+                inbox: &inbox,
+                replays: &replays,
+                checkpoint,
+                now,
+            },
+        )
+        .await?;
+    for ((item, outcome), fresh) in items.iter().zip(outcomes.iter_mut()).zip(fresh) {
+        if let Source::Delivery(delivery) = &item.source
+            && !(fresh && inserted.contains(delivery.svix_id))
+        {
+            *outcome = Outcome::Duplicate;
         }
     }
+    Ok(Done { outcomes, previous })
 }
 
 /// Records an event the database refused as failed, with the reason (`Duplicate` when its
-/// `svix-id` is stored already). The inbox row holds what arrived, except where that is what
-/// the database refuses: NUL characters (PostgreSQL text cannot hold them) become U+FFFD, and
-/// ids too long for an index are shortened (see [`storable_key`]). Both changes are the same
-/// for every delivery of the event, so a redelivery meets this row and is a duplicate; the
-/// stored error says what was changed.
-pub(super) async fn record_refused<T: Statements>(
-    tx: &mut T,
-    event: &ClerkEvent,
-    source: &Source<'_>,
+/// `svix-id` is stored already), in a transaction of its own. The inbox row holds what
+/// arrived, except where that is what the database refuses: NUL characters (PostgreSQL text
+/// cannot hold them) become U+FFFD, and ids too long for an index are shortened (see
+/// [`storable_key`]). Both changes are the same for every delivery of the event, so a
+/// redelivery meets this row and is a duplicate; the stored error says what was changed.
+pub(crate) async fn record_refused(
+    store: &Store,
+    item: &Item<'_>,
     reason: &str,
-    now: NaiveDateTime,
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<Outcome, DatabaseError> {
     let mut changes = Vec::new();
-    match source {
+    let now = now();
+    let nothing = RowWrites::default();
+    let mut writes = Writes {
+        rows: &nothing,
+        deletions: &[],
+        inbox: &[],
+        replays: &[],
+        checkpoint: None,
+        now,
+    };
+    match &item.source {
         Source::Clerk => Ok(Outcome::Failed),
         Source::Replay { svix_id } => {
             let error = storable_text("the error", reason, &mut changes);
-            tx.update_inbox(svix_id, Outcome::Failed, Some(&error), now)
+            let replays = [InboxUpdate {
+                svix_id,
+                outcome: Outcome::Failed,
+                error: Some(&error),
+            }];
+            writes.replays = &replays;
+            Transaction::begin(store)
+                .await?
+                .write(store, &writes)
                 .await?;
             Ok(Outcome::Failed)
         }
         Source::Delivery(delivery) => {
             let svix_id = storable_key("svix-id", delivery.svix_id, &mut changes);
-            let event_type = storable_key("type", &event.event_type, &mut changes);
-            let user_id = event
-                .user_id()
+            let event_type = storable_key("type", item.event_type, &mut changes);
+            let user_id = item
+                .user_id
                 .map(|id| storable_key("user id", id, &mut changes));
             let payload = storable_text("payload", delivery.payload, &mut changes);
             let mut error = storable_text("the error", reason, &mut changes).into_owned();
@@ -308,19 +328,22 @@ pub(super) async fn record_refused<T: Statements>(
                 error.push_str("; stored with ");
                 error.push_str(&changes.join(", "));
             }
-            let inserted = tx
-                .insert_inbox(&InboxRecord {
-                    svix_id: &svix_id,
-                    event_type: &event_type,
-                    user_id: user_id.as_deref(),
-                    outcome: Outcome::Failed,
-                    error: Some(&error),
-                    payload: &payload,
-                    svix_timestamp: delivery.svix_timestamp,
-                    received_at: now,
-                })
+            let inbox = [InboxRecord {
+                svix_id: &svix_id,
+                event_type: &event_type,
+                user_id: user_id.as_deref(),
+                outcome: Outcome::Failed,
+                error: Some(&error),
+                payload: &payload,
+                svix_timestamp: delivery.svix_timestamp,
+                received_at: now,
+            }];
+            writes.inbox = &inbox;
+            let inserted = Transaction::begin(store)
+                .await?
+                .write(store, &writes)
                 .await?;
-            Ok(if inserted {
+            Ok(if inserted.contains(svix_id.as_ref()) {
                 Outcome::Failed
             } else {
                 Outcome::Duplicate
@@ -366,48 +389,6 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// A page of snapshots from Clerk (backfill, reconciliation): one transaction, one set of
-/// locks, one read, one bulk write, planned snapshot by snapshot by the webhook rules. With a
-/// checkpoint, its state key is written in the same transaction, so a resumed run starts
-/// exactly after the last page that landed. A dry run decides and writes nothing.
-pub(super) async fn apply_snapshots<T: Statements>(
-    tx: &mut T,
-    users: &UsersTable,
-    snapshots: &[UserSnapshot],
-    checkpoint: Option<(&str, &str)>,
-    dry_run: bool,
-) -> Result<Vec<Applied>, sqlx::Error> {
-    let now = now();
-    let refs: Vec<&UserSnapshot> = snapshots.iter().collect();
-    let keys = keys_of(&refs);
-    if !dry_run {
-        tx.lock_keys(&keys.lock_keys()).await?;
-    }
-    let state = tx.load_state(users, &[], &keys).await?;
-    let previous: std::collections::HashMap<String, Option<i64>> = state
-        .users
-        .iter()
-        .map(|u| (u.id.clone(), u.clerk_updated_at))
-        .collect();
-    let plan = sync::plan_snapshots(snapshots, state.users, &state.tombstoned);
-    if !dry_run {
-        tx.write_rows(users, &plan.writes, now).await?;
-        if let Some((key, value)) = checkpoint {
-            tx.set_state(key, Some(value), now).await?;
-        }
-    }
-    Ok(snapshots
-        .iter()
-        .zip(plan.outcomes)
-        .map(|(snapshot, outcome)| Applied {
-            user_id: snapshot.id.clone(),
-            outcome,
-            previous: previous.get(&snapshot.id).copied().flatten(),
-            clerk_updated_at: snapshot.updated_at,
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 //! clerk-sync's other tables (the `clerk_sync` schema, or the `clerk_sync_` prefix), never in the
 //! app's schema, and several processes starting at once must not trip over each other.
 
-use sqlx::{PgPool, Row, SqlitePool};
+use deadpool_postgres::Object;
+use sqlx::{Row, SqlitePool};
+use tokio_postgres::types::Type;
 
-use super::{StoreError, UsersTable};
+use super::error::DatabaseError;
+use super::{StoreError, UsersTable, postgres};
 
 struct Migration {
     version: i64,
@@ -86,7 +89,8 @@ fn pending(
         .collect())
 }
 
-fn failed(migration: &Migration, error: sqlx::Error) -> StoreError {
+fn failed(migration: &Migration, error: impl Into<DatabaseError>) -> StoreError {
+    let error = error.into();
     let mut message = format!(
         "migration {} ({}) failed: {error}",
         migration.version, migration.description
@@ -100,36 +104,99 @@ fn failed(migration: &Migration, error: sqlx::Error) -> StoreError {
     StoreError::Setup(message)
 }
 
+/// A transaction on a pooled PostgreSQL connection (`BEGIN` and the rest through the simple
+/// protocol, no values). Dropped before [`ClosingTransaction::commit`] or
+/// [`ClosingTransaction::rollback`] ended it (its future dropped at a timeout, an error on the
+/// way), the connection is closed rather than handed back to the pool: the server rolls the
+/// transaction back, and nobody else gets a connection inside it, or behind a statement still
+/// waiting for a lock.
+pub(super) struct ClosingTransaction {
+    client: Option<Object>,
+}
+
+impl ClosingTransaction {
+    /// Takes a connection and starts the transaction with `begin` (`BEGIN`, or `BEGIN` with
+    /// options and `SET LOCAL`s after it).
+    pub(super) async fn begin(
+        pool: &postgres::Pool,
+        begin: &str,
+    ) -> Result<ClosingTransaction, DatabaseError> {
+        let transaction = ClosingTransaction {
+            client: Some(pool.get().await?),
+        };
+        transaction.client().batch_execute(begin).await?;
+        Ok(transaction)
+    }
+
+    pub(super) fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("a transaction keeps its client until it ends")
+    }
+
+    pub(super) async fn commit(self) -> Result<(), DatabaseError> {
+        self.end("COMMIT").await
+    }
+
+    pub(super) async fn rollback(self) -> Result<(), DatabaseError> {
+        self.end("ROLLBACK").await
+    }
+
+    /// Ends the transaction and hands the connection, idle again, back to the pool.
+    async fn end(mut self, sql: &str) -> Result<(), DatabaseError> {
+        self.client().batch_execute(sql).await?;
+        self.client.take();
+        Ok(())
+    }
+}
+
+impl Drop for ClosingTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Out of the pool: dropping the client closes the connection.
+            drop(Object::take(client));
+        }
+    }
+}
+
 pub(super) async fn run_postgres(
-    pool: &PgPool,
+    pool: &postgres::Pool,
     users: &UsersTable,
     dry_run: bool,
 ) -> Result<MigrationReport, StoreError> {
-    let mut tx = pool.begin().await.map_err(StoreError::Unavailable)?;
+    // Without the server's NOTICEs ("schema \"clerk_sync\" already exists, skipping" on every
+    // run): tokio-postgres logs each at info.
+    let tx = ClosingTransaction::begin(pool, "BEGIN; SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(StoreError::unavailable)?;
+    let client = tx.client();
     // A transaction-scoped lock, so it also works through a transaction-mode pooler.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut *tx)
+    client
+        .execute_typed(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&MIGRATION_LOCK_KEY, Type::INT8)],
+        )
         .await
-        .map_err(StoreError::Unavailable)?;
-    sqlx::raw_sql(
-        "CREATE SCHEMA IF NOT EXISTS clerk_sync;
-         CREATE TABLE IF NOT EXISTS clerk_sync.migrations (
-             version BIGINT PRIMARY KEY,
-             description TEXT NOT NULL,
-             applied_at TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
-         );",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::Unavailable)?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM clerk_sync.migrations")
-        .fetch_all(&mut *tx)
+        .map_err(StoreError::unavailable)?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS clerk_sync;
+             CREATE TABLE IF NOT EXISTS clerk_sync.migrations (
+                 version BIGINT PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 applied_at TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
+             );",
+        )
         .await
-        .map_err(StoreError::Unavailable)?
+        .map_err(StoreError::unavailable)?;
+    let applied: Vec<i64> = client
+        .query_typed("SELECT version FROM clerk_sync.migrations", &[])
+        .await
+        .map_err(StoreError::unavailable)?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::unavailable)?;
     let mut report = MigrationReport {
         version: applied.iter().copied().max().unwrap_or(0),
         dry_run,
@@ -138,14 +205,14 @@ pub(super) async fn run_postgres(
     if applied.contains(&1) {
         // The app may have added a column since; one nothing fills would fail every new
         // user's insert, so it is better refused here, once, than on each event.
-        super::adopt::check_app_columns(&mut tx, users).await?;
+        super::adopt::check_app_columns(client, users).await?;
     }
     let mut adopted = false;
     if !applied.contains(&1)
-        && let Some(adoption) = super::adopt::plan(&mut tx, users).await?
+        && let Some(adoption) = super::adopt::plan(client, users).await?
     {
         if !dry_run {
-            super::adopt::apply(&mut tx, &adoption).await?;
+            super::adopt::apply(client, &adoption).await?;
         }
         report.adopted = adoption.changes;
         adopted = true;
@@ -166,27 +233,31 @@ pub(super) async fn run_postgres(
         if let (Some(schema), false) = (users.schema(), adopted)
             && migration.version == 1
         {
-            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .execute(&mut *tx)
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
                 .await
                 .map_err(|e| failed(migration, e))?;
         }
         let sql = users.sql(sql);
-        sqlx::raw_sql(&sql)
-            .execute(&mut *tx)
+        client
+            .batch_execute(&sql)
             .await
             .map_err(|e| failed(migration, e))?;
-        sqlx::query("INSERT INTO clerk_sync.migrations (version, description) VALUES ($1, $2)")
-            .bind(migration.version)
-            .bind(migration.description)
-            .execute(&mut *tx)
+        client
+            .execute_typed(
+                "INSERT INTO clerk_sync.migrations (version, description) VALUES ($1, $2)",
+                &[
+                    (&migration.version, Type::INT8),
+                    (&migration.description, Type::TEXT),
+                ],
+            )
             .await
-            .map_err(StoreError::Unavailable)?;
+            .map_err(StoreError::unavailable)?;
     }
     if dry_run {
-        tx.rollback().await.map_err(StoreError::Unavailable)?;
+        tx.rollback().await.map_err(StoreError::unavailable)?;
     } else {
-        tx.commit().await.map_err(StoreError::Unavailable)?;
+        tx.commit().await.map_err(StoreError::unavailable)?;
     }
     Ok(report)
 }
@@ -200,7 +271,7 @@ pub(super) async fn run_sqlite(
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
-        .map_err(StoreError::Unavailable)?;
+        .map_err(StoreError::unavailable)?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS clerk_sync_migrations (
              version INTEGER PRIMARY KEY,
@@ -210,11 +281,11 @@ pub(super) async fn run_sqlite(
     )
     .execute(&mut *tx)
     .await
-    .map_err(StoreError::Unavailable)?;
+    .map_err(StoreError::unavailable)?;
     let applied: Vec<i64> = sqlx::query("SELECT version FROM clerk_sync_migrations")
         .fetch_all(&mut *tx)
         .await
-        .map_err(StoreError::Unavailable)?
+        .map_err(StoreError::unavailable)?
         .iter()
         .map(|row| row.get(0))
         .collect();
@@ -231,7 +302,7 @@ pub(super) async fn run_sqlite(
         )
         .fetch_one(&mut *tx)
         .await
-        .map_err(StoreError::Unavailable)?;
+        .map_err(StoreError::unavailable)?;
         if existing > 0 {
             return Err(StoreError::Setup(
                 "this SQLite database already has a users table that clerk-sync did not create; \
@@ -259,12 +330,12 @@ pub(super) async fn run_sqlite(
             .bind(migration.description)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::Unavailable)?;
+            .map_err(StoreError::unavailable)?;
     }
     if dry_run {
-        tx.rollback().await.map_err(StoreError::Unavailable)?;
+        tx.rollback().await.map_err(StoreError::unavailable)?;
     } else {
-        tx.commit().await.map_err(StoreError::Unavailable)?;
+        tx.commit().await.map_err(StoreError::unavailable)?;
     }
     Ok(report)
 }

@@ -8,6 +8,7 @@
 
 mod adopt;
 mod deliveries;
+mod error;
 mod flow;
 mod migrations;
 mod postgres;
@@ -25,8 +26,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::clerk::{ClerkEvent, EventKind, parse_event};
 use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
+use flow::Item;
 
 pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
+pub use error::DatabaseError;
+use error::Refusal;
 pub use migrations::MigrationReport;
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
@@ -46,20 +50,30 @@ const UNIQUE_VIOLATION_RETRIES: u32 = 2;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// The PostgreSQL statements for this users table.
+    texts: std::sync::Arc<postgres::Texts>,
     users: UsersTable,
-    /// Webhook writes send their statements whole (see `PoolSettings::transaction_pooler`).
-    inline_statements: bool,
     /// The database as people may see it (password masked), for messages.
     database: String,
     connect_timeout: Duration,
     migrate_timeout: Duration,
 }
 
-/// A connection pool to one of the two backends.
-#[derive(Clone, Debug)]
-pub enum Pool {
-    Postgres(sqlx::PgPool),
+/// A connection pool to one of the two backends: PostgreSQL through tokio-postgres, SQLite
+/// through sqlx.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Postgres(postgres::Pool),
     Sqlite(sqlx::SqlitePool),
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Postgres(_) => "Pool::Postgres",
+            Pool::Sqlite(_) => "Pool::Sqlite",
+        })
+    }
 }
 
 /// Where the app's users table is: `users` by default; apps that named theirs differently set
@@ -143,11 +157,6 @@ impl UsersTable {
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
-    /// `DATABASE_URL` leads to a transaction-mode pooler (PgBouncer, Neon's `-pooler`
-    /// endpoint, which is recognised by its host name): webhook writes then use no SQL-level
-    /// prepared statements, which such a pooler cannot keep on one server connection.
-    /// Without it, the first sign of such a pooler switches them off as well.
-    pub transaction_pooler: bool,
     /// Longest wait for a new connection to answer when checking the database at start
     /// (`CLERK_SYNC_DB_CONNECT_TIMEOUT`): a server behind a firewall or a paused compute may
     /// accept the TCP connection and then say nothing at all.
@@ -162,7 +171,6 @@ impl Default for PoolSettings {
         PoolSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
-            transaction_pooler: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             migrate_timeout: DEFAULT_MIGRATE_TIMEOUT,
         }
@@ -178,11 +186,11 @@ pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum StoreError {
     /// The database cannot be reached or failed in a way a later attempt can get past.
     #[error("database unavailable: {0}")]
-    Unavailable(sqlx::Error),
+    Unavailable(DatabaseError),
     /// The database was away for a batch of webhook events: each event of the batch carries
     /// the same error.
     #[error("database unavailable: {0}")]
-    UnavailableForBatch(std::sync::Arc<sqlx::Error>),
+    UnavailableForBatch(std::sync::Arc<DatabaseError>),
     /// An operation took longer than the configured database timeout.
     #[error("database did not answer within {0:?}")]
     TimedOut(Duration),
@@ -192,20 +200,6 @@ pub enum StoreError {
     /// Configuration or schema problems a person has to fix; the text says how.
     #[error("{0}")]
     Setup(String),
-}
-
-/// What a delivery writer keeps between batches (its own connection on PostgreSQL).
-#[derive(Debug)]
-pub struct Writer {
-    postgres: postgres::DeliveryWriter,
-}
-
-impl Writer {
-    /// Closes the writer's connection (after a batch was abandoned halfway); the next batch
-    /// opens another.
-    pub fn discard_connection(&mut self) {
-        self.postgres.discard_connection();
-    }
 }
 
 /// A Clerk event to apply, and where it came from. Every source goes through the same rules.
@@ -301,60 +295,34 @@ pub(crate) struct InboxRecord<'a> {
     received_at: NaiveDateTime,
 }
 
-/// Runs `$body` in a write transaction on either backend (`$conn` is the connection) and
-/// commits it; an error drops the transaction, which rolls it back. Evaluates to a
-/// `Result<_, sqlx::Error>` (`?` inside `$body` stops at the macro).
-macro_rules! in_transaction {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        async {
-            match &$store.pool {
-                $crate::store::Pool::Postgres(pool) => {
-                    let mut tx = pool.begin().await?;
-                    let result = {
-                        let $conn = &mut *tx;
-                        $body
-                    };
-                    tx.commit().await?;
-                    Ok::<_, sqlx::Error>(result)
-                }
-                $crate::store::Pool::Sqlite(pool) => {
-                    let mut tx = pool.begin_with($crate::store::sqlite::BEGIN_WRITE).await?;
-                    let result = {
-                        let $conn = &mut *tx;
-                        $body
-                    };
-                    tx.commit().await?;
-                    Ok(result)
-                }
-            }
-        }
-        .await
-    };
-}
-// For the store's other files, which write on either backend the same way.
-pub(crate) use in_transaction;
-
-/// Runs `$body` on a pooled connection, outside any explicit transaction (reads, and single
-/// statements that are atomic by themselves), mapping errors to [`StoreError::Unavailable`].
+/// Runs a read (or a single statement) on a pooled connection: `$pg` with a tokio-postgres
+/// client on PostgreSQL, `$lite` with an sqlx connection (`Statements`) on SQLite.
 macro_rules! on_connection {
-    ($store:expr, |$conn:ident| $body:expr) => {
+    ($store:expr, |$client:ident| $pg:expr, |$conn:ident| $lite:expr) => {
         async {
             match &$store.pool {
                 Pool::Postgres(pool) => {
-                    let mut connection = pool.acquire().await?;
-                    let $conn = &mut *connection;
-                    Ok::<_, sqlx::Error>($body)
+                    let object = pool.get().await?;
+                    let $client: &tokio_postgres::Client = &object;
+                    Ok::<_, DatabaseError>($pg.await?)
                 }
                 Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await?;
                     let $conn = &mut *connection;
-                    Ok($body)
+                    Ok($lite.await?)
                 }
             }
         }
         .await
         .map_err(StoreError::Unavailable)
     };
+}
+
+impl StoreError {
+    /// For `map_err`: the database could not do what was asked.
+    pub(crate) fn unavailable(error: impl Into<DatabaseError>) -> StoreError {
+        StoreError::Unavailable(error.into())
+    }
 }
 
 impl Store {
@@ -373,12 +341,8 @@ impl Store {
         settings: &PoolSettings,
         users: UsersTable,
     ) -> Result<Store, StoreError> {
-        let mut inline_statements = settings.transaction_pooler;
         let pool = match target {
-            DatabaseTarget::Postgres { url } => {
-                inline_statements |= postgres::is_neon_pooler(url);
-                postgres::connect(url, settings).map(Pool::Postgres)?
-            }
+            DatabaseTarget::Postgres { url } => Pool::Postgres(postgres::pool(url, settings)?),
             DatabaseTarget::Sqlite { path } => {
                 if users.schema().is_some() {
                     return Err(StoreError::Setup(
@@ -390,24 +354,12 @@ impl Store {
         };
         Ok(Store {
             pool,
+            texts: std::sync::Arc::new(postgres::Texts::new(&users)),
             users,
-            inline_statements,
             database: target.to_string(),
             connect_timeout: settings.connect_timeout,
             migrate_timeout: settings.migrate_timeout,
         })
-    }
-
-    /// A writer of webhook deliveries (see [`DeliveryQueue`]).
-    pub fn writer(&self) -> Writer {
-        Writer {
-            postgres: postgres::DeliveryWriter::new(self.inline_statements),
-        }
-    }
-
-    /// The connection pool (for queries of the app's own, and tests).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// Where the users table is.
@@ -456,32 +408,29 @@ impl Store {
     }
 
     /// Opens one connection outside the pool, so a failure reports its real cause (refused,
-    /// bad password, TLS) rather than the pool's "timed out".
+    /// bad password, TLS, channel binding) rather than the pool's "timed out".
     pub async fn check_connection(&self, target: &DatabaseTarget) -> Result<(), StoreError> {
         use sqlx::Connection;
+        let settings = PoolSettings {
+            connect_timeout: self.connect_timeout,
+            ..PoolSettings::default()
+        };
         let connect = async {
-            match &self.pool {
-                Pool::Postgres(pool) => sqlx::PgConnection::connect_with(&pool.connect_options())
-                    .await
-                    .map(drop),
-                Pool::Sqlite(pool) => sqlx::SqliteConnection::connect_with(&pool.connect_options())
-                    .await
-                    .map(drop),
+            match (target, &self.pool) {
+                (DatabaseTarget::Postgres { url }, _) => postgres::check(url, &settings).await,
+                (_, Pool::Sqlite(pool)) => {
+                    sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                (_, Pool::Postgres(_)) => unreachable!("a SQLite target has a SQLite pool"),
             }
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => result.map_err(|e| {
-                let mut message = format!("cannot connect to {target}: {}", connect_hint(&e));
-                if matches!(&e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
-                    && target.to_string().contains("sslrootcert=")
-                {
-                    message.push_str(
-                        "; the certificate file named by sslrootcert cannot be read: check its \
-                         path (a relative path starts from the working directory)",
-                    );
-                }
-                StoreError::Setup(message)
-            }),
+            Ok(result) => {
+                result.map_err(|e| StoreError::Setup(format!("cannot connect to {target}: {e}")))
+            }
             Err(_) => Err(StoreError::Setup(format!(
                 "cannot connect to {target}: connecting timed out, no answer within {} \
                  (CLERK_SYNC_DB_CONNECT_TIMEOUT). Something accepted the connection but did not \
@@ -496,18 +445,30 @@ impl Store {
     /// Closes the pool: waits for connections in use to come back, then closes them all.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Postgres(pool) => pool.close().await,
+            // Connections in use close when handed back.
+            Pool::Postgres(pool) => pool.close(),
             Pool::Sqlite(pool) => pool.close().await,
         }
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let result = match &self.pool {
-            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-        };
-        result.map_err(StoreError::Unavailable)
+        on_connection!(
+            self,
+            |client| client.batch_execute("SELECT 1"),
+            |conn| async { sqlx::query("SELECT 1").execute(&mut *conn).await.map(drop) }
+        )
+    }
+
+    /// Runs the one flow (`flow::run`) for `items`, trying again after a lost race.
+    async fn run(
+        &self,
+        items: &[Item<'_>],
+        mode: DeleteMode,
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
+    ) -> Result<flow::Done, DatabaseError> {
+        retrying(|| flow::run(self, items, mode, checkpoint, dry_run)).await
     }
 
     /// Applies one event exactly once. Races with concurrent events are retried here; an
@@ -518,48 +479,42 @@ impl Store {
         event: &IncomingEvent<'_>,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        let attempt = |mode| {
-            retrying(move || async move {
-                in_transaction!(self, |conn| flow::apply_event(
-                    conn,
-                    &self.users,
-                    event,
-                    mode
-                )
-                .await?)
-            })
-        };
-        let mut result = attempt(mode).await;
-        if let (Err(error), EventKind::UserDeleted { user_id }, DeleteMode::Hard) =
-            (&result, &event.event.kind, mode)
-            && let Some(db) = error.as_database_error()
-            && is_foreign_key_violation(db)
+        self.record_item(&Item::event(event.event, event.source.clone()), mode)
+            .await
+    }
+
+    async fn record_item(&self, item: &Item<'_>, mode: DeleteMode) -> Result<Outcome, StoreError> {
+        let items = std::slice::from_ref(item);
+        let mut result = self.run(items, mode, None, false).await;
+        if let (Err(error), flow::Effect::Deletion(user_id), DeleteMode::Hard) =
+            (&result, item.effect, mode)
+            && error.is_foreign_key_violation()
         {
             // The app's own table still points at the user (e.g. Prisma's default ON DELETE
             // RESTRICT): no retry can delete the row, so its personal data goes instead.
             tracing::warn!(
                 user_id = %user_id,
-                constraint = db.constraint().unwrap_or("(not named by SQLite)"),
-                table = db.table().unwrap_or("(not named by SQLite)"),
+                constraint = error.constraint().unwrap_or("(not named by SQLite)"),
+                table = error.table().unwrap_or("(not named by SQLite)"),
                 "user.deleted: a foreign key keeps the user's row, so it was kept with its \
                  personal data erased and deletedAt set; choose ON DELETE CASCADE or SET NULL \
                  for that reference to delete such rows (docs/migrating-from-nextjs.md)"
             );
             crate::metrics::delete_kept_by_foreign_key();
-            result = attempt(DeleteMode::Erase).await;
+            result = self.run(items, DeleteMode::Erase, None, false).await;
         }
         match result {
-            Ok(outcome) => Ok(outcome),
-            Err(error) if is_rejected_data(&error) => {
-                let refusal = refusal_reason(&error);
-                if matches!(event.source, Source::Clerk) {
+            Ok(done) => Ok(done.outcomes[0]),
+            Err(error) if error.is_rejected_data() => {
+                let refusal = error.refusal_reason();
+                if matches!(item.source, Source::Clerk) {
                     return Err(StoreError::Rejected(refusal));
                 }
-                let reason = match &event.event.kind {
-                    EventKind::Unusable { reason, .. } => format!("{reason}; then {refusal}"),
+                let reason = match item.effect {
+                    flow::Effect::Failed(reason) => format!("{reason}; then {refusal}"),
                     _ => refusal,
                 };
-                self.record_refused(event, &reason).await
+                self.record_refused(item, &reason).await
             }
             Err(error) => Err(StoreError::Unavailable(error)),
         }
@@ -568,19 +523,8 @@ impl Store {
     /// Stores an event the database refused as failed, in a transaction of its own (the
     /// refused one rolled back), so it is answered 200 and a redelivery is a duplicate. Values
     /// the inbox itself cannot hold are stored in a form it can (see `flow::record_refused`).
-    async fn record_refused(
-        &self,
-        event: &IncomingEvent<'_>,
-        reason: &str,
-    ) -> Result<Outcome, StoreError> {
-        let now = now();
-        let recorded = retrying(|| async {
-            in_transaction!(self, |conn| {
-                flow::record_refused(conn, event.event, &event.source, reason, now).await?
-            })
-        })
-        .await;
-        match recorded {
+    async fn record_refused(&self, item: &Item<'_>, reason: &str) -> Result<Outcome, StoreError> {
+        match retrying(|| flow::record_refused(self, item, reason)).await {
             Ok(Outcome::Duplicate) => Ok(Outcome::Duplicate),
             Ok(outcome) => {
                 tracing::warn!(error = %reason, "event stored as failed");
@@ -596,67 +540,35 @@ impl Store {
         }
     }
 
-    /// Applies deliveries that arrived together in one transaction (see
-    /// `flow::apply_deliveries`), one result each. When the database refuses the batch for
-    /// something one event carries, each event is applied on its own, so one bad event cannot
-    /// hold back the others; when the database is away, every event gets that error.
+    /// Applies deliveries that arrived together in one transaction, one result each. When the
+    /// database refuses the batch for something one event carries, each event is applied on
+    /// its own, so one bad event cannot hold back the others; when the database is away,
+    /// every event gets that error.
     pub async fn record_deliveries(
         &self,
-        writer: &mut Writer,
         deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
         mode: DeleteMode,
     ) -> Vec<Result<Outcome, StoreError>> {
-        // `retrying` cannot lend the writer to its closure (a closure's future may not borrow
-        // from the closure), so its loop is written out here.
-        let mut attempt = 0;
-        let result = loop {
-            let result = match &self.pool {
-                Pool::Postgres(pool) => {
-                    writer
-                        .postgres
-                        .apply(pool, &self.users, deliveries, mode)
-                        .await
-                }
-                Pool::Sqlite(_) => {
-                    in_transaction!(self, |conn| flow::apply_deliveries(
-                        conn,
-                        &self.users,
-                        deliveries,
-                        mode
-                    )
-                    .await?)
-                }
-            };
-            match result {
-                Err(error)
-                    if classify(&error) == Refusal::LostRace && attempt < CONFLICT_RETRIES =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                result => break result,
-            }
-        };
-        match result {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-            Err(error) if error.as_database_error().is_some() => {
+        let items: Vec<Item<'_>> = deliveries
+            .iter()
+            .map(|(event, delivery)| Item::delivery(event, *delivery))
+            .collect();
+        match self.run(&items, mode, None, false).await {
+            Ok(done) => return done.outcomes.into_iter().map(Ok).collect(),
+            Err(error) if error.is_refusal_by_database() => {
                 tracing::debug!(%error, "batch refused; applying its events one by one");
             }
             Err(error) => {
                 let error = std::sync::Arc::new(error);
-                return deliveries
+                return items
                     .iter()
                     .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
                     .collect();
             }
         }
-        let mut results = Vec::with_capacity(deliveries.len());
-        for (event, delivery) in deliveries {
-            let single = IncomingEvent {
-                event,
-                source: Source::Delivery(*delivery),
-            };
-            results.push(self.record_event(&single, mode).await);
+        let mut results = Vec::with_capacity(items.len());
+        for item in &items {
+            results.push(self.record_item(item, mode).await);
         }
         results
     }
@@ -668,12 +580,7 @@ impl Store {
         snapshot: &UserSnapshot,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        self.record_from_clerk(
-            "user.fetched",
-            EventKind::UserSnapshot(snapshot.clone()),
-            mode,
-        )
-        .await
+        self.record_item(&Item::snapshot(snapshot), mode).await
     }
 
     /// Deletes a user Clerk no longer has (reconciliation), by the rules of `user.deleted`.
@@ -682,53 +589,46 @@ impl Store {
         user_id: &str,
         mode: DeleteMode,
     ) -> Result<Outcome, StoreError> {
-        let kind = EventKind::UserDeleted {
-            user_id: user_id.to_owned(),
+        let item = Item {
+            event_type: "user.deleted",
+            user_id: Some(user_id),
+            effect: flow::Effect::Deletion(user_id),
+            source: Source::Clerk,
         };
-        self.record_from_clerk("user.deleted", kind, mode).await
+        self.record_item(&item, mode).await
     }
 
-    /// What Clerk's API said, applied as an event of that type (no inbox row).
-    async fn record_from_clerk(
-        &self,
-        event_type: &str,
-        kind: EventKind,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        let event = ClerkEvent {
-            event_type: event_type.into(),
-            kind,
-        };
-        self.record_event(
-            &IncomingEvent {
-                event: &event,
-                source: Source::Clerk,
-            },
-            mode,
-        )
-        .await
-    }
-
-    /// Applies a page of snapshots in one transaction (see `flow::apply_snapshots`).
+    /// Applies a page of snapshots in one transaction, snapshot by snapshot by the webhook
+    /// rules. With a checkpoint, its state key is written in the same transaction, so a
+    /// resumed run starts exactly after the last page that landed. A dry run decides and
+    /// writes nothing.
     pub async fn apply_snapshots(
         &self,
         snapshots: &[UserSnapshot],
         checkpoint: Option<(&str, &str)>,
         dry_run: bool,
     ) -> Result<Vec<Applied>, StoreError> {
-        retrying(|| async {
-            in_transaction!(self, |conn| {
-                flow::apply_snapshots(conn, &self.users, snapshots, checkpoint, dry_run).await?
+        let items: Vec<Item<'_>> = snapshots.iter().map(Item::snapshot).collect();
+        let done = self
+            .run(&items, DeleteMode::Hard, checkpoint, dry_run)
+            .await
+            .map_err(|e| {
+                if e.is_rejected_data() {
+                    StoreError::Rejected(format!("the database refused a user's data: {e}"))
+                } else {
+                    StoreError::Unavailable(e)
+                }
+            })?;
+        Ok(snapshots
+            .iter()
+            .zip(done.outcomes)
+            .map(|(snapshot, outcome)| Applied {
+                user_id: snapshot.id.clone(),
+                outcome,
+                previous: done.previous.get(&snapshot.id).copied().flatten(),
+                clerk_updated_at: snapshot.updated_at,
             })
-        })
-        .await
-        .map_err(|e| {
-            if is_rejected_data(&e) {
-                StoreError::Rejected(format!("the database refused a user's data: {e}"))
-            } else {
-                StoreError::Unavailable(e)
-            }
-        })
+            .collect())
     }
 
     /// Re-applies a stored event by the same rules as its first delivery; `None` when there
@@ -751,24 +651,26 @@ impl Store {
                 },
             },
         };
-        self.record_event(
-            &IncomingEvent {
-                event: &event,
-                source: Source::Replay { svix_id },
-            },
-            mode,
-        )
-        .await
-        .map(Some)
+        self.record_item(&Item::event(&event, Source::Replay { svix_id }), mode)
+            .await
+            .map(Some)
     }
 
     /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
     pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
-        on_connection!(self, |conn| conn.user(&self.users, id).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::user(client, &self.users, id),
+            |conn| conn.user(&self.users, id)
+        )
     }
 
     pub async fn stored_event(&self, svix_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        on_connection!(self, |conn| conn.stored_event(svix_id).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::stored_event_by_id(client, svix_id),
+            |conn| conn.stored_event(svix_id)
+        )
     }
 
     /// The newest events first.
@@ -777,16 +679,28 @@ impl Store {
         failed_only: bool,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        on_connection!(self, |conn| conn.stored_events(failed_only, limit).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::stored_events(client, failed_only, limit),
+            |conn| conn.stored_events(failed_only, limit)
+        )
     }
 
     pub async fn state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        on_connection!(self, |conn| conn.get_state(key).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::get_state(client, key),
+            |conn| conn.get_state(key)
+        )
     }
 
     pub async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let now = now();
-        on_connection!(self, |conn| conn.set_state(key, value, now).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::set_state(client, key, value, now),
+            |conn| conn.set_state(key, value, now)
+        )
     }
 
     /// Takes (or renews, for the same holder) the lease `name` for `ttl`; false while another
@@ -800,28 +714,42 @@ impl Store {
         let now = now();
         let expires_at =
             now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
-        on_connection!(self, |conn| conn
-            .acquire_lease(name, holder, expires_at, now)
-            .await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::acquire_lease(client, name, holder, expires_at, now),
+            |conn| conn.acquire_lease(name, holder, expires_at, now)
+        )
     }
 
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        on_connection!(self, |conn| conn.release_lease(name, holder).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::release_lease(client, name, holder),
+            |conn| conn.release_lease(name, holder)
+        )
     }
 
     /// Stored events whose outcome is `failed`.
     pub async fn failed_event_count(&self) -> Result<u64, StoreError> {
-        on_connection!(self, |conn| conn.failed_event_count().await?).map(|n| n.max(0) as u64)
+        on_connection!(
+            self,
+            |client| postgres::queries::failed_event_count(client),
+            |conn| conn.failed_event_count()
+        )
+        .map(|n| n.max(0) as u64)
     }
 
     /// Connections in the pool: (idle, in use, limit).
     pub fn pool_stats(&self) -> (u32, u32, u32) {
         let (size, idle, max) = match &self.pool {
-            Pool::Postgres(pool) => (
-                pool.size(),
-                pool.num_idle() as u32,
-                pool.options().get_max_connections(),
-            ),
+            Pool::Postgres(pool) => {
+                let status = pool.status();
+                (
+                    status.size as u32,
+                    status.available as u32,
+                    status.max_size as u32,
+                )
+            }
             Pool::Sqlite(pool) => (
                 pool.size(),
                 pool.num_idle() as u32,
@@ -833,12 +761,16 @@ impl Store {
 
     /// Who holds the lease `name` (expired or not).
     pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError> {
-        on_connection!(self, |conn| conn.lease_holder(name).await?)
+        Ok(self.lease(name).await?.map(|(holder, _)| holder))
     }
 
     /// The lease `name` (expired or not): its holder and when it expires (UTC).
     pub async fn lease(&self, name: &str) -> Result<Option<(String, NaiveDateTime)>, StoreError> {
-        on_connection!(self, |conn| conn.lease(name).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::lease(client, name),
+            |conn| conn.lease(name)
+        )
     }
 
     /// Takes the lease `name` from `dead_holder`, a process known to be gone, for `ttl`.
@@ -853,14 +785,26 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let expires_at =
             now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
-        on_connection!(self, |conn| conn
-            .take_over_lease(name, dead_holder, new_holder, expires_at)
-            .await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::take_over_lease(
+                client,
+                name,
+                dead_holder,
+                new_holder,
+                expires_at
+            ),
+            |conn| conn.take_over_lease(name, dead_holder, new_holder, expires_at)
+        )
     }
 
     /// Ids of live rows first written before `before`.
     pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
-        on_connection!(self, |conn| conn.live_user_ids(&self.users, before).await?)
+        on_connection!(
+            self,
+            |client| postgres::queries::live_user_ids(client, &self.users, before),
+            |conn| conn.live_user_ids(&self.users, before)
+        )
     }
 }
 
@@ -872,33 +816,14 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// A connection error, with what usually causes it when the driver's words do not say.
-fn connect_hint(error: &sqlx::Error) -> String {
-    let text = error.to_string();
-    let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
-        "; the server's certificate is not signed by a certificate authority this machine \
-         trusts: with sslmode=verify-full (or verify-ca) give the CA's certificate as \
-         sslrootcert=/path/to/ca.pem in DATABASE_URL (Neon's chain to public roots and need none)"
-    } else if text.contains("failed to lookup address")
-        || text.contains("Name or service not known")
-    {
-        "; the host name does not resolve: check it, and percent-encode special characters in \
-         the user name and password (e.g. @ as %40, # as %23, / as %2F), which otherwise end \
-         the password early and become part of the host"
-    } else {
-        ""
-    };
-    format!("{text}{hint}")
-}
-
 /// Runs a transaction again when it lost a race with a concurrent one. A unique violation can
 /// be such a race (another transaction inserted the value first), but one that recurs is the
 /// event's data against a constraint clerk-sync does not manage (an app's own unique index,
 /// say): it is tried again only [`UNIQUE_VIOLATION_RETRIES`] times, then counts as data.
-async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, sqlx::Error>
+async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, DatabaseError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
+    Fut: Future<Output = Result<T, DatabaseError>>,
 {
     let (mut races, mut unique_violations) = (0, 0);
     loop {
@@ -906,7 +831,7 @@ where
             Err(error) => error,
             result => return result,
         };
-        let attempt = match classify(&error) {
+        let attempt = match error.refusal() {
             Refusal::LostRace if races < CONFLICT_RETRIES => {
                 races += 1;
                 races
@@ -927,105 +852,6 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::random_range(0..base))
 }
 
-/// What a database error says about the event and about trying again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// Lost to a concurrent transaction, or ran on a connection the server had closed (Neon
-    /// suspends idle computes and closes their connections): another attempt, on another
-    /// connection, gives a different result.
-    LostRace,
-    /// A unique index refused a value: a lost race once, the event's data when it recurs.
-    UniqueViolation,
-    /// The values themselves (NUL in text, out of range, too long for an index, against a
-    /// constraint): no attempt can succeed, so the event is stored as failed and answered 200.
-    Data,
-    /// Anything else: the database is away or not as expected; the sender should try later.
-    Unavailable,
-}
-
-fn classify(error: &sqlx::Error) -> Refusal {
-    if matches!(error, sqlx::Error::Io(_)) {
-        return Refusal::LostRace;
-    }
-    let Some(db) = error.as_database_error() else {
-        return Refusal::Unavailable;
-    };
-    let code = db.code().unwrap_or_default();
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // SQLite's codes are numbers; only for SQLite: some SQLSTATEs are digits too.
-        code.parse().map_or(Refusal::Unavailable, sqlite_refusal)
-    } else {
-        postgres_refusal(&code)
-    }
-}
-
-/// PostgreSQL's SQLSTATE: classes 22 (data exception, e.g. 22021 for a NUL character), 23
-/// (integrity constraint violation) and 54 (program limit exceeded, e.g. 54000 for a value too
-/// long for a btree index) are about the data.
-fn postgres_refusal(sqlstate: &str) -> Refusal {
-    match sqlstate {
-        // serialization_failure, deadlock_detected, lock_not_available, and the server
-        // terminating the connection (admin_shutdown, e.g. a compute suspended)
-        "40001" | "40P01" | "55P03" | "57P01" => Refusal::LostRace,
-        "23505" => Refusal::UniqueViolation,
-        _ if ["22", "23", "54"]
-            .iter()
-            .any(|class| sqlstate.starts_with(class)) =>
-        {
-            Refusal::Data
-        }
-        _ => Refusal::Unavailable,
-    }
-}
-
-/// SQLite's extended result code: its low byte is the primary code.
-fn sqlite_refusal(code: i32) -> Refusal {
-    match code {
-        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
-        2067 | 1555 => Refusal::UniqueViolation,
-        _ => match code & 0xff {
-            // SQLITE_BUSY, SQLITE_LOCKED
-            5 | 6 => Refusal::LostRace,
-            // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
-            18..=20 => Refusal::Data,
-            _ => Refusal::Unavailable,
-        },
-    }
-}
-
-/// A foreign key refused the statement. SQLite reports `ON DELETE RESTRICT` as a trigger
-/// constraint (extended code 1811), not as a foreign key one, but in the same words.
-fn is_foreign_key_violation(db: &dyn sqlx::error::DatabaseError) -> bool {
-    matches!(db.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
-        || db.message().contains("FOREIGN KEY constraint failed")
-}
-
-/// After [`retrying`]: the database refused the values themselves, so no retry can fix that
-/// event.
-fn is_rejected_data(error: &sqlx::Error) -> bool {
-    matches!(classify(error), Refusal::Data | Refusal::UniqueViolation)
-}
-
-/// Why the database refused an event, for people: its words, and which constraint and code.
-/// Never the values (they are personal data, or the very thing refused).
-fn refusal_reason(error: &sqlx::Error) -> String {
-    let Some(db) = error.as_database_error() else {
-        return format!("the database refused the event's data: {error}");
-    };
-    let mut reason = format!("the database refused the event's data: {}", db.message());
-    let code = db.code().unwrap_or_default();
-    let code = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        format!("SQLite code {code}")
-    } else {
-        format!("SQLSTATE {code}")
-    };
-    match db.constraint() {
-        Some(constraint) => reason.push_str(&format!(" (constraint {constraint}, {code})")),
-        None => reason.push_str(&format!(" ({code})")),
-    }
-    reason
-}
-
 /// The current time at the millisecond precision of `TIMESTAMP(3)`.
 pub(crate) fn now() -> NaiveDateTime {
     millis_to_datetime(Utc::now().timestamp_millis())
@@ -1039,46 +865,4 @@ fn millis_to_datetime(millis: ClerkMillis) -> NaiveDateTime {
 
 fn datetime_to_millis(t: NaiveDateTime) -> ClerkMillis {
     t.and_utc().timestamp_millis()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_about_the_data_are_told_from_a_database_away_or_a_lost_race() {
-        for (sqlstate, refusal) in [
-            ("22021", Refusal::Data), // NUL in text
-            ("22008", Refusal::Data), // timestamp out of range
-            ("23514", Refusal::Data), // an app's CHECK constraint
-            ("23503", Refusal::Data), // foreign key
-            ("54000", Refusal::Data), // index row size exceeds btree maximum
-            ("23505", Refusal::UniqueViolation),
-            ("40001", Refusal::LostRace),
-            ("40P01", Refusal::LostRace),
-            ("55P03", Refusal::LostRace),
-            ("57P01", Refusal::LostRace),
-            ("57P03", Refusal::Unavailable), // cannot_connect_now
-            ("53300", Refusal::Unavailable), // too_many_connections
-            ("42P01", Refusal::Unavailable), // undefined_table: a person has to fix it
-            ("XX000", Refusal::Unavailable),
-        ] {
-            assert_eq!(postgres_refusal(sqlstate), refusal, "SQLSTATE {sqlstate}");
-        }
-        for (code, refusal) in [
-            (2067, Refusal::UniqueViolation), // SQLITE_CONSTRAINT_UNIQUE
-            (1555, Refusal::UniqueViolation), // SQLITE_CONSTRAINT_PRIMARYKEY
-            (275, Refusal::Data),             // SQLITE_CONSTRAINT_CHECK
-            (787, Refusal::Data),             // SQLITE_CONSTRAINT_FOREIGNKEY
-            (18, Refusal::Data),              // SQLITE_TOOBIG
-            (20, Refusal::Data),              // SQLITE_MISMATCH
-            (5, Refusal::LostRace),           // SQLITE_BUSY
-            (517, Refusal::LostRace),         // SQLITE_BUSY_SNAPSHOT
-            (6, Refusal::LostRace),           // SQLITE_LOCKED
-            (10, Refusal::Unavailable),       // SQLITE_IOERR
-            (13, Refusal::Unavailable),       // SQLITE_FULL
-        ] {
-            assert_eq!(sqlite_refusal(code), refusal, "SQLite code {code}");
-        }
-    }
 }

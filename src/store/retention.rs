@@ -11,8 +11,9 @@
 //! database at once.
 
 use chrono::NaiveDateTime;
+use tokio_postgres::types::Type;
 
-use super::{Pool, Store, StoreError, retrying, sqlite};
+use super::{DatabaseError, Pool, Store, StoreError, retrying, sqlite};
 
 /// On PostgreSQL the inbox is counted exactly up to this many rows, and above it PostgreSQL's
 /// own estimate (`pg_class.reltuples`, kept up to date by autovacuum) is reported: counting
@@ -47,13 +48,19 @@ impl Store {
         let limit = i64::from(limit.max(1));
         retrying(|| async {
             match &self.pool {
-                Pool::Postgres(pool) => sqlx::query(PRUNE_POSTGRES)
-                    .bind(before)
-                    .bind(include_failed)
-                    .bind(limit)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected()),
+                Pool::Postgres(pool) => {
+                    let client = pool.get().await?;
+                    Ok(client
+                        .execute_typed(
+                            PRUNE_POSTGRES,
+                            &[
+                                (&before, Type::TIMESTAMP),
+                                (&include_failed, Type::BOOL),
+                                (&limit, Type::INT8),
+                            ],
+                        )
+                        .await?)
+                }
                 Pool::Sqlite(pool) => {
                     // Takes the write lock at BEGIN: a deferred transaction that found the
                     // file changed when it came to write would fail instead of waiting.
@@ -66,12 +73,12 @@ impl Store {
                         .await?
                         .rows_affected();
                     tx.commit().await?;
-                    Ok(removed)
+                    Ok::<_, DatabaseError>(removed)
                 }
             }
         })
         .await
-        .map_err(StoreError::Unavailable)
+        .map_err(StoreError::unavailable)
     }
 
     /// How many events [`Store::prune_events`] would remove, chunk after chunk, for the same
@@ -81,31 +88,34 @@ impl Store {
         before: NaiveDateTime,
         include_failed: bool,
     ) -> Result<u64, StoreError> {
-        let count: Result<i64, sqlx::Error> = match &self.pool {
+        let count: Result<i64, DatabaseError> = match &self.pool {
             Pool::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM clerk_sync.inbox
-                     WHERE received_at < $1 AND (outcome <> 'failed' OR $2)",
-                )
-                .bind(before)
-                .bind(include_failed)
-                .fetch_one(pool)
+                async {
+                    let client = pool.get().await?;
+                    let row = client
+                        .query_typed_one(
+                            "SELECT count(*) FROM clerk_sync.inbox
+                             WHERE received_at < $1 AND (outcome <> 'failed' OR $2)",
+                            &[(&before, Type::TIMESTAMP), (&include_failed, Type::BOOL)],
+                        )
+                        .await?;
+                    Ok(row.try_get(0)?)
+                }
                 .await
             }
-            Pool::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM clerk_sync_inbox
-                     WHERE received_at < $1 AND (outcome <> 'failed' OR $2)",
-                )
-                .bind(before)
-                .bind(include_failed)
-                .fetch_one(pool)
-                .await
-            }
+            Pool::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT count(*) FROM clerk_sync_inbox
+                 WHERE received_at < $1 AND (outcome <> 'failed' OR $2)",
+            )
+            .bind(before)
+            .bind(include_failed)
+            .fetch_one(pool)
+            .await
+            .map_err(DatabaseError::from),
         };
         count
             .map(|n| n.max(0) as u64)
-            .map_err(StoreError::Unavailable)
+            .map_err(StoreError::unavailable)
     }
 
     /// Events in the inbox, all outcomes: counted exactly on SQLite, and on PostgreSQL up to
@@ -114,32 +124,37 @@ impl Store {
         let count = match &self.pool {
             Pool::Postgres(pool) => {
                 let cap = INBOX_EXACT_COUNT_UP_TO as i64;
-                // A scan that stops after cap + 1 rows: exact below the cap, bounded above.
-                let counted: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM clerk_sync.inbox LIMIT $1) AS capped",
-                )
-                .bind(cap + 1)
-                .fetch_one(pool)
-                .await
-                .map_err(StoreError::Unavailable)?;
-                if counted <= cap {
-                    counted
-                } else {
-                    let estimate: Option<f32> = sqlx::query_scalar(
-                        "SELECT reltuples FROM pg_class WHERE oid = to_regclass('clerk_sync.inbox')",
-                    )
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(StoreError::Unavailable)?;
+                let count = async {
+                    let client = pool.get().await?;
+                    // A scan that stops after cap + 1 rows: exact below the cap, bounded above.
+                    let counted: i64 = client
+                        .query_typed_one(
+                            "SELECT count(*) FROM (SELECT 1 FROM clerk_sync.inbox LIMIT $1) AS capped",
+                            &[(&(cap + 1), Type::INT8)],
+                        )
+                        .await?
+                        .try_get(0)?;
+                    if counted <= cap {
+                        return Ok(counted);
+                    }
+                    let estimate: Option<f32> = client
+                        .query_typed_opt(
+                            "SELECT reltuples FROM pg_class WHERE oid = to_regclass('clerk_sync.inbox')",
+                            &[],
+                        )
+                        .await?
+                        .map(|row| row.try_get(0))
+                        .transpose()?;
                     // Never below what was just counted (the estimate may predate growth, and
                     // is -1 before the table was first analysed).
-                    estimate.map_or(counted, |e| (e as i64).max(counted))
-                }
+                    Ok::<_, DatabaseError>(estimate.map_or(counted, |e| (e as i64).max(counted)))
+                };
+                count.await.map_err(StoreError::unavailable)?
             }
             Pool::Sqlite(pool) => sqlx::query_scalar("SELECT count(*) FROM clerk_sync_inbox")
                 .fetch_one(pool)
                 .await
-                .map_err(StoreError::Unavailable)?,
+                .map_err(StoreError::unavailable)?,
         };
         Ok(count.max(0) as u64)
     }

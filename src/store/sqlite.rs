@@ -9,8 +9,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::statements::statements_impl;
-use super::{PoolSettings, StoreError};
+use std::collections::HashSet;
+
+use super::error::DatabaseError;
+use super::flow::Writes;
+use super::statements::{LoadedState, StateKeys, Statements, statements_impl};
+use super::{PoolSettings, StoreError, UsersTable};
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
@@ -61,11 +65,6 @@ statements_impl!(
     in_list = ("IN (SELECT value FROM json_each(", "))"),
     list = |values: &[String]| serde_json::to_string(values).expect("strings serialize"),
     {
-        /// `BEGIN IMMEDIATE` already serializes every writer.
-        async fn lock_keys(&mut self, _keys: &[String]) -> Result<(), sqlx::Error> {
-            Ok(())
-        }
-
         async fn write_rows(
             &mut self,
             users: &crate::store::UsersTable,
@@ -95,3 +94,71 @@ statements_impl!(
         }
     }
 );
+
+/// A write transaction (`BEGIN IMMEDIATE`), begun at its first statement.
+pub(crate) struct Transaction {
+    pool: SqlitePool,
+    tx: Option<sqlx::Transaction<'static, sqlx::Sqlite>>,
+}
+
+impl Transaction {
+    pub(super) fn begin(pool: &SqlitePool) -> Transaction {
+        Transaction {
+            pool: pool.clone(),
+            tx: None,
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        if self.tx.is_none() {
+            self.tx = Some(self.pool.begin_with(BEGIN_WRITE).await?);
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            unreachable!("begun just above")
+        };
+        Ok(&mut **tx)
+    }
+
+    pub(super) async fn read(
+        &mut self,
+        users: &UsersTable,
+        svix_ids: &[String],
+        keys: &StateKeys,
+    ) -> Result<LoadedState, DatabaseError> {
+        let connection = self.connection().await?;
+        Ok(connection.load_state(users, svix_ids, keys).await?)
+    }
+
+    /// Statement by statement: no network, so a statement per row costs little.
+    pub(super) async fn write(
+        &mut self,
+        users: &UsersTable,
+        writes: &Writes<'_>,
+    ) -> Result<HashSet<String>, DatabaseError> {
+        let now = writes.now;
+        let connection = self.connection().await?;
+        connection.write_rows(users, writes.rows, now).await?;
+        for change in writes.deletions {
+            connection.apply_deletion(users, change, now).await?;
+        }
+        let inserted = connection.insert_inbox_rows(writes.inbox).await?;
+        for replay in writes.replays {
+            connection
+                .update_inbox(replay.svix_id, replay.outcome, replay.error, now)
+                .await?;
+        }
+        if let Some((key, value)) = writes.checkpoint {
+            connection.set_state(key, Some(value), now).await?;
+        }
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+        }
+        Ok(inserted)
+    }
+
+    pub(super) async fn rollback(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
+    }
+}

@@ -139,12 +139,85 @@ pub(crate) fn deletion_sql(users: &UsersTable, ns: &str, change: &Change) -> Str
     }
 }
 
+/// A user's row and whether its id is tombstoned (`$1` the id), in one statement.
+pub(crate) fn user_sql(users: &UsersTable, ns: &str) -> String {
+    users.sql(&format!(
+        r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
+                  u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
+                  EXISTS (SELECT 1 FROM {ns}tombstones t WHERE t.user_id = $1) AS tombstoned
+           FROM (SELECT 1) AS one LEFT JOIN {{users}} u ON u.id = $1"#
+    ))
+}
+
+/// An inbox row's columns, in [`stored_event`]'s order.
+const INBOX_COLUMNS: &str = "svix_id, event_type, user_id, outcome, error, payload, svix_timestamp, received_at, replayed_at";
+
+pub(crate) fn stored_event_sql(ns: &str) -> String {
+    format!("SELECT {INBOX_COLUMNS} FROM {ns}inbox WHERE svix_id = $1")
+}
+
+/// The newest events first: `$1` failed ones only, `$2` how many.
+pub(crate) fn stored_events_sql(ns: &str) -> String {
+    format!(
+        "SELECT {INBOX_COLUMNS} FROM {ns}inbox WHERE outcome = 'failed' OR NOT $1
+         ORDER BY received_at DESC, svix_id LIMIT $2"
+    )
+}
+
+pub(crate) fn update_inbox_sql(ns: &str) -> String {
+    format!("UPDATE {ns}inbox SET outcome = $2, error = $3, replayed_at = $4 WHERE svix_id = $1")
+}
+
+pub(crate) fn get_state_sql(ns: &str) -> String {
+    format!("SELECT value FROM {ns}state WHERE key = $1")
+}
+
+pub(crate) fn set_state_sql(ns: &str) -> String {
+    format!(
+        "INSERT INTO {ns}state (key, value, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+    )
+}
+
+pub(crate) fn delete_state_sql(ns: &str) -> String {
+    format!("DELETE FROM {ns}state WHERE key = $1")
+}
+
+/// Takes the lease (`$1` name, `$2` holder, `$3` until) unless another holder's runs at `$4`.
+pub(crate) fn acquire_lease_sql(ns: &str) -> String {
+    format!(
+        "INSERT INTO {ns}leases AS l (name, holder, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+         WHERE l.expires_at < $4 OR l.holder = $2"
+    )
+}
+
+pub(crate) fn release_lease_sql(ns: &str) -> String {
+    format!("DELETE FROM {ns}leases WHERE name = $1 AND holder = $2")
+}
+
+/// The lease `$1`: holder, expiry.
+pub(crate) fn lease_sql(ns: &str) -> String {
+    format!("SELECT holder, expires_at FROM {ns}leases WHERE name = $1")
+}
+
+/// Hands lease `$1` from `$2` to `$3` until `$4`, only while `$2` still holds it.
+pub(crate) fn take_over_lease_sql(ns: &str) -> String {
+    format!("UPDATE {ns}leases SET holder = $3, expires_at = $4 WHERE name = $1 AND holder = $2")
+}
+
+pub(crate) fn failed_count_sql(ns: &str) -> String {
+    format!("SELECT count(*) FROM {ns}inbox WHERE outcome = 'failed'")
+}
+
+/// Ids of live rows first written before `$1`.
+pub(crate) fn live_user_ids_sql(users: &UsersTable) -> String {
+    users
+        .sql(r#"SELECT id FROM {users} WHERE "deletedAt" IS NULL AND "createdAt" < $1 ORDER BY id"#)
+}
+
 /// The statements a transaction runs, per dialect.
 pub(crate) trait Statements {
-    /// Serializes transactions touching the same keys (no-op where the database serializes
-    /// all writers anyway).
-    async fn lock_keys(&mut self, keys: &[String]) -> Result<(), sqlx::Error>;
-
     /// Rows holding any of the ids, emails or usernames, tombstoned ids, and which of the
     /// `svix-id`s were processed before, in one round trip.
     async fn load_state(
@@ -240,8 +313,6 @@ pub(crate) trait Statements {
     ) -> Result<bool, sqlx::Error>;
 
     async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error>;
-
-    async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error>;
 
     /// The lease `name`: its holder and when it expires.
     async fn lease(&mut self, name: &str) -> Result<Option<(String, NaiveDateTime)>, sqlx::Error>;
@@ -360,12 +431,7 @@ macro_rules! statements_impl {
                 id: &str,
             ) -> Result<(Option<$crate::store::UserRecord>, bool), sqlx::Error> {
                 use sqlx::Row;
-                let sql = users.sql(concat!(
-                    r#"SELECT u.id, u.email, u."firstName", u."lastName", u.name, u."imageUrl", u.username,
-                              u."clerkCreatedAt", u."clerkUpdatedAt", u."createdAt", u."updatedAt", u."deletedAt",
-                              EXISTS (SELECT 1 FROM "#, $ns, r#"tombstones t WHERE t.user_id = $1) AS tombstoned
-                       FROM (SELECT 1) AS one LEFT JOIN {users} u ON u.id = $1"#
-                ));
+                let sql = $crate::store::statements::user_sql(users, $ns);
                 let row = sqlx::query(&sql)
                 .bind(id)
                 .fetch_one(&mut *self)
@@ -417,9 +483,7 @@ macro_rules! statements_impl {
                 error: Option<&str>,
                 now: chrono::NaiveDateTime,
             ) -> Result<(), sqlx::Error> {
-                sqlx::query(concat!(
-                    "UPDATE ", $ns, "inbox SET outcome = $2, error = $3, replayed_at = $4 WHERE svix_id = $1"
-                ))
+                sqlx::query(&$crate::store::statements::update_inbox_sql($ns))
                 .bind(svix_id)
                 .bind(outcome.as_str())
                 .bind(error)
@@ -433,10 +497,7 @@ macro_rules! statements_impl {
                 &mut self,
                 svix_id: &str,
             ) -> Result<Option<$crate::store::StoredEvent>, sqlx::Error> {
-                let row = sqlx::query(concat!(
-                    "SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp,
-                            received_at, replayed_at FROM ", $ns, "inbox WHERE svix_id = $1"
-                ))
+                let row = sqlx::query(&$crate::store::statements::stored_event_sql($ns))
                 .bind(svix_id)
                 .fetch_optional(&mut *self)
                 .await?;
@@ -448,12 +509,7 @@ macro_rules! statements_impl {
                 failed_only: bool,
                 limit: i64,
             ) -> Result<Vec<$crate::store::StoredEvent>, sqlx::Error> {
-                let rows = sqlx::query(concat!(
-                    "SELECT svix_id, event_type, user_id, outcome, error, payload, svix_timestamp,
-                            received_at, replayed_at FROM ", $ns, "inbox
-                     WHERE outcome = 'failed' OR NOT $1
-                     ORDER BY received_at DESC, svix_id LIMIT $2"
-                ))
+                let rows = sqlx::query(&$crate::store::statements::stored_events_sql($ns))
                 .bind(failed_only)
                 .bind(limit)
                 .fetch_all(&mut *self)
@@ -462,7 +518,7 @@ macro_rules! statements_impl {
             }
 
             async fn get_state(&mut self, key: &str) -> Result<Option<String>, sqlx::Error> {
-                sqlx::query_scalar(concat!("SELECT value FROM ", $ns, "state WHERE key = $1"))
+                sqlx::query_scalar(&$crate::store::statements::get_state_sql($ns))
                     .bind(key)
                     .fetch_optional(&mut *self)
                     .await
@@ -474,15 +530,16 @@ macro_rules! statements_impl {
                 value: Option<&str>,
                 now: chrono::NaiveDateTime,
             ) -> Result<(), sqlx::Error> {
+                let (set_sql, delete_sql) = (
+                    $crate::store::statements::set_state_sql($ns),
+                    $crate::store::statements::delete_state_sql($ns),
+                );
                 let query = match value {
-                    Some(value) => sqlx::query(concat!(
-                        "INSERT INTO ", $ns, "state (key, value, updated_at) VALUES ($1, $2, $3)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-                    ))
+                    Some(value) => sqlx::query(&set_sql)
                     .bind(key)
                     .bind(value)
                     .bind(now),
-                    None => sqlx::query(concat!("DELETE FROM ", $ns, "state WHERE key = $1")).bind(key),
+                    None => sqlx::query(&delete_sql).bind(key),
                 };
                 query.execute(&mut *self).await.map(drop)
             }
@@ -494,11 +551,7 @@ macro_rules! statements_impl {
                 expires_at: chrono::NaiveDateTime,
                 now: chrono::NaiveDateTime,
             ) -> Result<bool, sqlx::Error> {
-                let result = sqlx::query(concat!(
-                    "INSERT INTO ", $ns, "leases AS l (name, holder, expires_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-                     WHERE l.expires_at < $4 OR l.holder = $2"
-                ))
+                let result = sqlx::query(&$crate::store::statements::acquire_lease_sql($ns))
                 .bind(name)
                 .bind(holder)
                 .bind(expires_at)
@@ -509,7 +562,7 @@ macro_rules! statements_impl {
             }
 
             async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
-                sqlx::query(concat!("DELETE FROM ", $ns, "leases WHERE name = $1 AND holder = $2"))
+                sqlx::query(&$crate::store::statements::release_lease_sql($ns))
                     .bind(name)
                     .bind(holder)
                     .execute(&mut *self)
@@ -518,15 +571,8 @@ macro_rules! statements_impl {
             }
 
             async fn failed_event_count(&mut self) -> Result<i64, sqlx::Error> {
-                sqlx::query_scalar(concat!("SELECT count(*) FROM ", $ns, "inbox WHERE outcome = 'failed'"))
+                sqlx::query_scalar(&$crate::store::statements::failed_count_sql($ns))
                     .fetch_one(&mut *self)
-                    .await
-            }
-
-            async fn lease_holder(&mut self, name: &str) -> Result<Option<String>, sqlx::Error> {
-                sqlx::query_scalar(concat!("SELECT holder FROM ", $ns, "leases WHERE name = $1"))
-                    .bind(name)
-                    .fetch_optional(&mut *self)
                     .await
             }
 
@@ -534,7 +580,7 @@ macro_rules! statements_impl {
                 &mut self,
                 name: &str,
             ) -> Result<Option<(String, chrono::NaiveDateTime)>, sqlx::Error> {
-                sqlx::query_as(concat!("SELECT holder, expires_at FROM ", $ns, "leases WHERE name = $1"))
+                sqlx::query_as(&$crate::store::statements::lease_sql($ns))
                     .bind(name)
                     .fetch_optional(&mut *self)
                     .await
@@ -547,9 +593,7 @@ macro_rules! statements_impl {
                 new_holder: &str,
                 expires_at: chrono::NaiveDateTime,
             ) -> Result<bool, sqlx::Error> {
-                let result = sqlx::query(concat!(
-                    "UPDATE ", $ns, "leases SET holder = $3, expires_at = $4 WHERE name = $1 AND holder = $2"
-                ))
+                let result = sqlx::query(&$crate::store::statements::take_over_lease_sql($ns))
                 .bind(name)
                 .bind(dead_holder)
                 .bind(new_holder)
@@ -564,7 +608,7 @@ macro_rules! statements_impl {
                 users: &$crate::store::UsersTable,
                 before: chrono::NaiveDateTime,
             ) -> Result<Vec<String>, sqlx::Error> {
-                let sql = users.sql(r#"SELECT id FROM {users} WHERE "deletedAt" IS NULL AND "createdAt" < $1 ORDER BY id"#);
+                let sql = $crate::store::statements::live_user_ids_sql(users);
                 sqlx::query_scalar(&sql)
                     .bind(before)
                     .fetch_all(&mut *self)

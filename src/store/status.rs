@@ -5,16 +5,22 @@
 //! statement timeout on PostgreSQL, past which PostgreSQL's own estimate is shown instead.
 //! Payloads are never read here: they can be large, and the page does not show them.
 
+use std::sync::LazyLock;
+
 use chrono::NaiveDateTime;
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 
-use super::{Pool, Store, StoreError, StoredEvent};
+use super::migrations::ClosingTransaction;
+use super::{DatabaseError, Pool, Store, StoreError, StoredEvent};
 
 /// Longest any one of the page's statements may run on PostgreSQL.
 const STATEMENT_TIMEOUT_MS: u32 = 2_000;
 
-/// SQLSTATE of a statement cancelled by `statement_timeout`.
-const QUERY_CANCELED: &str = "57014";
+/// A statement's parameter on PostgreSQL, with its type.
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// An inbox row read without its payload (see [`StoredEvent`]).
 pub type EventSummary = StoredEvent<()>;
@@ -63,69 +69,105 @@ pub struct StatusFigures {
     pub users: UserCounts,
 }
 
-/// Reads the figures on one connection of either dialect. `$ns` is the prefix of clerk-sync's
-/// tables, `$minute` the SQL turning `received_at` into minutes since the epoch.
-macro_rules! read_figures {
-    ($conn:expr, $window:expr, $limits:expr, ns = $ns:literal, minute = $minute:literal) => {
-        async {
-            let (since, until): (NaiveDateTime, NaiveDateTime) = $window;
-            let (latest, failed, failed_cap): (i64, i64, i64) = $limits;
-            let per_minute = sqlx::query(concat!(
-                "SELECT ", $minute, " AS minute, outcome, count(*) AS n FROM ", $ns, "inbox
+/// The statements reading the figures (all but the users count) on one dialect.
+struct FigureQueries {
+    /// `$1`, `$2`: the window.
+    per_minute: String,
+    /// `$1`: how many.
+    latest: String,
+    /// `$1`: how many.
+    failed: String,
+    /// `$1`: up to how many.
+    failed_count: String,
+}
+
+impl FigureQueries {
+    /// `ns` is the prefix of clerk-sync's tables, `minute` the SQL turning `received_at` into
+    /// minutes since the epoch.
+    fn new(ns: &str, minute: &str) -> FigureQueries {
+        const SUMMARY: &str = "svix_id, event_type, user_id, outcome, error, svix_timestamp, \
+                               received_at, replayed_at";
+        FigureQueries {
+            per_minute: format!(
+                "SELECT {minute} AS minute, outcome, count(*) AS n FROM {ns}inbox
                  WHERE received_at >= $1 AND received_at < $2
                  GROUP BY 1, 2"
-            ))
-            .bind(since)
-            .bind(until)
-            .fetch_all(&mut *$conn)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(MinuteCount {
-                    minute: row.try_get("minute")?,
-                    outcome: row.try_get("outcome")?,
-                    count: row.try_get::<i64, _>("n")?.max(0) as u64,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            let latest = sqlx::query(concat!(
-                "SELECT svix_id, event_type, user_id, outcome, error, svix_timestamp, received_at,
-                        replayed_at
-                 FROM ", $ns, "inbox ORDER BY received_at DESC, svix_id LIMIT $1"
-            ))
-            .bind(latest)
-            .fetch_all(&mut *$conn)
-            .await?
-            .iter()
-            .map(event_summary)
-            .collect::<Result<Vec<_>, _>>()?;
-            let failed = sqlx::query(concat!(
-                "SELECT svix_id, event_type, user_id, outcome, error, svix_timestamp, received_at,
-                        replayed_at
-                 FROM ", $ns, "inbox WHERE outcome = 'failed'
+            ),
+            latest: format!(
+                "SELECT {SUMMARY} FROM {ns}inbox ORDER BY received_at DESC, svix_id LIMIT $1"
+            ),
+            failed: format!(
+                "SELECT {SUMMARY} FROM {ns}inbox WHERE outcome = 'failed'
                  ORDER BY received_at DESC, svix_id LIMIT $1"
-            ))
-            .bind(failed)
-            .fetch_all(&mut *$conn)
-            .await?
-            .iter()
-            .map(event_summary)
-            .collect::<Result<Vec<_>, _>>()?;
-            let failed_count: i64 = sqlx::query_scalar(concat!(
-                "SELECT count(*) FROM (SELECT 1 FROM ", $ns, "inbox WHERE outcome = 'failed' LIMIT $1) AS f"
-            ))
-            .bind(failed_cap)
-            .fetch_one(&mut *$conn)
-            .await?;
-            Ok::<_, sqlx::Error>(StatusFigures {
-                per_minute,
-                latest,
-                failed,
-                failed_count: failed_count.max(0) as u64,
-                users: UserCounts::exact(0, 0),
-            })
+            ),
+            failed_count: format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {ns}inbox WHERE outcome = 'failed' LIMIT $1) \
+                 AS f"
+            ),
         }
-    };
+    }
+}
+
+static POSTGRES: LazyLock<FigureQueries> = LazyLock::new(|| {
+    FigureQueries::new(
+        "clerk_sync.",
+        "floor(extract(epoch FROM received_at) / 60)::bigint",
+    )
+});
+
+static SQLITE: LazyLock<FigureQueries> = LazyLock::new(|| {
+    FigureQueries::new(
+        "clerk_sync_",
+        "CAST(strftime('%s', received_at) AS INTEGER) / 60",
+    )
+});
+
+/// Reads the figures (but the users count) on one SQLite connection.
+async fn read_figures_sqlite(
+    conn: &mut SqliteConnection,
+    (since, until): (NaiveDateTime, NaiveDateTime),
+    (latest, failed, failed_cap): (i64, i64, i64),
+) -> Result<StatusFigures, sqlx::Error> {
+    let queries = &*SQLITE;
+    let per_minute = sqlx::query(&queries.per_minute)
+        .bind(since)
+        .bind(until)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(MinuteCount {
+                minute: row.try_get("minute")?,
+                outcome: row.try_get("outcome")?,
+                count: row.try_get::<i64, _>("n")?.max(0) as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let latest = sqlx::query(&queries.latest)
+        .bind(latest)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(event_summary)
+        .collect::<Result<Vec<_>, _>>()?;
+    let failed = sqlx::query(&queries.failed)
+        .bind(failed)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(event_summary)
+        .collect::<Result<Vec<_>, _>>()?;
+    let failed_count: i64 = sqlx::query_scalar(&queries.failed_count)
+        .bind(failed_cap)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(StatusFigures {
+        per_minute,
+        latest,
+        failed,
+        failed_count: failed_count.max(0) as u64,
+        users: UserCounts::exact(0, 0),
+    })
 }
 
 /// Live and soft-deleted rows, in one pass over the table.
@@ -148,81 +190,129 @@ impl Store {
         let count_users = self.users.sql(COUNT_USERS);
         match &self.pool {
             Pool::Postgres(pool) => {
-                let mut tx = pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await
-                    .map_err(StoreError::Unavailable)?;
-                // SET LOCAL: ends with the transaction, so it works through a
-                // transaction-mode pooler and never leaks to another user of the connection.
-                sqlx::query(&format!(
-                    "SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
-                ))
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Unavailable)?;
-                let mut figures = read_figures!(
-                    tx,
+                self.status_figures_postgres(
+                    pool,
+                    &count_users,
                     (since, until),
                     (latest, failed, count_failed_up_to),
-                    ns = "clerk_sync.",
-                    minute = "floor(extract(epoch FROM received_at) / 60)::bigint"
                 )
                 .await
-                .map_err(StoreError::Unavailable)?;
-                // Last: a cancelled statement aborts the transaction.
-                let counted = sqlx::query(&count_users).fetch_one(&mut *tx).await;
-                figures.users = match counted {
-                    Ok(row) => exact_counts(&row).map_err(StoreError::Unavailable)?,
-                    Err(e)
-                        if e.as_database_error().and_then(|d| d.code()).as_deref()
-                            == Some(QUERY_CANCELED) =>
-                    {
-                        drop(tx);
-                        let rows: Option<f32> = sqlx::query_scalar(
-                            "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)",
-                        )
-                        .bind(self.users.quoted())
-                        .fetch_optional(pool)
-                        .await
-                        .map_err(StoreError::Unavailable)?;
-                        UserCounts {
-                            live: None,
-                            soft_deleted: None,
-                            estimated_rows: rows.filter(|r| *r >= 0.0).map(|r| r as u64),
-                        }
-                    }
-                    Err(e) => return Err(StoreError::Unavailable(e)),
-                };
-                Ok(figures)
             }
             Pool::Sqlite(pool) => {
                 // A deferred transaction reads one snapshot (WAL) and takes no write lock.
-                let mut tx = pool.begin().await.map_err(StoreError::Unavailable)?;
-                let mut figures = read_figures!(
-                    tx,
+                let mut tx = pool.begin().await.map_err(StoreError::unavailable)?;
+                let mut figures = read_figures_sqlite(
+                    &mut tx,
                     (since, until),
                     (latest, failed, count_failed_up_to),
-                    ns = "clerk_sync_",
-                    minute = "CAST(strftime('%s', received_at) AS INTEGER) / 60"
                 )
                 .await
-                .map_err(StoreError::Unavailable)?;
+                .map_err(StoreError::unavailable)?;
                 let row = sqlx::query(&count_users)
                     .fetch_one(&mut *tx)
                     .await
-                    .map_err(StoreError::Unavailable)?;
-                figures.users = exact_counts(&row).map_err(StoreError::Unavailable)?;
+                    .map_err(StoreError::unavailable)?;
+                figures.users = exact_counts(&row).map_err(StoreError::unavailable)?;
                 Ok(figures)
             }
         }
     }
+
+    async fn status_figures_postgres(
+        &self,
+        pool: &super::postgres::Pool,
+        count_users: &str,
+        (since, until): (NaiveDateTime, NaiveDateTime),
+        (latest, failed, failed_cap): (i64, i64, i64),
+    ) -> Result<StatusFigures, StoreError> {
+        // SET LOCAL: ends with the transaction, so it works through a transaction-mode pooler
+        // and never leaks to another user of the connection.
+        let tx = ClosingTransaction::begin(
+            pool,
+            &format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+                 SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
+            ),
+        )
+        .await
+        .map_err(StoreError::unavailable)?;
+        let queries = &*POSTGRES;
+        let client = tx.client();
+        let window: [Param; 2] = [(&since, Type::TIMESTAMP), (&until, Type::TIMESTAMP)];
+        let latest: [Param; 1] = [(&latest, Type::INT8)];
+        let failed: [Param; 1] = [(&failed, Type::INT8)];
+        let failed_cap: [Param; 1] = [(&failed_cap, Type::INT8)];
+        // Sent together in this order (one round trip), answered in order. The users count
+        // last: a cancelled statement aborts the transaction.
+        let (per_minute, latest, failed, failed_count, counted) = tokio::join!(
+            biased;
+            client.query_typed(&queries.per_minute, &window),
+            client.query_typed(&queries.latest, &latest),
+            client.query_typed(&queries.failed, &failed),
+            client.query_typed_one(&queries.failed_count, &failed_cap),
+            client.query_typed_one(count_users, &[]),
+        );
+        let figures = async {
+            let per_minute = per_minute?
+                .iter()
+                .map(|row| {
+                    Ok(MinuteCount {
+                        minute: row.try_get("minute")?,
+                        outcome: row.try_get("outcome")?,
+                        count: row.try_get::<_, i64>("n")?.max(0) as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            let latest = latest?
+                .iter()
+                .map(event_summary_postgres)
+                .collect::<Result<Vec<_>, _>>()?;
+            let failed = failed?
+                .iter()
+                .map(event_summary_postgres)
+                .collect::<Result<Vec<_>, _>>()?;
+            let failed_count: i64 = failed_count?.try_get(0)?;
+            Ok::<_, tokio_postgres::Error>(StatusFigures {
+                per_minute,
+                latest,
+                failed,
+                failed_count: failed_count.max(0) as u64,
+                users: UserCounts::exact(0, 0),
+            })
+        };
+        let mut figures = figures.await.map_err(StoreError::unavailable)?;
+        figures.users = match counted {
+            Ok(row) => {
+                tx.commit().await.map_err(StoreError::unavailable)?;
+                exact_counts_postgres(&row).map_err(StoreError::unavailable)?
+            }
+            Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+                // Should the ROLLBACK fail, the connection is closed instead.
+                let _ = tx.rollback().await;
+                let estimate = async {
+                    let client = pool.get().await?;
+                    let row = client
+                        .query_typed_opt(
+                            "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)",
+                            &[(&self.users.quoted(), Type::TEXT)],
+                        )
+                        .await?;
+                    Ok::<Option<f32>, DatabaseError>(row.map(|row| row.try_get(0)).transpose()?)
+                };
+                let rows = estimate.await.map_err(StoreError::unavailable)?;
+                UserCounts {
+                    live: None,
+                    soft_deleted: None,
+                    estimated_rows: rows.filter(|r| *r >= 0.0).map(|r| r as u64),
+                }
+            }
+            Err(e) => return Err(StoreError::unavailable(e)),
+        };
+        Ok(figures)
+    }
 }
 
-fn exact_counts<R: Row>(row: &R) -> Result<UserCounts, sqlx::Error>
-where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn exact_counts(row: &SqliteRow) -> Result<UserCounts, sqlx::Error> {
     let total = row.try_get::<i64, _>("total")?.max(0) as u64;
     let soft_deleted = row.try_get::<i64, _>("soft_deleted")?.max(0) as u64;
     Ok(UserCounts::exact(
@@ -231,13 +321,32 @@ where
     ))
 }
 
-fn event_summary<R: Row>(row: &R) -> Result<EventSummary, sqlx::Error>
-where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> NaiveDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn exact_counts_postgres(row: &tokio_postgres::Row) -> Result<UserCounts, tokio_postgres::Error> {
+    let total = row.try_get::<_, i64>("total")?.max(0) as u64;
+    let soft_deleted = row.try_get::<_, i64>("soft_deleted")?.max(0) as u64;
+    Ok(UserCounts::exact(
+        total.saturating_sub(soft_deleted),
+        soft_deleted,
+    ))
+}
+
+fn event_summary(row: &SqliteRow) -> Result<EventSummary, sqlx::Error> {
+    Ok(EventSummary {
+        svix_id: row.try_get("svix_id")?,
+        event_type: row.try_get("event_type")?,
+        user_id: row.try_get("user_id")?,
+        outcome: row.try_get("outcome")?,
+        error: row.try_get("error")?,
+        payload: (),
+        svix_timestamp: row.try_get("svix_timestamp")?,
+        received_at: row.try_get("received_at")?,
+        replayed_at: row.try_get("replayed_at")?,
+    })
+}
+
+fn event_summary_postgres(
+    row: &tokio_postgres::Row,
+) -> Result<EventSummary, tokio_postgres::Error> {
     Ok(EventSummary {
         svix_id: row.try_get("svix_id")?,
         event_type: row.try_get("event_type")?,
