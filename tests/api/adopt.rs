@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use clerk_sync::clerk::sample::{self, SampleUser};
 use clerk_sync::config::{DatabaseTarget, ServeConfig};
-use clerk_sync::store::{Pool, PoolSettings, Store};
+use clerk_sync::store::{PoolSettings, Store};
 use clerk_sync::sync::DeleteMode;
 use sqlx::{Connection, Row};
 
 use crate::cli::{clerk_sync, run, text};
-use crate::support::{Backend, TestApp, TestDb};
+use crate::support::{Backend, TestApp, TestDb, TestSql};
 
 /// The design's recommended model, as Prisma creates it (email required, no deletedAt).
 const RECOMMENDED: &str = r#"
@@ -300,21 +300,21 @@ UPDATE "users" SET "role" = 'editor' WHERE "id" = 'user_old2';
 "#;
 
 /// A column of the app's own, read as text (`None` for NULL; panics when there is no row).
-async fn app_value(store: &Store, id: &str, column: &str) -> Option<String> {
-    let sql = format!(r#"SELECT "{column}" FROM users WHERE id = $1"#);
-    match store.pool() {
-        Pool::Postgres(pool) => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await,
-        Pool::Sqlite(pool) => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await,
+async fn app_value(sql: &TestSql, id: &str, column: &str) -> Option<String> {
+    let query = format!(r#"SELECT "{column}" FROM users WHERE id = $1"#);
+    match sql {
+        TestSql::Postgres(pool) => sqlx::query_scalar(&query).bind(id).fetch_one(pool).await,
+        TestSql::Sqlite(pool) => sqlx::query_scalar(&query).bind(id).fetch_one(pool).await,
     }
     .unwrap_or_else(|e| panic!("reading {column} of {id}: {e}"))
 }
 
-async fn roles_and_plans(store: &Store, ids: &[&str]) -> Vec<(Option<String>, Option<String>)> {
+async fn roles_and_plans(sql: &TestSql, ids: &[&str]) -> Vec<(Option<String>, Option<String>)> {
     let mut values = Vec::new();
     for id in ids {
         values.push((
-            app_value(store, id, "role").await,
-            app_value(store, id, "plan").await,
+            app_value(sql, id, "role").await,
+            app_value(sql, id, "plan").await,
         ));
     }
     values
@@ -367,7 +367,7 @@ async fn extra_columns_that_allow_null_or_have_a_default_are_adopted_and_never_w
         "created"
     );
     assert_eq!(
-        roles_and_plans(&app.store, &["user_old1", "user_old2", "user_new"]).await,
+        roles_and_plans(app.sql(), &["user_old1", "user_old2", "user_new"]).await,
         [
             (some("admin"), some("pro")),
             (some("editor"), some("free")),
@@ -414,8 +414,9 @@ async fn extra_columns_keep_their_values_through_backfill_and_reconcile() {
     };
     let report = backfill::run(&store, &api, &options).await.unwrap();
     assert_eq!(report.summary.updated, 2, "{}", report.summary);
+    let sql = TestSql::lazy(&db.target());
     assert_eq!(
-        roles_and_plans(&store, &["user_old1", "user_old2"]).await,
+        roles_and_plans(&sql, &["user_old1", "user_old2"]).await,
         [(some("admin"), some("pro")), (some("editor"), some("free"))],
         "backfill kept the app's values"
     );
@@ -445,7 +446,7 @@ async fn extra_columns_keep_their_values_through_backfill_and_reconcile() {
     let (row, _) = store.user("user_old2").await.unwrap();
     assert!(row.unwrap().deleted_at.is_some(), "soft-deleted");
     assert_eq!(
-        roles_and_plans(&store, &["user_old1", "user_old2"]).await,
+        roles_and_plans(&sql, &["user_old1", "user_old2"]).await,
         [(some("admin"), some("pro")), (some("editor"), some("free"))],
         "reconcile kept the app's values"
     );
@@ -540,10 +541,7 @@ async fn a_not_null_column_the_app_adds_later_without_a_default_stops_migrate_an
         app.deliver(&sample::user_created(&user)).await.outcome(),
         "created"
     );
-    assert_eq!(
-        app_value(&app.store, "user_tiered", "tier").await,
-        some("x")
-    );
+    assert_eq!(app_value(app.sql(), "user_tiered", "tier").await, some("x"));
 
     // A default given for the rows already there, then dropped: new users would fail.
     sqlx::raw_sql(
@@ -583,7 +581,7 @@ async fn an_apps_nullable_column_on_a_sqlite_table_survives_user_updated() {
         app.deliver(&sample::user_created(&user)).await.outcome(),
         "created"
     );
-    let Pool::Sqlite(pool) = app.store.pool() else {
+    let TestSql::Sqlite(pool) = app.sql() else {
         unreachable!()
     };
     sqlx::raw_sql(
@@ -611,7 +609,7 @@ async fn an_apps_nullable_column_on_a_sqlite_table_survives_user_updated() {
         "created"
     );
     assert_eq!(
-        roles_and_plans(&app.store, &["user_lite", "user_other"]).await,
+        roles_and_plans(app.sql(), &["user_lite", "user_other"]).await,
         [(some("admin"), some("pro")), (None, some("free"))]
     );
 }
@@ -623,7 +621,7 @@ async fn a_sqlite_table_rebuilt_with_a_not_null_column_without_a_default_stops_m
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let Pool::Sqlite(pool) = store.pool() else {
+    let TestSql::Sqlite(pool) = TestSql::lazy(&db.target()) else {
         unreachable!()
     };
     // How Prisma Migrate changes a SQLite table: a new table, the rows copied, a rename.
@@ -636,7 +634,7 @@ async fn a_sqlite_table_rebuilt_with_a_not_null_column_without_a_default_stops_m
            DROP TABLE "users";
            ALTER TABLE "new_users" RENAME TO "users";"#,
     )
-    .execute(pool)
+    .execute(&pool)
     .await
     .unwrap();
     let error = store.migrate().await.unwrap_err().to_string();

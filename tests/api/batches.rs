@@ -40,9 +40,8 @@ pub(crate) async fn record(app: &TestApp, batch: &[Delivery]) -> Vec<Outcome> {
             )
         })
         .collect();
-    let mut writer = app.store.writer();
     app.store
-        .record_deliveries(&mut writer, &records, DeleteMode::Hard)
+        .record_deliveries(&records, DeleteMode::Hard)
         .await
         .into_iter()
         .map(|result| result.expect("the batch is stored"))
@@ -53,16 +52,10 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The apps a batch test runs on: on PostgreSQL, with prepared statements and with the
-/// statements sent whole (as behind a transaction-mode pooler).
+/// The apps a batch test runs on (one: every statement goes out the same way, directly or
+/// through a pooler).
 async fn apps(backend: Backend) -> Vec<TestApp> {
-    match backend {
-        Backend::Sqlite => vec![TestApp::spawn(backend).await],
-        Backend::Postgres => vec![
-            TestApp::spawn(backend).await,
-            TestApp::spawn_with(backend, |c| c.pool.transaction_pooler = true).await,
-        ],
-    }
+    vec![TestApp::spawn(backend).await]
 }
 
 on_both_backends! {

@@ -272,7 +272,7 @@ async fn bad_configuration_is_explained() {
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db?sslmode=bogus"),
                 ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
             ],
-            "sslmode is one of disable, prefer, require, verify-ca, verify-full",
+            "use one of disable, allow, prefer, require, verify-ca or verify-full",
         ),
         (vec![("CLERK_SYNC_LISTEN", "nowhere")], "CLERK_SYNC_LISTEN"),
         (vec![("PORT", "eighty")], "PORT"),

@@ -3,10 +3,9 @@
 //! the row stays, for the foreign key's sake, with every personal field erased.
 
 use clerk_sync::clerk::sample::{self, SampleUser};
-use clerk_sync::store::Pool;
 use clerk_sync::sync::DeleteMode;
 
-use crate::support::{TestApp, on_both_backends};
+use crate::support::{TestApp, TestSql, on_both_backends};
 
 const T0: i64 = 1_716_883_200_000;
 
@@ -16,9 +15,9 @@ const POSTS: &str = r#"CREATE TABLE "posts" (
     "authorId" TEXT NOT NULL REFERENCES "users"("id") ON DELETE RESTRICT ON UPDATE CASCADE)"#;
 
 async fn execute(app: &TestApp, sql: &str) {
-    match app.store.pool() {
-        Pool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        Pool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+    match app.sql() {
+        TestSql::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        TestSql::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

@@ -7,7 +7,7 @@ use clerk_sync::clerk::sample::{self, SampleUser};
 use clerk_sync::webhook::SigningSecret;
 
 use crate::cli::{clerk_sync, run, text};
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, TestSql};
 
 fn user(id: &str) -> SampleUser {
     SampleUser::new(id, 1_716_883_200_000)
@@ -105,7 +105,7 @@ async fn connections_the_server_closed_are_replaced_without_failing_events() {
         200
     );
     // What Neon does when it suspends a compute: every connection is terminated.
-    let clerk_sync::store::Pool::Postgres(pool) = app.store.pool() else {
+    let TestSql::Postgres(pool) = app.sql() else {
         unreachable!()
     };
     let admin = std::env::var("CLERK_SYNC_TEST_DATABASE_URL")

@@ -234,13 +234,11 @@ fn random_histories_delivered_shuffled_duplicated_and_concurrently_converge_on_p
 }
 
 /// One writer: concurrent deliveries queue up and are committed in batches (several events of
-/// one user in one transaction, deletions among them); statements sent whole, as behind a
-/// transaction-mode pooler.
+/// one user in one transaction, deletions among them).
 #[test]
-fn random_histories_converge_when_written_in_batches_without_prepared_statements() {
+fn random_histories_converge_when_written_in_batches_by_one_writer() {
     converges_with(Backend::Postgres, |config| {
         config.writers = Some(1);
-        config.pool.transaction_pooler = true;
     });
 }
 

@@ -10,13 +10,13 @@ use clerk_sync::config::{ClerkSettings, DatabaseTarget};
 use clerk_sync::jobs::backfill::{self, BackfillOptions};
 use clerk_sync::jobs::reconcile::{self, Action, ReconcileOptions};
 use clerk_sync::jobs::{JobError, events};
-use clerk_sync::store::{Pool, Store};
+use clerk_sync::store::Store;
 use clerk_sync::sync::DeleteMode;
 use serde_json::json;
 
 use crate::clerk_emulator::ClerkEmulator;
 use crate::cli::{clerk_sync, run, text};
-use crate::support::{Backend, TestApp, on_both_backends};
+use crate::support::{Backend, TestApp, TestSql, on_both_backends};
 
 const T: i64 = 1_716_883_200_000;
 const NAMES: [&str; 5] = ["Ada", "Zoë", "山田", "Łukasz", "Grace"];
@@ -451,7 +451,7 @@ async fn replay_applies_stored_events_by_the_same_rules_as_their_first_delivery(
     let mut fixed = SampleUser::new("user_fixed", T).to_clerk_json();
     fixed["first_name"] = json!("Repaired");
     let payload = sample::envelope("user.created", fixed, T).to_string();
-    let Pool::Sqlite(pool) = app.store.pool() else {
+    let TestSql::Sqlite(pool) = app.sql() else {
         unreachable!()
     };
     sqlx::query("UPDATE clerk_sync_inbox SET payload = $1 WHERE svix_id = 'msg_broken'")

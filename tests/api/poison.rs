@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use clerk_sync::clerk::parse_event;
 use clerk_sync::clerk::sample::{self, SampleUser, random_id};
 use clerk_sync::config::DatabaseTarget;
-use clerk_sync::store::Pool;
 use clerk_sync::sync::Outcome;
 use clerk_sync::webhook::signed_headers;
 use proptest::prelude::*;
@@ -17,7 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::batches::{Delivery, record};
-use crate::support::{Backend, TestApp, on_both_backends};
+use crate::support::{Backend, TestApp, TestSql, on_both_backends};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -33,9 +32,9 @@ fn incompressible(len: usize) -> String {
 }
 
 async fn execute(app: &TestApp, sql: &str) {
-    match app.store.pool() {
-        Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+    match app.sql() {
+        TestSql::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        TestSql::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
@@ -348,16 +347,10 @@ fn delivery(body: &str) -> Delivery {
     crate::batches::delivery(&random_id("msg"), body)
 }
 
-/// On PostgreSQL, with prepared statements and with statements sent whole (as behind a
-/// transaction-mode pooler).
+/// The apps a poison test runs on (one: every statement goes out the same way, directly or
+/// through a pooler).
 async fn apps(backend: Backend) -> Vec<TestApp> {
-    match backend {
-        Backend::Sqlite => vec![TestApp::spawn(backend).await],
-        Backend::Postgres => vec![
-            TestApp::spawn(backend).await,
-            TestApp::spawn_with(backend, |c| c.pool.transaction_pooler = true).await,
-        ],
-    }
+    vec![TestApp::spawn(backend).await]
 }
 
 /// A value a hostile (or buggy) sender could put in a field.

@@ -282,12 +282,13 @@ async fn prune_job_reports_what_it_removed() {
 /// own estimate is reported, never less than what was counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_count_on_postgres_is_exact_up_to_the_cap_and_estimated_above() {
-    use clerk_sync::store::{INBOX_EXACT_COUNT_UP_TO, Pool};
+    use crate::support::TestSql;
+    use clerk_sync::store::INBOX_EXACT_COUNT_UP_TO;
     let app = TestApp::spawn_with(crate::support::Backend::Postgres, |c| {
         c.inbox_retention = None
     })
     .await;
-    let Pool::Postgres(pool) = app.store.pool() else {
+    let TestSql::Postgres(pool) = app.sql() else {
         unreachable!("a PostgreSQL test app")
     };
     let insert = |from: u64, to: u64| {

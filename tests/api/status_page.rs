@@ -14,14 +14,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use clerk_sync::clerk::api::RetryPolicy;
 use clerk_sync::clerk::sample::{self, SampleUser, random_id};
 use clerk_sync::config::ClerkSettings;
-use clerk_sync::store::Pool;
 use clerk_sync::sync::DeleteMode;
 use reqwest::RequestBuilder;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::clerk_emulator::ClerkEmulator;
-use crate::support::{Backend, TestApp, on_both_backends};
+use crate::support::{Backend, TestApp, TestSql, on_both_backends};
 
 const TOKEN: &str = "status-page-admin-token";
 const CHALLENGE: &str = r#"Basic realm="clerk-sync", charset="UTF-8""#;
@@ -177,8 +176,8 @@ async fn seed_event(app: &TestApp, svix_id: &str, outcome: &str, received_at: i6
     let user_id = format!("user_{svix_id}");
     let error = (outcome == "failed").then_some("seeded failure");
     let received = at_second(received_at);
-    match app.store.pool() {
-        Pool::Postgres(pool) => sqlx::query(&sql)
+    match app.sql() {
+        TestSql::Postgres(pool) => sqlx::query(&sql)
             .bind(svix_id)
             .bind(&user_id)
             .bind(outcome)
@@ -188,7 +187,7 @@ async fn seed_event(app: &TestApp, svix_id: &str, outcome: &str, received_at: i6
             .execute(pool)
             .await
             .map(drop),
-        Pool::Sqlite(pool) => sqlx::query(&sql)
+        TestSql::Sqlite(pool) => sqlx::query(&sql)
             .bind(svix_id)
             .bind(&user_id)
             .bind(outcome)
@@ -208,14 +207,14 @@ async fn repair_payload(app: &TestApp, svix_id: &str, payload: &str) {
         "UPDATE {}inbox SET payload = $1 WHERE svix_id = $2",
         ns(app)
     );
-    match app.store.pool() {
-        Pool::Postgres(pool) => sqlx::query(&sql)
+    match app.sql() {
+        TestSql::Postgres(pool) => sqlx::query(&sql)
             .bind(payload)
             .bind(svix_id)
             .execute(pool)
             .await
             .map(drop),
-        Pool::Sqlite(pool) => sqlx::query(&sql)
+        TestSql::Sqlite(pool) => sqlx::query(&sql)
             .bind(payload)
             .bind(svix_id)
             .execute(pool)
@@ -494,7 +493,7 @@ async fn a_users_count_that_takes_too_long_gives_way_to_an_estimate() {
         let user = SampleUser::new(random_id("user"), now_ms());
         app.deliver(&sample::user_created(&user)).await;
     }
-    let Pool::Postgres(pool) = app.store.pool() else {
+    let TestSql::Postgres(pool) = app.sql() else {
         unreachable!()
     };
     sqlx::query("ANALYZE users").execute(pool).await.unwrap();
@@ -712,7 +711,7 @@ async fn markup_in_an_event_type_an_error_or_a_link_to_the_page_is_shown_as_text
         ns(&app)
     );
     let now = Utc::now().timestamp();
-    let Pool::Sqlite(pool) = app.store.pool() else {
+    let TestSql::Sqlite(pool) = app.sql() else {
         unreachable!("spawned on SQLite")
     };
     sqlx::query(&sql)

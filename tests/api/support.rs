@@ -2,13 +2,15 @@
 //! over a fresh database (a new PostgreSQL database per test, or a new SQLite file), and a client
 //! that signs deliveries like Svix.
 
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use clerk_sync::app::App;
 use clerk_sync::clerk::sample::random_id;
 use clerk_sync::config::{DatabaseTarget, ServeConfig};
-use clerk_sync::store::{Pool, Store};
+use clerk_sync::store::Store;
 use clerk_sync::webhook::{SigningSecret, signed_headers};
 use sqlx::{Connection, Row};
 
@@ -150,6 +152,45 @@ impl Drop for TestDb {
     }
 }
 
+/// The tests' own way into a database an app uses: a sqlx pool of the test's, opened from the
+/// same target (the URL with its query string, e.g. `?sslmode=disable`, or the SQLite file),
+/// never the app's pool. Match on it as on the two backends:
+/// `match app.sql() { TestSql::Postgres(pool) => ..., TestSql::Sqlite(pool) => ... }`.
+#[derive(Debug, Clone)]
+pub enum TestSql {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl TestSql {
+    /// A pool to `target` that connects on first use (inside a Tokio runtime).
+    pub fn lazy(target: &DatabaseTarget) -> TestSql {
+        match target {
+            DatabaseTarget::Postgres { url } => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(url).unwrap_or_else(|e| {
+                    panic!("the test database URL {target} is not sqlx's: {e}")
+                });
+                TestSql::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(4)
+                        .connect_lazy_with(options),
+                )
+            }
+            DatabaseTarget::Sqlite { path } => {
+                // No journal mode: the app's store has made the file WAL already.
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_secs(10));
+                TestSql::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .connect_lazy_with(options),
+                )
+            }
+        }
+    }
+}
+
 /// A user row as the app would read it.
 pub type UserRow = clerk_sync::store::UserRecord;
 
@@ -212,6 +253,10 @@ pub struct TestApp {
     pub store: Store,
     pub db: Arc<TestDb>,
     pub backend: Backend,
+    /// Where [`TestApp::sql`] connects: the app's own target (after `configure`), or the
+    /// direct URL of a database the app reaches through a pooler.
+    sql_target: DatabaseTarget,
+    sql: OnceLock<TestSql>,
 }
 
 /// An HTTP answer, read whole.
@@ -243,11 +288,14 @@ impl TestApp {
     pub async fn spawn_via(pooler: Pooler, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let db = Arc::new(TestDb::create(Backend::Postgres).await);
         let target = db.target_via(pooler);
-        Self::spawn_on(db, Backend::Postgres, move |config| {
+        let mut app = Self::spawn_on(db, Backend::Postgres, move |config| {
             config.database = target;
             configure(config);
         })
-        .await
+        .await;
+        // The test reads the same database over the direct URL, not through the pooler.
+        app.sql_target = app.db.target();
+        app
     }
 
     /// Starts another service on an existing test database (several processes, one database).
@@ -272,7 +320,15 @@ impl TestApp {
             store,
             db,
             backend,
+            sql_target: config.database.clone(),
+            sql: OnceLock::new(),
         }
+    }
+
+    /// The test's own connection to the database the app uses (made on first use), for reading
+    /// and arranging rows behind the app's back.
+    pub fn sql(&self) -> &TestSql {
+        self.sql.get_or_init(|| TestSql::lazy(&self.sql_target))
     }
 
     pub fn webhook_url(&self) -> String {
@@ -317,14 +373,14 @@ impl TestApp {
 
     pub async fn user(&self, id: &str) -> Option<UserRow> {
         let sql = format!("{USER_COLUMNS} WHERE id = $1");
-        match self.store.pool() {
-            Pool::Postgres(pool) => sqlx::query(&sql)
+        match self.sql() {
+            TestSql::Postgres(pool) => sqlx::query(&sql)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
                 .unwrap()
                 .map(|r| user_row(&r)),
-            Pool::Sqlite(pool) => sqlx::query(&sql)
+            TestSql::Sqlite(pool) => sqlx::query(&sql)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
@@ -335,15 +391,15 @@ impl TestApp {
 
     pub async fn users(&self) -> Vec<UserRow> {
         let sql = format!("{USER_COLUMNS} ORDER BY id");
-        match self.store.pool() {
-            Pool::Postgres(pool) => sqlx::query(&sql)
+        match self.sql() {
+            TestSql::Postgres(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
                 .iter()
                 .map(user_row)
                 .collect(),
-            Pool::Sqlite(pool) => sqlx::query(&sql)
+            TestSql::Sqlite(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
@@ -365,15 +421,15 @@ impl TestApp {
             "SELECT svix_id, event_type, user_id, outcome, error, payload FROM {}inbox ORDER BY received_at, svix_id",
             self.ns()
         );
-        match self.store.pool() {
-            Pool::Postgres(pool) => sqlx::query(&sql)
+        match self.sql() {
+            TestSql::Postgres(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
                 .iter()
                 .map(inbox_row)
                 .collect(),
-            Pool::Sqlite(pool) => sqlx::query(&sql)
+            TestSql::Sqlite(pool) => sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .unwrap()
@@ -395,9 +451,9 @@ impl TestApp {
             "SELECT count(*) FROM {}tombstones WHERE user_id = $1",
             self.ns()
         );
-        let count: i64 = match self.store.pool() {
-            Pool::Postgres(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
-            Pool::Sqlite(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
+        let count: i64 = match self.sql() {
+            TestSql::Postgres(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
+            TestSql::Sqlite(pool) => sqlx::query_scalar(&sql).bind(user_id).fetch_one(pool).await,
         }
         .unwrap();
         count > 0
