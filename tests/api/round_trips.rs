@@ -67,8 +67,11 @@ async fn relay(client: TcpStream, server: TcpStream, turns: Arc<Turns>) {
     tokio::join!(upstream, downstream);
 }
 
+/// Every source of user changes runs the same transaction: a delivery (a single event is a
+/// batch of one), a snapshot from Clerk's API (the fallback fetch), a backfill or reconcile
+/// page, and a replay all take two round trips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_10_a_webhook_event_costs_two_round_trips() {
+async fn rule_10_every_transaction_costs_two_round_trips() {
     let db = Arc::new(TestDb::create(Backend::Postgres).await);
     let DatabaseTarget::Postgres { url } = db.target() else {
         unreachable!()
@@ -119,4 +122,47 @@ async fn rule_10_a_webhook_event_costs_two_round_trips() {
             answer.outcome()
         );
     }
+
+    let counted = |what: &'static str, before: usize| {
+        let used = turns.0.load(Ordering::SeqCst) - before;
+        assert_eq!(used, 2, "{what} took {used} round trips");
+    };
+    let snapshot = |id: String| clerk_sync::sync::UserSnapshot {
+        email: Some(format!("{id}@example.com")),
+        first_name: Some("Zoë".into()),
+        last_name: None,
+        name: Some("Zoë".into()),
+        image_url: None,
+        username: None,
+        created_at: Some(t),
+        updated_at: t,
+        id,
+    };
+    let fetched = snapshot("user_fetched".into());
+    let before = turns.0.load(Ordering::SeqCst);
+    app.store
+        .apply_snapshot(&fetched, clerk_sync::sync::DeleteMode::Hard)
+        .await
+        .unwrap();
+    counted("a snapshot fetched from Clerk", before);
+
+    let page: Vec<_> = (0..20).map(|i| snapshot(format!("user_page{i}"))).collect();
+    let before = turns.0.load(Ordering::SeqCst);
+    app.store
+        .apply_snapshots(&page, Some(("backfill.cursor", "20")), false)
+        .await
+        .unwrap();
+    counted("a page of 20 with its checkpoint", before);
+
+    let svix_id = clerk_sync::clerk::sample::random_id("msg");
+    let body = sample::user_updated(&SampleUser::new("user_warm", t + 5000));
+    assert_eq!(app.deliver_as(&svix_id, &body).await.status, 200);
+    // A replay reads the stored event first (one statement), then runs the transaction.
+    let before = turns.0.load(Ordering::SeqCst);
+    app.store
+        .replay(&svix_id, clerk_sync::sync::DeleteMode::Hard)
+        .await
+        .unwrap();
+    let used = turns.0.load(Ordering::SeqCst) - before;
+    assert_eq!(used, 3, "a replay took {used} round trips");
 }
