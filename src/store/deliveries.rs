@@ -42,7 +42,7 @@ impl WriterSettings {
     /// SQLite has one writer at a time whatever we do; PostgreSQL gains from a few
     /// transactions in flight (one waits on the network or the WAL flush while another runs)
     /// but not from many on a small machine, and every writer not busy leaves events to batch.
-    /// PostgreSQL writers keep a connection each: at least one of the pool's
+    /// A PostgreSQL writer holds a connection while it writes: at least one of the pool's
     /// `max_connections` stays for everything else.
     pub fn default_for(store: &Store, max_connections: u32) -> WriterSettings {
         let postgres = (max_connections.saturating_sub(1) as usize).clamp(1, 3);
@@ -140,13 +140,13 @@ impl DeliveryQueue {
 
     /// Stops the writers: deliveries offered from now on are refused (the webhook answers 503,
     /// so Svix delivers them again later), those already queued are written, and each writer
-    /// then ends and closes its database connection. Returns once all have ended; bound it
+    /// then ends. Returns once all have ended; bound it
     /// with a timeout of your own if need be (each batch takes at most
     /// [`WriterSettings::timeout`]).
     ///
-    /// An app embedding clerk-sync calls this before `Store::close`, which otherwise waits for
-    /// the writers' connections forever; `App::run_until` does so on shutdown. Calling it again
-    /// waits for the same end.
+    /// An app embedding clerk-sync calls this before `Store::close`, so that the events
+    /// already accepted are written before the pool goes; `App::run_until` does so on
+    /// shutdown. Calling it again waits for the same end.
     pub async fn shutdown(&self) {
         self.writers.closing.send_replace(true);
         let mut tasks = self.writers.tasks.lock().await;

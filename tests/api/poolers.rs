@@ -1,13 +1,9 @@
 //! Through a real PgBouncer 1.25.1 (`scripts/test` builds it and starts one per mode): the
 //! random-history property, rule 6's email and username moves, and the SIGKILL fault test, each
 //! in transaction mode with `max_prepared_statements = 200` (what Neon's `-pooler` endpoints
-//! run) and in session mode, with every delivery answered 2xx the first time. The service is
-//! given the pooler's URL as `DATABASE_URL` and nothing else, as a user pasting Neon's pooled
-//! string would.
-//!
-//! Transaction mode with `max_prepared_statements = 0` (every PgBouncer before 1.21) is started
-//! too but has no test of a stream yet: today's driver mixes up its prepared statements there
-//! (README, "Known limits").
+//! run) and `= 0` (every PgBouncer before 1.21), and in session mode, with every delivery
+//! answered 2xx the first time. The service is given the pooler's URL as `DATABASE_URL` and
+//! nothing else, as a user pasting Neon's pooled string would.
 
 use std::collections::HashMap;
 
@@ -30,6 +26,13 @@ fn random_histories_converge_through_pgbouncer_in_transaction_mode() {
 }
 
 #[test]
+fn random_histories_converge_through_pgbouncer_in_transaction_mode_without_prepared_statements() {
+    random_histories_converge(HISTORIES, || {
+        TestApp::spawn_via(Pooler::TransactionNoPreparedStatements, |_| {})
+    });
+}
+
+#[test]
 fn random_histories_converge_through_pgbouncer_in_session_mode() {
     random_histories_converge(HISTORIES, || TestApp::spawn_via(Pooler::Session, |_| {}));
 }
@@ -37,6 +40,12 @@ fn random_histories_converge_through_pgbouncer_in_session_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_6_unique_values_move_between_users_through_pgbouncer_in_transaction_mode() {
     unique_values_move_between_users(&TestApp::spawn_via(Pooler::Transaction, |_| {}).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_6_unique_values_move_between_users_through_pgbouncer_without_prepared_statements() {
+    let app = TestApp::spawn_via(Pooler::TransactionNoPreparedStatements, |_| {}).await;
+    unique_values_move_between_users(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +58,15 @@ async fn sigkill_mid_stream_through_pgbouncer_in_transaction_mode_loses_nothing(
     sigkill_mid_stream_then_restart("SIGKILL twice, PgBouncer transaction mode", |db| {
         db.target_via(Pooler::Transaction)
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_through_pgbouncer_without_prepared_statements_loses_nothing() {
+    sigkill_mid_stream_then_restart(
+        "SIGKILL twice, PgBouncer transaction mode, max_prepared_statements = 0",
+        |db| db.target_via(Pooler::TransactionNoPreparedStatements),
+    )
     .await;
 }
 
