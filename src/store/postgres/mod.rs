@@ -24,7 +24,9 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::error::DatabaseError;
 use super::flow::Writes;
-use super::statements::{LoadedState, StateKeys, load_state_sql};
+use super::statements::{
+    LoadedState, StateKeys, UPSERT_ONE, insert_inbox_sql, is_single, load_state_sql,
+};
 use super::{PoolSettings, StoreError, UsersTable, datetime_to_millis, millis_to_datetime};
 use crate::sync::{Change, UserSnapshot};
 
@@ -145,6 +147,9 @@ fn deletion_sql(users: &UsersTable, change: &Change) -> String {
 #[derive(Debug)]
 pub(super) struct Texts {
     lookup: String,
+    lookup_one: String,
+    upsert_one: String,
+    inbox_one: String,
     upsert: String,
     clear_email: String,
     clear_username: String,
@@ -158,6 +163,9 @@ impl Texts {
         let nobody = String::new();
         Texts {
             lookup: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), false),
+            lookup_one: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), true),
+            upsert_one: users.sql(UPSERT_ONE),
+            inbox_one: insert_inbox_sql("clerk_sync."),
             upsert: users.sql(UPSERT_ROWS),
             clear_email: clear_sql(users, "email"),
             clear_username: clear_sql(users, "username"),
@@ -277,6 +285,14 @@ impl Transaction {
         keys: &StateKeys,
     ) -> Result<LoadedState, DatabaseError> {
         self.open = true;
+        // A lone event (the webhook hot path) binds plain values: PostgreSQL plans `= $1`
+        // faster than `= ANY($1)`, and every statement here is planned anew.
+        let firsts = [
+            svix_ids.first(),
+            keys.user_ids.first(),
+            keys.emails.first(),
+            keys.usernames.first(),
+        ];
         let client = self.client();
         let mut statements = vec![simple(client, "BEGIN")];
         if !locks.is_empty() {
@@ -286,16 +302,27 @@ impl Transaction {
                 vec![(&locks, Type::TEXT_ARRAY)],
             ));
         }
-        statements.push(statement(
-            client,
-            &texts.lookup,
-            vec![
-                (&svix_ids, Type::TEXT_ARRAY),
-                (&keys.user_ids, Type::TEXT_ARRAY),
-                (&keys.emails, Type::TEXT_ARRAY),
-                (&keys.usernames, Type::TEXT_ARRAY),
-            ],
-        ));
+        statements.push(if is_single(svix_ids, keys) {
+            statement(
+                client,
+                &texts.lookup_one,
+                firsts
+                    .iter()
+                    .map(|v| (v as &(dyn ToSql + Sync), Type::TEXT))
+                    .collect(),
+            )
+        } else {
+            statement(
+                client,
+                &texts.lookup,
+                vec![
+                    (&svix_ids, Type::TEXT_ARRAY),
+                    (&keys.user_ids, Type::TEXT_ARRAY),
+                    (&keys.emails, Type::TEXT_ARRAY),
+                    (&keys.usernames, Type::TEXT_ARRAY),
+                ],
+            )
+        });
         let result = pipeline(statements).await;
         let rows = match result {
             Ok(mut results) => results.pop().unwrap_or_default(),
@@ -359,8 +386,10 @@ impl Transaction {
                 ));
             }
         }
-        if !writes.rows.upserts.is_empty() {
-            statements.push(statement(client, &texts.upsert, rows.params(now)));
+        match writes.rows.upserts.len() {
+            0 => {}
+            1 => statements.push(statement(client, &texts.upsert_one, rows.one(now))),
+            _ => statements.push(statement(client, &texts.upsert, rows.params(now))),
         }
         if !deletions.delete.is_empty() {
             statements.push(statement(
@@ -392,7 +421,10 @@ impl Transaction {
             ));
         }
         let inbox_at = (!writes.inbox.is_empty()).then(|| {
-            statements.push(statement(client, INSERT_INBOX_ROWS, inbox.params(now)));
+            statements.push(match writes.inbox.len() {
+                1 => statement(client, &texts.inbox_one, inbox.one(now)),
+                _ => statement(client, INSERT_INBOX_ROWS, inbox.params(now)),
+            });
             statements.len() - 1
         });
         for (svix_id, outcome, error) in &replays {
@@ -487,6 +519,20 @@ impl<'a> UpsertColumns<'a> {
         }
     }
 
+    /// The first row's values for [`UPSERT_ONE`].
+    fn one<'p>(&'p self, now: &'p NaiveDateTime) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&self.ids[0], Type::TEXT)];
+        params.extend(
+            self.text
+                .iter()
+                .map(|c| (&c[0] as &(dyn ToSql + Sync), Type::TEXT)),
+        );
+        params.push((&self.created_at[0], Type::TIMESTAMP));
+        params.push((&self.updated_at[0], Type::TIMESTAMP));
+        params.push((now, Type::TIMESTAMP));
+        params
+    }
+
     fn params<'p>(&'p self, now: &'p NaiveDateTime) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&self.ids, Type::TEXT_ARRAY)];
         params.extend(
@@ -552,6 +598,18 @@ impl<'a> InboxColumns<'a> {
             ],
             svix_timestamps: rows.iter().map(|r| r.svix_timestamp).collect(),
         }
+    }
+
+    /// The first row's values for the one-row insert (`statements::insert_inbox_sql`).
+    fn one<'p>(&'p self, now: &'p NaiveDateTime) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = self
+            .text
+            .iter()
+            .map(|c| (&c[0] as &(dyn ToSql + Sync), Type::TEXT))
+            .collect();
+        params.push((&self.svix_timestamps[0], Type::INT8));
+        params.push((now, Type::TIMESTAMP));
+        params
     }
 
     fn params<'p>(&'p self, now: &'p NaiveDateTime) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
