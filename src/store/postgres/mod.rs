@@ -162,7 +162,15 @@ impl Texts {
     pub(super) fn new(users: &UsersTable) -> Texts {
         let nobody = String::new();
         Texts {
-            lookup: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), false),
+            // The lists in a sub-select: planned for any list, not for the one at hand (for a
+            // page of 500, planning each value took longer than looking it up; measured in
+            // docs/benchmarks.md).
+            lookup: load_state_sql(
+                users,
+                "clerk_sync.",
+                ("= ANY((SELECT ", "::text[])::text[])"),
+                false,
+            ),
             lookup_one: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), true),
             upsert_one: users.sql(UPSERT_ONE),
             inbox_one: insert_inbox_sql("clerk_sync."),
