@@ -295,6 +295,25 @@ pub(crate) struct InboxRecord<'a> {
     received_at: NaiveDateTime,
 }
 
+/// An inbox row from a database row of either driver (both have `try_get` by column name):
+/// `$payload` is the payload (read, or `()` where a query leaves it out).
+macro_rules! stored_event_from {
+    ($row:expr, $payload:expr) => {
+        $crate::store::StoredEvent {
+            svix_id: $row.try_get("svix_id")?,
+            event_type: $row.try_get("event_type")?,
+            user_id: $row.try_get("user_id")?,
+            outcome: $row.try_get("outcome")?,
+            error: $row.try_get("error")?,
+            payload: $payload,
+            svix_timestamp: $row.try_get("svix_timestamp")?,
+            received_at: $row.try_get("received_at")?,
+            replayed_at: $row.try_get("replayed_at")?,
+        }
+    };
+}
+pub(crate) use stored_event_from;
+
 /// Runs a read (or a single statement) on a pooled connection: `$pg` with a tokio-postgres
 /// client on PostgreSQL, `$lite` with an sqlx connection (`Statements`) on SQLite.
 macro_rules! on_connection {

@@ -46,18 +46,26 @@ pub(crate) struct LoadedState {
     pub seen: HashSet<String>,
 }
 
-/// One row's newest-wins upsert with plain parameters (the WHERE clause repeats the rule in
-/// SQL as a last line of defence; the decision was made under the locks).
-pub(crate) const UPSERT_ONE: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
-                                     "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-    ON CONFLICT (id) DO UPDATE SET
+/// The columns every upsert writes, in this order.
+pub(crate) const UPSERT_INTO: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
+                                     "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")"#;
+
+/// Newest wins: the WHERE clause repeats the rule in SQL as a last line of defence (the
+/// decision was made under the locks).
+pub(crate) const UPSERT_ON_CONFLICT: &str = r#"ON CONFLICT (id) DO UPDATE SET
       email = excluded.email, "firstName" = excluded."firstName",
       "lastName" = excluded."lastName", name = excluded.name,
       "imageUrl" = excluded."imageUrl", username = excluded.username,
       "clerkCreatedAt" = excluded."clerkCreatedAt",
       "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
     WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
+
+/// One row's upsert with plain parameters: `$1`…`$9` the row, `$10` the time.
+pub(crate) fn upsert_one_sql(users: &UsersTable) -> String {
+    users.sql(&format!(
+        "{UPSERT_INTO}\n    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)\n    {UPSERT_ON_CONFLICT}"
+    ))
+}
 
 /// Whether a lookup is for one event (plain parameters, whose plan PostgreSQL caches) or for a
 /// batch (lists).
@@ -235,7 +243,7 @@ pub(crate) trait Statements {
         now: NaiveDateTime,
     ) -> Result<(), sqlx::Error>;
 
-    /// Inserts or overwrites one row with plain parameters (see [`UPSERT_ONE`]).
+    /// Inserts or overwrites one row with plain parameters (see [`upsert_one_sql`]).
     async fn upsert_one(
         &mut self,
         users: &UsersTable,
@@ -386,7 +394,7 @@ macro_rules! statements_impl {
                 user: &$crate::sync::UserSnapshot,
                 now: chrono::NaiveDateTime,
             ) -> Result<(), sqlx::Error> {
-                let sql = users.sql($crate::store::statements::UPSERT_ONE);
+                let sql = $crate::store::statements::upsert_one_sql(users);
                 sqlx::query(&sql)
                     .bind(&user.id)
                     .bind(&user.email)
@@ -665,15 +673,5 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> NaiveDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    Ok(StoredEvent {
-        svix_id: row.try_get("svix_id")?,
-        event_type: row.try_get("event_type")?,
-        user_id: row.try_get("user_id")?,
-        outcome: row.try_get("outcome")?,
-        error: row.try_get("error")?,
-        payload: row.try_get("payload")?,
-        svix_timestamp: row.try_get("svix_timestamp")?,
-        received_at: row.try_get("received_at")?,
-        replayed_at: row.try_get("replayed_at")?,
-    })
+    Ok(super::stored_event_from!(row, row.try_get("payload")?))
 }

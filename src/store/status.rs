@@ -331,31 +331,11 @@ fn exact_counts_postgres(row: &tokio_postgres::Row) -> Result<UserCounts, tokio_
 }
 
 fn event_summary(row: &SqliteRow) -> Result<EventSummary, sqlx::Error> {
-    Ok(EventSummary {
-        svix_id: row.try_get("svix_id")?,
-        event_type: row.try_get("event_type")?,
-        user_id: row.try_get("user_id")?,
-        outcome: row.try_get("outcome")?,
-        error: row.try_get("error")?,
-        payload: (),
-        svix_timestamp: row.try_get("svix_timestamp")?,
-        received_at: row.try_get("received_at")?,
-        replayed_at: row.try_get("replayed_at")?,
-    })
+    Ok(super::stored_event_from!(row, ()))
 }
 
 fn event_summary_postgres(
     row: &tokio_postgres::Row,
 ) -> Result<EventSummary, tokio_postgres::Error> {
-    Ok(EventSummary {
-        svix_id: row.try_get("svix_id")?,
-        event_type: row.try_get("event_type")?,
-        user_id: row.try_get("user_id")?,
-        outcome: row.try_get("outcome")?,
-        error: row.try_get("error")?,
-        payload: (),
-        svix_timestamp: row.try_get("svix_timestamp")?,
-        received_at: row.try_get("received_at")?,
-        replayed_at: row.try_get("replayed_at")?,
-    })
+    Ok(super::stored_event_from!(row, ()))
 }

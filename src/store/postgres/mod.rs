@@ -25,7 +25,8 @@ use tokio_postgres::types::{ToSql, Type};
 use super::error::DatabaseError;
 use super::flow::Writes;
 use super::statements::{
-    LoadedState, StateKeys, UPSERT_ONE, insert_inbox_sql, is_single, load_state_sql,
+    LoadedState, StateKeys, UPSERT_INTO, UPSERT_ON_CONFLICT, insert_inbox_sql, is_single,
+    load_state_sql, upsert_one_sql,
 };
 use super::{PoolSettings, StoreError, UsersTable, datetime_to_millis, millis_to_datetime};
 use crate::sync::{Change, UserSnapshot};
@@ -98,23 +99,19 @@ const TOMBSTONES: &str = "INSERT INTO clerk_sync.tombstones (user_id, deleted_at
                           SELECT user_id, $2 FROM unnest($1::text[]) AS t(user_id)
                           ON CONFLICT (user_id) DO NOTHING";
 
-/// The rows' newest-wins upsert. The WHERE clause repeats the rule in SQL as a last line of
-/// defence; the decision was made under the locks.
-const UPSERT_ROWS: &str = r#"INSERT INTO {users} AS t (id, email, "firstName", "lastName", name, "imageUrl", username,
-                          "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt")
+/// The rows' upsert: `$1`…`$9` the columns as arrays, `$10` the time.
+fn upsert_rows_sql(users: &UsersTable) -> String {
+    users.sql(&format!(
+        "{UPSERT_INTO}
        SELECT id, email, first_name, last_name, name, image_url, username,
               clerk_created_at, clerk_updated_at, $10, $10
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                    $7::text[], $8::timestamp[], $9::timestamp[])
             AS u(id, email, first_name, last_name, name, image_url, username,
                  clerk_created_at, clerk_updated_at)
-       ON CONFLICT (id) DO UPDATE SET
-         email = excluded.email, "firstName" = excluded."firstName",
-         "lastName" = excluded."lastName", name = excluded.name,
-         "imageUrl" = excluded."imageUrl", username = excluded.username,
-         "clerkCreatedAt" = excluded."clerkCreatedAt",
-         "clerkUpdatedAt" = excluded."clerkUpdatedAt", "updatedAt" = excluded."updatedAt"
-       WHERE t."clerkUpdatedAt" IS NULL OR t."clerkUpdatedAt" <= excluded."clerkUpdatedAt""#;
+       {UPSERT_ON_CONFLICT}"
+    ))
+}
 
 /// Clears `column` (email or username) on rows that still hold the value read: `$1` ids, `$2`
 /// values, `$3` the time.
@@ -172,9 +169,9 @@ impl Texts {
                 false,
             ),
             lookup_one: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), true),
-            upsert_one: users.sql(UPSERT_ONE),
+            upsert_one: upsert_one_sql(users),
             inbox_one: insert_inbox_sql("clerk_sync."),
-            upsert: users.sql(UPSERT_ROWS),
+            upsert: upsert_rows_sql(users),
             clear_email: clear_sql(users, "email"),
             clear_username: clear_sql(users, "username"),
             delete: deletion_sql(
@@ -495,7 +492,7 @@ impl Transaction {
     }
 }
 
-/// The upserts' columns, as arrays bound to [`UPSERT_ROWS`].
+/// The upserts' columns, as arrays bound to `upsert_rows_sql`.
 struct UpsertColumns<'a> {
     ids: Vec<&'a str>,
     text: [Vec<Option<&'a str>>; 6],
@@ -527,7 +524,7 @@ impl<'a> UpsertColumns<'a> {
         }
     }
 
-    /// The first row's values for [`UPSERT_ONE`].
+    /// The first row's values for `upsert_one_sql`.
     fn one<'p>(&'p self, now: &'p NaiveDateTime) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&self.ids[0], Type::TEXT)];
         params.extend(

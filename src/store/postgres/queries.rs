@@ -41,17 +41,10 @@ pub(crate) async fn user(
 }
 
 fn stored_event(row: &Row) -> Result<StoredEvent, tokio_postgres::Error> {
-    Ok(StoredEvent {
-        svix_id: row.try_get("svix_id")?,
-        event_type: row.try_get("event_type")?,
-        user_id: row.try_get("user_id")?,
-        outcome: row.try_get("outcome")?,
-        error: row.try_get("error")?,
-        payload: row.try_get("payload")?,
-        svix_timestamp: row.try_get("svix_timestamp")?,
-        received_at: row.try_get("received_at")?,
-        replayed_at: row.try_get("replayed_at")?,
-    })
+    Ok(super::super::stored_event_from!(
+        row,
+        row.try_get("payload")?
+    ))
 }
 
 pub(crate) async fn stored_event_by_id(
