@@ -1,10 +1,40 @@
-//! What a database said when it refused or failed, in one type for both backends, and what
-//! that means for the event (try again, store it as failed, or give up for now).
+//! What store operations fail with, and what a database said when it refused or failed, in one
+//! type for both backends, with what that means for the event (try again, store it as failed, or
+//! give up for now).
 //!
 //! Displayed without the values a statement carried: PostgreSQL's `DETAIL` repeats them
 //! ("Key (email)=(…) already exists"), and they are personal data (README rule 8).
 
 use std::fmt;
+use std::time::Duration;
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed in a way a later attempt can get past.
+    #[error("database unavailable: {0}")]
+    Unavailable(DatabaseError),
+    /// The database was away for a batch of webhook events: each event of the batch carries
+    /// the same error.
+    #[error("database unavailable: {0}")]
+    UnavailableForBatch(std::sync::Arc<DatabaseError>),
+    /// An operation took longer than the configured database timeout.
+    #[error("database did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The database refused the user's data itself (e.g. a NUL character in a name).
+    #[error("{0}")]
+    Rejected(String),
+    /// Configuration or schema problems a person has to fix; the text says how.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl StoreError {
+    /// For `map_err`: the database could not do what was asked.
+    pub(crate) fn unavailable(error: impl Into<DatabaseError>) -> StoreError {
+        StoreError::Unavailable(error.into())
+    }
+}
 
 /// An error from the database or its driver.
 #[derive(Debug)]

@@ -18,6 +18,7 @@ mod statements;
 mod status;
 mod target;
 mod tombstones;
+mod users_table;
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,14 +30,15 @@ use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 use flow::Item;
 
 pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
-pub use error::DatabaseError;
 use error::Refusal;
+pub use error::{DatabaseError, StoreError};
 pub use migrations::MigrationReport;
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
 pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
 pub use target::DatabaseTarget;
 pub use tombstones::{Tombstone, TombstoneRemoval};
+pub use users_table::UsersTable;
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)
 /// is tried again before the delivery is answered with 503.
@@ -76,82 +78,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Where the app's users table is: `users` by default; apps that named theirs differently set
-/// `CLERK_SYNC_USERS_TABLE` (and, on PostgreSQL, `CLERK_SYNC_USERS_SCHEMA`). Index and
-/// constraint names follow Prisma's pattern for that name (`<table>_pkey`, `<table>_email_key`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsersTable {
-    schema: Option<String>,
-    name: String,
-    quoted: String,
-}
-
-impl Default for UsersTable {
-    fn default() -> Self {
-        UsersTable::new(None, "users").expect("the default name is valid")
-    }
-}
-
-impl UsersTable {
-    /// Names are restricted to letters, digits and underscores (quoted as given, so case
-    /// counts, as with Prisma's `@@map`).
-    pub fn new(schema: Option<&str>, name: &str) -> Result<UsersTable, String> {
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !s.starts_with(|c: char| c.is_ascii_digit())
-        };
-        if !valid(name) {
-            return Err(format!(
-                "CLERK_SYNC_USERS_TABLE = {name:?} is not a table name clerk-sync accepts: use \
-                 letters, digits and underscores, e.g. users or AppUser"
-            ));
-        }
-        let schema = schema.map(str::trim).filter(|s| !s.is_empty());
-        if let Some(schema) = schema
-            && !valid(schema)
-        {
-            return Err(format!(
-                "CLERK_SYNC_USERS_SCHEMA = {schema:?} is not a schema name clerk-sync accepts: use \
-                 letters, digits and underscores, e.g. app"
-            ));
-        }
-        let quoted = match schema {
-            Some(schema) => format!("\"{schema}\".\"{name}\""),
-            None => format!("\"{name}\""),
-        };
-        Ok(UsersTable {
-            schema: schema.map(str::to_owned),
-            name: name.to_owned(),
-            quoted,
-        })
-    }
-
-    /// The table name as configured.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The schema, when one is configured (else the connection's current schema).
-    pub fn schema(&self) -> Option<&str> {
-        self.schema.as_deref()
-    }
-
-    /// The quoted, schema-qualified identifier to put in SQL.
-    pub fn quoted(&self) -> &str {
-        &self.quoted
-    }
-
-    /// Fills a statement template: `{users}` is the table, `{table}` its bare name (for
-    /// index and constraint names).
-    pub(crate) fn sql(&self, template: &str) -> String {
-        template
-            .replace("{users}", &self.quoted)
-            .replace("{table}", &self.name)
-    }
-}
-
 /// Pool settings.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -181,26 +107,6 @@ impl Default for PoolSettings {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`PoolSettings::migrate_timeout`].
 pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot be reached or failed in a way a later attempt can get past.
-    #[error("database unavailable: {0}")]
-    Unavailable(DatabaseError),
-    /// The database was away for a batch of webhook events: each event of the batch carries
-    /// the same error.
-    #[error("database unavailable: {0}")]
-    UnavailableForBatch(std::sync::Arc<DatabaseError>),
-    /// An operation took longer than the configured database timeout.
-    #[error("database did not answer within {0:?}")]
-    TimedOut(Duration),
-    /// The database refused the user's data itself (e.g. a NUL character in a name).
-    #[error("{0}")]
-    Rejected(String),
-    /// Configuration or schema problems a person has to fix; the text says how.
-    #[error("{0}")]
-    Setup(String),
-}
 
 /// A Clerk event to apply, and where it came from. Every source goes through the same rules.
 #[derive(Debug, Clone)]
@@ -335,13 +241,6 @@ macro_rules! on_connection {
         .await
         .map_err(StoreError::Unavailable)
     };
-}
-
-impl StoreError {
-    /// For `map_err`: the database could not do what was asked.
-    pub(crate) fn unavailable(error: impl Into<DatabaseError>) -> StoreError {
-        StoreError::Unavailable(error.into())
-    }
 }
 
 impl Store {
