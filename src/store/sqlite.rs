@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use super::error::DatabaseError;
 use super::flow::Writes;
-use super::statements::{LoadedState, StateKeys, Statements, statements_impl};
+use super::statements::{self, LoadedState, StateKeys, Statements};
 use super::{PoolSettings, StoreError, UsersTable};
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
@@ -59,41 +59,300 @@ pub(super) async fn connect(
         })
 }
 
-statements_impl!(
-    SqliteConnection,
-    ns = "clerk_sync_",
-    in_list = ("IN (SELECT value FROM json_each(", "))"),
-    list = |values: &[String]| serde_json::to_string(values).expect("strings serialize"),
-    {
-        async fn write_rows(
-            &mut self,
-            users: &crate::store::UsersTable,
-            writes: &crate::sync::RowWrites,
-            now: chrono::NaiveDateTime,
-        ) -> Result<(), sqlx::Error> {
-            for (column, cleared) in [
-                ("email", &writes.clear_email),
-                ("username", &writes.clear_username),
-            ] {
-                let sql = users.sql(&format!(
+/// clerk-sync's own tables are `clerk_sync_`-prefixed (SQLite has no schemas).
+const NS: &str = "clerk_sync_";
+
+/// "Is in this list", for a list bound as a JSON array.
+const IN_LIST: (&str, &str) = ("IN (SELECT value FROM json_each(", "))");
+
+impl Statements for SqliteConnection {
+    async fn write_rows(
+        &mut self,
+        users: &UsersTable,
+        writes: &crate::sync::RowWrites,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        for (column, cleared) in [
+            ("email", &writes.clear_email),
+            ("username", &writes.clear_username),
+        ] {
+            let sql = users.sql(&format!(
                     r#"UPDATE {{users}} SET {column} = NULL, "updatedAt" = $3 WHERE id = $1 AND {column} = $2"#
                 ));
-                for (id, value) in cleared {
-                    sqlx::query(&sql)
-                        .bind(id)
-                        .bind(value)
-                        .bind(now)
-                        .execute(&mut *self)
-                        .await?;
-                }
+            for (id, value) in cleared {
+                sqlx::query(&sql)
+                    .bind(id)
+                    .bind(value)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
             }
-            for user in &writes.upserts {
-                self.upsert_one(users, user, now).await?;
-            }
-            Ok(())
         }
+        for user in &writes.upserts {
+            self.upsert_one(users, user, now).await?;
+        }
+        Ok(())
     }
-);
+
+    async fn load_state(
+        &mut self,
+        users: &UsersTable,
+        svix_ids: &[String],
+        keys: &statements::StateKeys,
+    ) -> Result<statements::LoadedState, sqlx::Error> {
+        // A single event (the webhook hot path) binds plain parameters, so PostgreSQL
+        // can reuse a generic plan instead of planning array arguments each time.
+        let single = statements::is_single(svix_ids, keys);
+        let sql = statements::load_state_sql(users, NS, IN_LIST, single);
+        let rows = if single {
+            sqlx::query(&sql)
+                .bind(svix_ids.first())
+                .bind(keys.user_ids.first())
+                .bind(keys.emails.first())
+                .bind(keys.usernames.first())
+                .fetch_all(&mut *self)
+                .await?
+        } else {
+            let list =
+                |values: &[String]| serde_json::to_string(values).expect("strings serialize");
+            sqlx::query(&sql)
+                .bind(list(svix_ids))
+                .bind(list(&keys.user_ids))
+                .bind(list(&keys.emails))
+                .bind(list(&keys.usernames))
+                .fetch_all(&mut *self)
+                .await?
+        };
+        statements::read_state(rows)
+    }
+
+    async fn upsert_one(
+        &mut self,
+        users: &UsersTable,
+        user: &crate::sync::UserSnapshot,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        let sql = statements::upsert_one_sql(users);
+        sqlx::query(&sql)
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(&user.name)
+            .bind(&user.image_url)
+            .bind(&user.username)
+            .bind(user.created_at.map(crate::store::millis_to_datetime))
+            .bind(crate::store::millis_to_datetime(user.updated_at))
+            .bind(now)
+            .execute(&mut *self)
+            .await
+            .map(drop)
+    }
+
+    async fn apply_deletion(
+        &mut self,
+        users: &UsersTable,
+        change: &crate::sync::Change,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        use crate::sync::Change;
+        let sql = statements::deletion_sql(users, NS, change);
+        let query = match change {
+            Change::DeleteRow { user_id } => sqlx::query(&sql).bind(user_id),
+            Change::SoftDeleteRow { user_id }
+            | Change::EraseRow { user_id }
+            | Change::Tombstone { user_id } => sqlx::query(&sql).bind(user_id).bind(now),
+            Change::ReleaseEmail { .. } | Change::ReleaseUsername { .. } | Change::Upsert(_) => {
+                unreachable!("snapshot changes are written by write_rows")
+            }
+        };
+        query.execute(&mut *self).await.map(drop)
+    }
+
+    async fn user(
+        &mut self,
+        users: &UsersTable,
+        id: &str,
+    ) -> Result<(Option<crate::store::UserRecord>, bool), sqlx::Error> {
+        use sqlx::Row;
+        let sql = statements::user_sql(users, NS);
+        let row = sqlx::query(&sql).bind(id).fetch_one(&mut *self).await?;
+        let tombstoned: bool = row.try_get("tombstoned")?;
+        let Some(id) = row.try_get::<Option<String>, _>("id")? else {
+            return Ok((None, tombstoned));
+        };
+        let record = crate::store::UserRecord {
+            id,
+            email: row.try_get("email")?,
+            first_name: row.try_get("firstName")?,
+            last_name: row.try_get("lastName")?,
+            name: row.try_get("name")?,
+            image_url: row.try_get("imageUrl")?,
+            username: row.try_get("username")?,
+            clerk_created_at: row.try_get("clerkCreatedAt")?,
+            clerk_updated_at: row.try_get("clerkUpdatedAt")?,
+            created_at: row.try_get("createdAt")?,
+            updated_at: row.try_get("updatedAt")?,
+            deleted_at: row.try_get("deletedAt")?,
+        };
+        Ok((Some(record), tombstoned))
+    }
+
+    async fn insert_inbox(
+        &mut self,
+        record: &crate::store::InboxRecord<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = statements::insert_inbox_sql(NS);
+        let result = sqlx::query(&sql)
+            .bind(record.svix_id)
+            .bind(record.event_type)
+            .bind(record.user_id)
+            .bind(record.outcome.as_str())
+            .bind(record.error)
+            .bind(record.payload)
+            .bind(record.svix_timestamp)
+            .bind(record.received_at)
+            .execute(&mut *self)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn update_inbox(
+        &mut self,
+        svix_id: &str,
+        outcome: crate::sync::Outcome,
+        error: Option<&str>,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&statements::update_inbox_sql(NS))
+            .bind(svix_id)
+            .bind(outcome.as_str())
+            .bind(error)
+            .bind(now)
+            .execute(&mut *self)
+            .await
+            .map(drop)
+    }
+
+    async fn stored_event(
+        &mut self,
+        svix_id: &str,
+    ) -> Result<Option<crate::store::StoredEvent>, sqlx::Error> {
+        let row = sqlx::query(&statements::stored_event_sql(NS))
+            .bind(svix_id)
+            .fetch_optional(&mut *self)
+            .await?;
+        row.map(|r| statements::stored_event(&r)).transpose()
+    }
+
+    async fn stored_events(
+        &mut self,
+        failed_only: bool,
+        limit: i64,
+    ) -> Result<Vec<crate::store::StoredEvent>, sqlx::Error> {
+        let rows = sqlx::query(&statements::stored_events_sql(NS))
+            .bind(failed_only)
+            .bind(limit)
+            .fetch_all(&mut *self)
+            .await?;
+        rows.iter().map(statements::stored_event).collect()
+    }
+
+    async fn get_state(&mut self, key: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(&statements::get_state_sql(NS))
+            .bind(key)
+            .fetch_optional(&mut *self)
+            .await
+    }
+
+    async fn set_state(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        let (set_sql, delete_sql) = (
+            statements::set_state_sql(NS),
+            statements::delete_state_sql(NS),
+        );
+        let query = match value {
+            Some(value) => sqlx::query(&set_sql).bind(key).bind(value).bind(now),
+            None => sqlx::query(&delete_sql).bind(key),
+        };
+        query.execute(&mut *self).await.map(drop)
+    }
+
+    async fn acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        expires_at: chrono::NaiveDateTime,
+        now: chrono::NaiveDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(&statements::acquire_lease_sql(NS))
+            .bind(name)
+            .bind(holder)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *self)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&statements::release_lease_sql(NS))
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *self)
+            .await
+            .map(drop)
+    }
+
+    async fn failed_event_count(&mut self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(&statements::failed_count_sql(NS))
+            .fetch_one(&mut *self)
+            .await
+    }
+
+    async fn lease(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(String, chrono::NaiveDateTime)>, sqlx::Error> {
+        sqlx::query_as(&statements::lease_sql(NS))
+            .bind(name)
+            .fetch_optional(&mut *self)
+            .await
+    }
+
+    async fn take_over_lease(
+        &mut self,
+        name: &str,
+        dead_holder: &str,
+        new_holder: &str,
+        expires_at: chrono::NaiveDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(&statements::take_over_lease_sql(NS))
+            .bind(name)
+            .bind(dead_holder)
+            .bind(new_holder)
+            .bind(expires_at)
+            .execute(&mut *self)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn live_user_ids(
+        &mut self,
+        users: &UsersTable,
+        before: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let sql = statements::live_user_ids_sql(users);
+        sqlx::query_scalar(&sql)
+            .bind(before)
+            .fetch_all(&mut *self)
+            .await
+    }
+}
 
 /// A write transaction (`BEGIN IMMEDIATE`), begun at its first statement.
 pub(crate) struct Transaction {
