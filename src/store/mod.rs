@@ -201,6 +201,28 @@ pub(crate) struct InboxRecord<'a> {
     received_at: NaiveDateTime,
 }
 
+/// A users-table row from a database row of either driver (by column name), its id read
+/// already.
+macro_rules! user_record_from {
+    ($row:expr, $id:expr) => {
+        $crate::store::UserRecord {
+            id: $id,
+            email: $row.try_get("email")?,
+            first_name: $row.try_get("firstName")?,
+            last_name: $row.try_get("lastName")?,
+            name: $row.try_get("name")?,
+            image_url: $row.try_get("imageUrl")?,
+            username: $row.try_get("username")?,
+            clerk_created_at: $row.try_get("clerkCreatedAt")?,
+            clerk_updated_at: $row.try_get("clerkUpdatedAt")?,
+            created_at: $row.try_get("createdAt")?,
+            updated_at: $row.try_get("updatedAt")?,
+            deleted_at: $row.try_get("deletedAt")?,
+        }
+    };
+}
+pub(crate) use user_record_from;
+
 /// An inbox row from a database row of either driver (both have `try_get` by column name):
 /// `$payload` is the payload (read, or `()` where a query leaves it out).
 macro_rules! stored_event_from {

@@ -23,20 +23,7 @@ pub(crate) async fn user(
     let Some(id) = row.try_get::<_, Option<String>>("id")? else {
         return Ok((None, tombstoned));
     };
-    let record = UserRecord {
-        id,
-        email: row.try_get("email")?,
-        first_name: row.try_get("firstName")?,
-        last_name: row.try_get("lastName")?,
-        name: row.try_get("name")?,
-        image_url: row.try_get("imageUrl")?,
-        username: row.try_get("username")?,
-        clerk_created_at: row.try_get("clerkCreatedAt")?,
-        clerk_updated_at: row.try_get("clerkUpdatedAt")?,
-        created_at: row.try_get("createdAt")?,
-        updated_at: row.try_get("updatedAt")?,
-        deleted_at: row.try_get("deletedAt")?,
-    };
+    let record = super::super::user_record_from!(row, id);
     Ok((Some(record), tombstoned))
 }
 
