@@ -51,12 +51,25 @@ pub const REJECTION_REASONS: [&str; 8] = [
     "too_large",
 ];
 /// Event types we label by; everything else is `other`.
-pub const EVENT_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
-pub const CLERK_ENDPOINTS: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 10] = [
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organizationMembership.created",
+    "organizationMembership.updated",
+    "organizationMembership.deleted",
+    "other",
+];
+pub const CLERK_ENDPOINTS: [&str; 8] = [
     "get_user",
     "update_user",
     "list_users",
     "count_users",
+    "list_organizations",
+    "list_memberships",
     "jwks",
     "get_instance",
 ];

@@ -12,6 +12,14 @@
 
 use std::fmt;
 
+mod organizations;
+
+pub use organizations::{
+    MembershipDeletion, MembershipSnapshot, OrganizationEvent, OrganizationPlan,
+    OrganizationSnapshot, OrganizationState, OrganizationWrites, StoredMembership,
+    StoredOrganization, plan_organizations,
+};
+
 /// Milliseconds since the Unix epoch, as Clerk stamps `created_at` / `updated_at`.
 pub type ClerkMillis = i64;
 

@@ -12,7 +12,14 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::clerk::event::UserData;
+use crate::clerk::event::{MembershipData, OrganizationData, UserData};
+
+/// One page of a Clerk list answered as `{"data": [...], "total_count": n}`.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub total_count: u64,
+}
 
 /// Where Clerk's Backend API lives unless `CLERK_API_URL` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://api.clerk.com";
@@ -245,6 +252,55 @@ impl ClerkApi {
                     request = request.query(&[("starting_after", cursor)]);
                 }
                 request
+            })
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /v1/organizations`, oldest first, `limit` at a time from `offset`, with Clerk's
+    /// total count. Offset paging is all Clerk offers for organizations.
+    pub async fn list_organizations(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Page<OrganizationData>, ClerkApiError> {
+        self.list_page("list_organizations", "organizations", limit, offset)
+            .await
+    }
+
+    /// `GET /v1/organization_memberships`: every membership of the instance, each with its
+    /// organization, oldest first, `limit` at a time from `offset`.
+    pub async fn list_memberships(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Page<MembershipData>, ClerkApiError> {
+        self.list_page(
+            "list_memberships",
+            "organization_memberships",
+            limit,
+            offset,
+        )
+        .await
+    }
+
+    async fn list_page<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Page<T>, ClerkApiError> {
+        let url = self.url(&[path]);
+        let limit = limit.clamp(1, 500).to_string();
+        let offset = offset.to_string();
+        let response = self
+            .call(endpoint, || {
+                self.http.request(Method::GET, &url).query(&[
+                    ("limit", limit.as_str()),
+                    ("offset", offset.as_str()),
+                    ("order_by", "+created_at"),
+                ])
             })
             .await?;
         decode(response).await

@@ -8,7 +8,10 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::sync::{UserSnapshot, full_name, valid_millis};
+use crate::sync::{
+    ClerkMillis, MembershipDeletion, MembershipSnapshot, OrganizationSnapshot, UserSnapshot,
+    full_name, valid_millis,
+};
 
 /// A verified body that is not a Clerk event envelope.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,14 @@ pub enum EventKind {
     UserSnapshot(UserSnapshot),
     /// `user.deleted`: only the id survives.
     UserDeleted { user_id: String },
+    /// `organization.created` / `organization.updated`: the whole organization.
+    OrganizationSnapshot(OrganizationSnapshot),
+    /// `organization.deleted`: only the id (and slug) survive.
+    OrganizationDeleted { organization_id: String },
+    /// `organizationMembership.created` / `.updated`: the whole membership and its organization.
+    MembershipSnapshot(MembershipSnapshot),
+    /// `organizationMembership.deleted`, at the time Clerk sent it.
+    MembershipDeleted(MembershipDeletion),
     /// A well-formed event of a type we do not sync (session.*, organization.*, ...).
     Unhandled,
     /// A user event whose `data` we cannot apply; the reason is kept with the stored event.
@@ -50,8 +61,32 @@ impl ClerkEvent {
         match &self.kind {
             EventKind::UserSnapshot(s) => Some(&s.id),
             EventKind::UserDeleted { user_id } => Some(user_id),
+            EventKind::MembershipSnapshot(m) => Some(&m.user_id),
+            EventKind::MembershipDeleted(m) => Some(&m.user_id),
             EventKind::Unusable { user_id, .. } => user_id.as_deref(),
-            EventKind::Unhandled => None,
+            EventKind::OrganizationSnapshot(_)
+            | EventKind::OrganizationDeleted { .. }
+            | EventKind::Unhandled => None,
+        }
+    }
+
+    /// The Clerk organization this event is about, when it names one.
+    pub fn organization_id(&self) -> Option<&str> {
+        match &self.kind {
+            EventKind::OrganizationSnapshot(o) => Some(&o.id),
+            EventKind::OrganizationDeleted { organization_id } => Some(organization_id),
+            EventKind::MembershipSnapshot(m) => Some(&m.organization.id),
+            EventKind::MembershipDeleted(m) => Some(&m.organization_id),
+            _ => None,
+        }
+    }
+
+    /// The Clerk membership this event is about, when it names one.
+    pub fn membership_id(&self) -> Option<&str> {
+        match &self.kind {
+            EventKind::MembershipSnapshot(m) => Some(&m.id),
+            EventKind::MembershipDeleted(m) => Some(&m.id),
+            _ => None,
         }
     }
 }
@@ -62,6 +97,9 @@ struct Envelope<'a> {
     event_type: String,
     #[serde(borrow)]
     data: &'a RawValue,
+    /// When Clerk sent the event; only a membership deletion needs it.
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
 }
 
 /// The part of Clerk's User object that ends up in the `users` table.
@@ -116,6 +154,33 @@ pub fn parse_event(body: &[u8]) -> Result<ClerkEvent, EnvelopeError> {
             Ok(_) => unusable(None, "user.deleted without a user id in data.id"),
             Err(e) => unusable(None, format!("user.deleted data is malformed: {e}")),
         },
+        "organization.created" | "organization.updated" => {
+            match serde_json::from_str::<OrganizationData>(envelope.data.get()) {
+                Ok(data) => match OrganizationSnapshot::from_clerk(data) {
+                    Ok(snapshot) => EventKind::OrganizationSnapshot(snapshot),
+                    Err(reason) => unusable(None, reason),
+                },
+                Err(e) => unusable(None, format!("organization data is malformed: {e}")),
+            }
+        }
+        "organization.deleted" => {
+            match serde_json::from_str::<DeletedObject>(envelope.data.get()) {
+                Ok(DeletedObject { id: Some(id) }) if !id.is_empty() => {
+                    EventKind::OrganizationDeleted {
+                        organization_id: id,
+                    }
+                }
+                Ok(_) => unusable(None, "organization.deleted without an id in data.id"),
+                Err(e) => unusable(None, format!("organization.deleted data is malformed: {e}")),
+            }
+        }
+        "organizationMembership.created"
+        | "organizationMembership.updated"
+        | "organizationMembership.deleted" => {
+            let deleted = envelope.event_type.ends_with(".deleted");
+            let sent_at = envelope.timestamp.as_ref().and_then(envelope_millis);
+            membership_kind(envelope.data, deleted.then_some(sent_at))
+        }
         _ => EventKind::Unhandled,
     };
     Ok(ClerkEvent {
@@ -199,4 +264,152 @@ impl UserSnapshot {
             updated_at,
         })
     }
+}
+
+/// The part of Clerk's Organization object that ends up in the `organizations` table.
+#[derive(Debug, Deserialize)]
+pub struct OrganizationData {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+/// The part of Clerk's OrganizationMembership object that ends up in
+/// `organization_memberships` (and, through the organization it embeds, `organizations`).
+#[derive(Debug, Deserialize)]
+pub struct MembershipData {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub organization: Option<OrganizationData>,
+    #[serde(default)]
+    pub public_user_data: Option<PublicUserData>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicUserData {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+impl OrganizationSnapshot {
+    /// Reads Clerk's organization object; the reason when it cannot be stored.
+    pub fn from_clerk(data: OrganizationData) -> Result<Self, String> {
+        let Some(id) = data.id.filter(|id| !id.is_empty()) else {
+            return Err("organization data has no id".into());
+        };
+        let Some(updated_at) = data.updated_at.filter(|t| valid_millis(*t)) else {
+            return Err(format!(
+                "organization {id} has no valid updated_at (Unix milliseconds), so it cannot be \
+                 ordered against other events"
+            ));
+        };
+        let Some(name) = data.name else {
+            return Err(format!("organization {id} has no name"));
+        };
+        Ok(OrganizationSnapshot {
+            id,
+            name,
+            slug: data.slug.filter(|s| !s.is_empty()),
+            image_url: data.image_url,
+            created_by: data.created_by.filter(|s| !s.is_empty()),
+            created_at: data.created_at.filter(|t| valid_millis(*t)),
+            updated_at,
+        })
+    }
+}
+
+impl MembershipSnapshot {
+    /// Reads Clerk's membership object, the organization it embeds included; the reason when
+    /// it cannot be stored.
+    pub fn from_clerk(data: MembershipData) -> Result<Self, String> {
+        let Some(id) = data.id.filter(|id| !id.is_empty()) else {
+            return Err("membership data has no id".into());
+        };
+        let Some(organization) = data.organization else {
+            return Err(format!("membership {id} has no organization"));
+        };
+        let organization = OrganizationSnapshot::from_clerk(organization)
+            .map_err(|reason| format!("membership {id}: {reason}"))?;
+        let Some(user_id) = data
+            .public_user_data
+            .and_then(|u| u.user_id)
+            .filter(|u| !u.is_empty())
+        else {
+            return Err(format!("membership {id} has no public_user_data.user_id"));
+        };
+        let Some(updated_at) = data.updated_at.filter(|t| valid_millis(*t)) else {
+            return Err(format!(
+                "membership {id} has no valid updated_at (Unix milliseconds), so it cannot be \
+                 ordered against other events"
+            ));
+        };
+        let Some(role) = data.role.filter(|r| !r.is_empty()) else {
+            return Err(format!("membership {id} has no role"));
+        };
+        Ok(MembershipSnapshot {
+            id,
+            organization,
+            user_id,
+            role,
+            created_at: data.created_at.filter(|t| valid_millis(*t)),
+            updated_at,
+        })
+    }
+}
+
+/// A membership event's kind. `deleted` carries the envelope's time for a deletion.
+fn membership_kind(data: &RawValue, deleted: Option<Option<ClerkMillis>>) -> EventKind {
+    let parsed = serde_json::from_str::<MembershipData>(data.get())
+        .map_err(|e| format!("membership data is malformed: {e}"))
+        .and_then(MembershipSnapshot::from_clerk);
+    let membership = match parsed {
+        Ok(membership) => membership,
+        Err(reason) => {
+            let user_id = serde_json::from_str::<MembershipData>(data.get())
+                .ok()
+                .and_then(|m| m.public_user_data)
+                .and_then(|u| u.user_id);
+            return unusable(user_id, reason);
+        }
+    };
+    match deleted {
+        None => EventKind::MembershipSnapshot(membership),
+        // Clerk does not bump `updated_at` on deletion, so the deletion is as new as the time
+        // it was sent, and never older than the membership it carries.
+        Some(sent_at) => EventKind::MembershipDeleted(MembershipDeletion {
+            at: sent_at.map_or(membership.updated_at, |t| t.max(membership.updated_at)),
+            id: membership.id,
+            organization_id: membership.organization.id,
+            user_id: membership.user_id,
+        }),
+    }
+}
+
+/// The envelope's `timestamp` in milliseconds. Real payloads carry milliseconds; one published
+/// example carries seconds, so a value too small to be a millisecond time of this century is
+/// read as seconds.
+fn envelope_millis(value: &serde_json::Value) -> Option<ClerkMillis> {
+    let t = value.as_i64()?;
+    let millis = if (0..100_000_000_000).contains(&t) {
+        t.checked_mul(1000)?
+    } else {
+        t
+    };
+    valid_millis(millis).then_some(millis)
 }

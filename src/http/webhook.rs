@@ -71,6 +71,8 @@ async fn receive(
     let svix_id = delivery.svix_id.clone();
     let event_type = event.event_type.clone();
     let user_id = event.user_id().unwrap_or("-").to_owned();
+    let organization_id = event.organization_id().unwrap_or("-").to_owned();
+    let membership_id = event.membership_id().unwrap_or("-").to_owned();
     let unusable = match &event.kind {
         EventKind::Unusable { reason, .. } => Some(reason.clone()),
         _ => None,
@@ -97,12 +99,12 @@ async fn receive(
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match (outcome, unusable) {
                 (Outcome::Failed, Some(reason)) => tracing::warn!(
-                    %svix_id, %event_type, user_id,
+                    %svix_id, %event_type, user_id, organization_id, membership_id,
                     outcome = outcome.as_str(), duration_ms, error = %reason,
                     "event stored as failed"
                 ),
                 _ => tracing::info!(
-                    %svix_id, %event_type, user_id,
+                    %svix_id, %event_type, user_id, organization_id, membership_id,
                     outcome = outcome.as_str(), duration_ms,
                     "event processed"
                 ),
@@ -112,7 +114,7 @@ async fn receive(
         Err(e) => {
             crate::metrics::webhook_request("unavailable");
             tracing::error!(
-                %svix_id, %event_type, user_id, error = %e,
+                %svix_id, %event_type, user_id, organization_id, membership_id, error = %e,
                 "event not stored; the sender will retry"
             );
             super::error::retry_later("database unavailable, retry later")

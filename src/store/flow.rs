@@ -14,7 +14,9 @@ use super::statements::{LoadedState, StateKeys};
 use super::{DeliveryRecord, InboxRecord, Source, Store, now};
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::sync::{
-    self, Change, ClerkMillis, DeleteMode, Outcome, Planned, RowWrites, UserSnapshot,
+    self, Change, ClerkMillis, DeleteMode, MembershipDeletion, MembershipSnapshot,
+    OrganizationEvent, OrganizationSnapshot, OrganizationWrites, Outcome, Planned, RowWrites,
+    UserSnapshot,
 };
 
 /// One event of a transaction: what the rules see, and where it came from.
@@ -30,6 +32,10 @@ pub(crate) struct Item<'a> {
 pub(crate) enum Effect<'a> {
     Snapshot(&'a UserSnapshot),
     Deletion(&'a str),
+    Organization(&'a OrganizationSnapshot),
+    OrganizationDeletion(&'a str),
+    Membership(&'a MembershipSnapshot),
+    MembershipDeletion(&'a MembershipDeletion),
     /// A type clerk-sync does not act on: stored, changes nothing.
     Ignored,
     /// Verified but unusable: stored as failed with the reason.
@@ -41,6 +47,12 @@ impl<'a> Item<'a> {
         let effect = match &event.kind {
             EventKind::UserSnapshot(snapshot) => Effect::Snapshot(snapshot),
             EventKind::UserDeleted { user_id } => Effect::Deletion(user_id),
+            EventKind::OrganizationSnapshot(o) => Effect::Organization(o),
+            EventKind::OrganizationDeleted { organization_id } => {
+                Effect::OrganizationDeletion(organization_id)
+            }
+            EventKind::MembershipSnapshot(m) => Effect::Membership(m),
+            EventKind::MembershipDeleted(m) => Effect::MembershipDeletion(m),
             EventKind::Unhandled => Effect::Ignored,
             EventKind::Unusable { reason, .. } => Effect::Failed(reason),
         };
@@ -73,6 +85,36 @@ impl<'a> Item<'a> {
             source: Source::Clerk,
         }
     }
+
+    /// An organization read from Clerk's API (backfill, reconciliation).
+    pub fn organization(organization: &'a OrganizationSnapshot) -> Item<'a> {
+        Item {
+            event_type: "organization.fetched",
+            user_id: None,
+            effect: Effect::Organization(organization),
+            source: Source::Clerk,
+        }
+    }
+
+    /// A membership read from Clerk's API (backfill, reconciliation).
+    pub fn membership(membership: &'a MembershipSnapshot) -> Item<'a> {
+        Item {
+            event_type: "organizationMembership.fetched",
+            user_id: Some(&membership.user_id),
+            effect: Effect::Membership(membership),
+            source: Source::Clerk,
+        }
+    }
+
+    /// A deletion decided by reconciliation (the thing is gone from Clerk).
+    pub fn reconciled(effect: Effect<'a>) -> Item<'a> {
+        Item {
+            event_type: "reconcile",
+            user_id: None,
+            effect,
+            source: Source::Clerk,
+        }
+    }
 }
 
 /// A replayed event's new outcome, for its inbox row.
@@ -86,6 +128,11 @@ pub(crate) struct InboxUpdate<'a> {
 pub(crate) struct Writes<'a> {
     pub rows: &'a RowWrites,
     pub deletions: &'a [Change],
+    pub organizations: &'a OrganizationWrites,
+    /// Users deleted by this transaction: their memberships go too.
+    pub deleted_users: &'a [&'a str],
+    /// Whether a deleted organization's row stays (soft delete) or goes.
+    pub keep_organization_rows: bool,
     /// One row per delivery not seen before.
     pub inbox: &'a [InboxRecord<'a>],
     pub replays: &'a [InboxUpdate<'a>],
@@ -174,6 +221,25 @@ pub(crate) async fn run(
                 keys.usernames.extend(snapshot.username.clone());
             }
             Effect::Deletion(user_id) => keys.user_ids.push(user_id.to_owned()),
+            Effect::Organization(o) => keys.organizations.add_organization(o),
+            Effect::OrganizationDeletion(id) => {
+                keys.organizations.organization_ids.push(id.to_owned())
+            }
+            Effect::Membership(m) => {
+                keys.organizations.add_organization(&m.organization);
+                keys.organizations
+                    .add_membership(&m.id, &m.organization.id, &m.user_id);
+                // The user's lock and tombstone: a deleted user's memberships stay gone.
+                keys.user_ids.push(m.user_id.clone());
+            }
+            Effect::MembershipDeletion(m) => {
+                keys.organizations
+                    .organization_ids
+                    .push(m.organization_id.clone());
+                keys.organizations
+                    .add_membership(&m.id, &m.organization_id, &m.user_id);
+                keys.user_ids.push(m.user_id.clone());
+            }
             Effect::Ignored | Effect::Failed(_) => {}
         }
         if let Source::Delivery(delivery) = &item.source {
@@ -184,6 +250,7 @@ pub(crate) async fn run(
         list.sort();
         list.dedup();
     }
+    keys.organizations.normalize();
     let locks = if dry_run {
         Vec::new()
     } else {
@@ -214,9 +281,29 @@ pub(crate) async fn run(
         .filter_map(|(i, item)| match item.effect {
             Effect::Snapshot(snapshot) => Some((i, Planned::Snapshot(snapshot))),
             Effect::Deletion(user_id) => Some((i, Planned::Deletion(user_id))),
-            Effect::Ignored | Effect::Failed(_) => None,
+            _ => None,
         })
         .unzip();
+    let (organization_indices, organization_events): (Vec<usize>, Vec<OrganizationEvent<'_>>) =
+        items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fresh[*i])
+            .filter_map(|(i, item)| match item.effect {
+                Effect::Organization(o) => Some((i, OrganizationEvent::Organization(o))),
+                Effect::OrganizationDeletion(id) => {
+                    Some((i, OrganizationEvent::OrganizationDeletion(id)))
+                }
+                Effect::Membership(m) => Some((i, OrganizationEvent::Membership(m))),
+                Effect::MembershipDeletion(m) => {
+                    Some((i, OrganizationEvent::MembershipDeletion(m)))
+                }
+                _ => None,
+            })
+            .unzip();
+    let mut organization_state = state.organizations;
+    organization_state.user_tombstones = state.tombstoned.clone();
+    let organization_plan = sync::plan_organizations(&organization_events, &organization_state);
     let plan = sync::plan_batch(&events, state.users, &state.tombstoned, mode);
     let mut outcomes: Vec<Outcome> = items
         .iter()
@@ -225,7 +312,11 @@ pub(crate) async fn run(
             _ => Outcome::Ignored,
         })
         .collect();
-    for (i, outcome) in indices.into_iter().zip(plan.outcomes) {
+    for (i, outcome) in indices.into_iter().zip(plan.outcomes).chain(
+        organization_indices
+            .into_iter()
+            .zip(organization_plan.outcomes),
+    ) {
         outcomes[i] = outcome;
     }
     if dry_run {
@@ -255,12 +346,24 @@ pub(crate) async fn run(
             Source::Delivery(_) | Source::Clerk => {}
         }
     }
+    // A user deletion that changed anything takes the user's memberships with it.
+    let deleted_users: Vec<&str> = plan
+        .deletions
+        .iter()
+        .filter_map(|change| match change {
+            Change::Tombstone { user_id } => Some(user_id.as_str()),
+            _ => None,
+        })
+        .collect();
     let inserted = tx
         .write(
             store,
             &Writes {
                 rows: &plan.writes,
                 deletions: &plan.deletions,
+                organizations: &organization_plan.writes,
+                deleted_users: &deleted_users,
+                keep_organization_rows: mode != DeleteMode::Hard,
                 inbox: &inbox,
                 replays: &replays,
                 checkpoint,
@@ -292,9 +395,13 @@ pub(crate) async fn record_refused(
     let mut changes = Vec::new();
     let now = now();
     let nothing = RowWrites::default();
+    let no_organizations = OrganizationWrites::default();
     let mut writes = Writes {
         rows: &nothing,
         deletions: &[],
+        organizations: &no_organizations,
+        deleted_users: &[],
+        keep_organization_rows: false,
         inbox: &[],
         replays: &[],
         checkpoint: None,

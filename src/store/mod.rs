@@ -11,6 +11,7 @@ mod deliveries;
 mod error;
 mod flow;
 mod migrations;
+mod organizations;
 mod postgres;
 mod retention;
 mod sqlite;
@@ -33,6 +34,7 @@ pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
 use error::Refusal;
 pub use error::{DatabaseError, StoreError};
 pub use migrations::MigrationReport;
+pub use organizations::{MembershipRecord, OrganizationRecord};
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
 pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
@@ -244,16 +246,17 @@ pub(crate) use stored_event_from;
 
 /// Runs a read (or a single statement) on a pooled connection: `$pg` with a tokio-postgres
 /// client on PostgreSQL, `$lite` with an sqlx connection (`Statements`) on SQLite.
+#[allow(clippy::crate_in_macro_def)]
 macro_rules! on_connection {
     ($store:expr, |$client:ident| $pg:expr, |$conn:ident| $lite:expr) => {
         async {
             match &$store.pool {
-                Pool::Postgres(pool) => {
+                crate::store::Pool::Postgres(pool) => {
                     let object = pool.get().await?;
                     let $client: &tokio_postgres::Client = &object;
-                    Ok::<_, DatabaseError>($pg.await?)
+                    Ok::<_, crate::store::DatabaseError>($pg.await?)
                 }
-                Pool::Sqlite(pool) => {
+                crate::store::Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await?;
                     let $conn = &mut *connection;
                     Ok($lite.await?)
@@ -261,9 +264,10 @@ macro_rules! on_connection {
             }
         }
         .await
-        .map_err(StoreError::Unavailable)
+        .map_err(crate::store::StoreError::Unavailable)
     };
 }
+pub(crate) use on_connection;
 
 impl Store {
     /// Opens a pool. Connections are made on first use, so a server can start (and say it is
@@ -423,9 +427,30 @@ impl Store {
             .await
     }
 
-    async fn record_item(&self, item: &Item<'_>, mode: DeleteMode) -> Result<Outcome, StoreError> {
+    pub(super) async fn record_item(
+        &self,
+        item: &Item<'_>,
+        mode: DeleteMode,
+    ) -> Result<Outcome, StoreError> {
         let items = std::slice::from_ref(item);
         let mut result = self.run(items, mode, None, false).await;
+        if let (Err(error), flow::Effect::OrganizationDeletion(organization_id), DeleteMode::Hard) =
+            (&result, item.effect, mode)
+            && error.is_foreign_key_violation()
+        {
+            // As for users below: an app's table points at the organization, so its row stays,
+            // marked deleted (memberships removed, slug freed).
+            tracing::warn!(
+                organization_id = %organization_id,
+                constraint = error.constraint().unwrap_or("(not named by SQLite)"),
+                table = error.table().unwrap_or("(not named by SQLite)"),
+                "organization.deleted: a foreign key keeps the organization's row, so it was \
+                 kept with deletedAt set; choose ON DELETE CASCADE or SET NULL for that \
+                 reference to delete such rows"
+            );
+            crate::metrics::delete_kept_by_foreign_key();
+            result = self.run(items, DeleteMode::Soft, None, false).await;
+        }
         if let (Err(error), flow::Effect::Deletion(user_id), DeleteMode::Hard) =
             (&result, item.effect, mode)
             && error.is_foreign_key_violation()
@@ -550,15 +575,8 @@ impl Store {
     ) -> Result<Vec<Applied>, StoreError> {
         let items: Vec<Item<'_>> = snapshots.iter().map(Item::snapshot).collect();
         let done = self
-            .run(&items, DeleteMode::Hard, checkpoint, dry_run)
-            .await
-            .map_err(|e| {
-                if e.is_rejected_data() {
-                    StoreError::Rejected(format!("the database refused a user's data: {e}"))
-                } else {
-                    StoreError::Unavailable(e)
-                }
-            })?;
+            .apply_page(&items, "a user's", checkpoint, dry_run)
+            .await?;
         Ok(snapshots
             .iter()
             .zip(done.outcomes)
@@ -569,6 +587,26 @@ impl Store {
                 clerk_updated_at: snapshot.updated_at,
             })
             .collect())
+    }
+
+    /// A page read from Clerk's API in one transaction (see [`Store::apply_snapshots`]);
+    /// `what` names whose data the database refused, for the message.
+    pub(super) async fn apply_page(
+        &self,
+        items: &[Item<'_>],
+        what: &str,
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
+    ) -> Result<flow::Done, StoreError> {
+        self.run(items, DeleteMode::Hard, checkpoint, dry_run)
+            .await
+            .map_err(|e| {
+                if e.is_rejected_data() {
+                    StoreError::Rejected(format!("the database refused {what} data: {e}"))
+                } else {
+                    StoreError::Unavailable(e)
+                }
+            })
     }
 
     /// Re-applies a stored event by the same rules as its first delivery; `None` when there

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use super::error::DatabaseError;
 use super::flow::Writes;
+use super::organizations::{self, OrganizationTexts, Value};
 use super::statements::{self, LoadedState, StateKeys, Statements};
 use super::{PoolSettings, StoreError, UsersTable};
 
@@ -372,7 +373,23 @@ impl Transaction {
         keys: &StateKeys,
     ) -> Result<LoadedState, DatabaseError> {
         let connection = self.connection().await?;
-        Ok(connection.load_state(users, svix_ids, keys).await?)
+        let mut state = connection.load_state(users, svix_ids, keys).await?;
+        if !keys.organizations.is_empty() {
+            use sqlx::Row;
+            let texts = OrganizationTexts::new(users, NS, IN_LIST);
+            let mut query = sqlx::query(&texts.lookup);
+            for list in keys.organizations.lists() {
+                query = query.bind(serde_json::to_string(list).expect("strings serialize"));
+            }
+            let rows = query
+                .fetch_all(&mut *connection)
+                .await?
+                .iter()
+                .map(|row| Ok(organizations::lookup_row_from!(row)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            state.organizations = organizations::organization_state(rows);
+        }
+        Ok(state)
     }
 
     /// Statement by statement: no network, so a statement per row costs little.
@@ -382,11 +399,27 @@ impl Transaction {
         writes: &Writes<'_>,
     ) -> Result<HashSet<String>, DatabaseError> {
         let now = writes.now;
+        let organization_texts = OrganizationTexts::new(users, NS, IN_LIST);
         let connection = self.connection().await?;
         connection.write_rows(users, writes.rows, now).await?;
+        run(
+            connection,
+            organization_texts.upserts(writes.organizations, now),
+        )
+        .await?;
         for change in writes.deletions {
             connection.apply_deletion(users, change, now).await?;
         }
+        run(
+            connection,
+            organization_texts.deletions(
+                writes.organizations,
+                writes.deleted_users,
+                writes.keep_organization_rows,
+                now,
+            ),
+        )
+        .await?;
         let inserted = connection.insert_inbox_rows(writes.inbox).await?;
         for replay in writes.replays {
             connection
@@ -407,4 +440,23 @@ impl Transaction {
             let _ = tx.rollback().await;
         }
     }
+}
+
+/// Runs statements of `organizations` one by one.
+async fn run(
+    connection: &mut SqliteConnection,
+    statements: Vec<organizations::Statement<'_>>,
+) -> Result<(), sqlx::Error> {
+    for statement in statements {
+        let mut query = sqlx::query(statement.sql);
+        for value in statement.values {
+            query = match value {
+                Value::Text(text) => query.bind(text),
+                Value::Time(time) => query.bind(time),
+                Value::Int(int) => query.bind(int),
+            };
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
 }

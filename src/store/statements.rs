@@ -17,6 +17,7 @@ pub(crate) struct StateKeys {
     pub user_ids: Vec<String>,
     pub emails: Vec<String>,
     pub usernames: Vec<String>,
+    pub organizations: super::organizations::OrganizationKeys,
 }
 
 impl StateKeys {
@@ -31,6 +32,7 @@ impl StateKeys {
             .map(|id| format!("user:{id}"))
             .chain(self.emails.iter().map(|e| format!("email:{e}")))
             .chain(self.usernames.iter().map(|u| format!("username:{u}")))
+            .chain(self.organizations.lock_keys())
             .collect();
         keys.sort();
         keys.dedup();
@@ -45,6 +47,8 @@ pub(crate) struct LoadedState {
     pub tombstoned: HashSet<String>,
     /// The deliveries' `svix-id`s that are in the inbox already.
     pub seen: HashSet<String>,
+    /// What organization events touch (user tombstones are in `tombstoned`).
+    pub organizations: crate::sync::OrganizationState,
 }
 
 /// The columns every upsert writes, in this order.

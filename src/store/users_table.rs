@@ -67,11 +67,22 @@ impl UsersTable {
         &self.quoted
     }
 
+    /// A table of clerk-sync's that lives beside the users table (same schema), quoted.
+    fn sibling(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{name}\""),
+            None => format!("\"{name}\""),
+        }
+    }
+
     /// Fills a statement template: `{users}` is the table, `{table}` its bare name (for
-    /// index and constraint names).
+    /// index and constraint names), `{organizations}` and `{memberships}` the organization
+    /// tables, which live in the users table's schema under fixed names.
     pub(crate) fn sql(&self, template: &str) -> String {
         template
             .replace("{users}", &self.quoted)
             .replace("{table}", &self.name)
+            .replace("{organizations}", &self.sibling("organizations"))
+            .replace("{memberships}", &self.sibling("organization_memberships"))
     }
 }

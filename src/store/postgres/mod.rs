@@ -24,6 +24,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::error::DatabaseError;
 use super::flow::Writes;
+use super::organizations::{self, OrganizationTexts, Value};
 use super::statements::{
     LoadedState, StateKeys, UPSERT_INTO, UPSERT_ON_CONFLICT, insert_inbox_sql, is_single,
     load_state_sql, upsert_one_sql,
@@ -153,21 +154,14 @@ pub(super) struct Texts {
     delete: String,
     soft_delete: String,
     erase: String,
+    organizations: OrganizationTexts,
 }
 
 impl Texts {
     pub(super) fn new(users: &UsersTable) -> Texts {
         let nobody = String::new();
         Texts {
-            // The lists in a sub-select: planned for any list, not for the one at hand (for a
-            // page of 500, planning each value took longer than looking it up; measured in
-            // docs/benchmarks.md).
-            lookup: load_state_sql(
-                users,
-                "clerk_sync.",
-                ("= ANY((SELECT ", "::text[])::text[])"),
-                false,
-            ),
+            lookup: load_state_sql(users, "clerk_sync.", IN_LIST, false),
             lookup_one: load_state_sql(users, "clerk_sync.", ("= ANY(", "::text[])"), true),
             upsert_one: upsert_one_sql(users),
             inbox_one: insert_inbox_sql("clerk_sync."),
@@ -187,8 +181,31 @@ impl Texts {
                 },
             ),
             erase: deletion_sql(users, &Change::EraseRow { user_id: nobody }),
+            organizations: OrganizationTexts::new(users, "clerk_sync.", IN_LIST),
         }
     }
+}
+
+/// "Is in this list", the list in a sub-select: planned for any list, not for the one at hand
+/// (for a page of 500, planning each value took longer than looking it up; measured in
+/// docs/benchmarks.md).
+const IN_LIST: (&str, &str) = ("= ANY((SELECT ", "::text[])::text[])");
+
+/// A statement of `organizations` with its values bound.
+fn bound<'a>(
+    client: &'a tokio_postgres::Client,
+    statement: &'a organizations::Statement<'a>,
+) -> Statement<'a> {
+    let params = statement
+        .values
+        .iter()
+        .map(|value| match value {
+            Value::Text(text) => (text as &(dyn ToSql + Sync), Type::TEXT),
+            Value::Time(time) => (time as &(dyn ToSql + Sync), Type::TIMESTAMP),
+            Value::Int(int) => (int as &(dyn ToSql + Sync), Type::INT8),
+        })
+        .collect();
+    self::statement(client, statement.sql, params)
 }
 
 type Statement<'a> =
@@ -298,6 +315,7 @@ impl Transaction {
             keys.emails.first(),
             keys.usernames.first(),
         ];
+        let organization_lists = keys.organizations.lists();
         let client = self.client();
         let mut statements = vec![simple(client, "BEGIN")];
         if !locks.is_empty() {
@@ -328,15 +346,39 @@ impl Transaction {
                 ],
             )
         });
+        let organizations = !keys.organizations.is_empty();
+        if organizations {
+            statements.push(statement(
+                client,
+                &texts.organizations.lookup,
+                organization_lists
+                    .iter()
+                    .map(|list| (list as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
+                    .collect(),
+            ));
+        }
         let result = pipeline(statements).await;
-        let rows = match result {
-            Ok(mut results) => results.pop().unwrap_or_default(),
+        let (rows, organization_rows) = match result {
+            Ok(mut results) => {
+                let organization_rows = if organizations {
+                    results.pop().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                (results.pop().unwrap_or_default(), organization_rows)
+            }
             Err(error) => {
                 self.rollback().await;
                 return Err(error.into());
             }
         };
-        read_state(&rows).map_err(DatabaseError::from)
+        let mut state = read_state(&rows)?;
+        let organization_rows = organization_rows
+            .iter()
+            .map(|row| Ok(organizations::lookup_row_from!(row)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        state.organizations = organizations::organization_state(organization_rows);
+        Ok(state)
     }
 
     /// Round trip two: the writes, the inbox rows, the checkpoint and `COMMIT` (with `BEGIN`
@@ -368,6 +410,15 @@ impl Transaction {
         let rows = UpsertColumns::new(&writes.rows.upserts);
         let deletions = DeletionColumns::new(writes.deletions);
         let inbox = InboxColumns::new(writes);
+        let organization_upserts = texts
+            .organizations
+            .upserts(writes.organizations, writes.now);
+        let organization_deletions = texts.organizations.deletions(
+            writes.organizations,
+            writes.deleted_users,
+            writes.keep_organization_rows,
+            writes.now,
+        );
         let replays: Vec<(&str, &str, Option<&str>)> = writes
             .replays
             .iter()
@@ -396,6 +447,7 @@ impl Transaction {
             1 => statements.push(statement(client, &texts.upsert_one, rows.one(now))),
             _ => statements.push(statement(client, &texts.upsert, rows.params(now))),
         }
+        statements.extend(organization_upserts.iter().map(|s| bound(client, s)));
         if !deletions.delete.is_empty() {
             statements.push(statement(
                 client,
@@ -425,6 +477,7 @@ impl Transaction {
                 ],
             ));
         }
+        statements.extend(organization_deletions.iter().map(|s| bound(client, s)));
         let inbox_at = (!writes.inbox.is_empty()).then(|| {
             statements.push(match writes.inbox.len() {
                 1 => statement(client, &texts.inbox_one, inbox.one(now)),
