@@ -1,11 +1,12 @@
-//! README rule 10: a webhook event costs two round trips to PostgreSQL. A proxy between the
+//! README rule 10: a webhook event (of a user, an organization or a membership) costs two round
+//! trips to PostgreSQL. A proxy between the
 //! service and the server counts the times the client speaks after the server has answered: a
 //! third round trip in the hot path fails this test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use clerk_sync::clerk::sample::{self, SampleUser};
+use clerk_sync::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
 use clerk_sync::config::DatabaseTarget;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,10 +109,21 @@ async fn rule_10_every_transaction_costs_two_round_trips() {
         "created"
     );
 
+    let organization = SampleOrganization::new("org_counted", t);
+    let membership = SampleMembership::new("orgmem_counted", organization.clone(), "user_m", t);
+    let mut renamed = organization.clone();
+    renamed.updated_at = t + 1000;
     for (n, body) in [
         sample::user_created(&SampleUser::new("user_counted", t)),
         sample::user_updated(&SampleUser::new("user_counted", t + 1000)),
         sample::user_deleted("user_counted", t + 2000),
+        // Organization events read and write more tables, in the same two rounds.
+        sample::organization_created(&organization),
+        sample::membership_created(&membership),
+        sample::organization_updated(&renamed),
+        sample::membership_deleted(&membership, t + 3000),
+        sample::user_deleted("user_m", t + 4000),
+        sample::organization_deleted("org_counted", &organization.slug, t + 5000),
     ]
     .iter()
     .enumerate()
