@@ -145,3 +145,237 @@ fn deleted_organizations_and_users_keep_their_memberships_out() {
     assert_eq!(plan.writes.organizations.len(), 1);
     assert!(plan.writes.memberships.is_empty());
 }
+
+/// A batch plans what its events would do one after the other (snapshots first, then
+/// deletions), so group commit and backfill pages obey the rules of single deliveries.
+mod batch_equals_one_by_one {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    struct Tables {
+        /// id → (name, slug, updated_at)
+        organizations: BTreeMap<String, (String, Option<String>, i64)>,
+        /// id → (organization, user, role, updated_at)
+        memberships: BTreeMap<String, (String, String, String, i64)>,
+        organization_tombstones: BTreeSet<String>,
+        membership_tombstones: BTreeMap<String, i64>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Organization(OrganizationSnapshot),
+        OrganizationDeletion(String),
+        Membership(MembershipSnapshot),
+        MembershipDeletion(MembershipDeletion),
+    }
+
+    impl Event {
+        fn planned(&self) -> OrganizationEvent<'_> {
+            match self {
+                Event::Organization(o) => OrganizationEvent::Organization(o),
+                Event::OrganizationDeletion(id) => OrganizationEvent::OrganizationDeletion(id),
+                Event::Membership(m) => OrganizationEvent::Membership(m),
+                Event::MembershipDeletion(d) => OrganizationEvent::MembershipDeletion(d),
+            }
+        }
+
+        fn is_deletion(&self) -> bool {
+            matches!(
+                self,
+                Event::OrganizationDeletion(_) | Event::MembershipDeletion(_)
+            )
+        }
+    }
+
+    const USER_TOMBSTONE: &str = "user_gone";
+
+    fn organization() -> impl Strategy<Value = OrganizationSnapshot> {
+        (0..3u8, proptest::option::of(0..3u8), 0..8i64, 0..3u8).prop_map(
+            |(id, slug, updated_at, name)| OrganizationSnapshot {
+                id: format!("org_{id}"),
+                name: format!("name {name}"),
+                slug: slug.map(|s| format!("slug-{s}")),
+                image_url: None,
+                created_by: None,
+                created_at: Some(0),
+                updated_at,
+            },
+        )
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let users = prop_oneof![Just("user_a"), Just("user_b"), Just(USER_TOMBSTONE)];
+        prop_oneof![
+            3 => organization().prop_map(Event::Organization),
+            1 => (0..3u8).prop_map(|id| Event::OrganizationDeletion(format!("org_{id}"))),
+            4 => (0..4u8, organization(), users.clone(), 0..2u8, 0..8i64).prop_map(
+                |(id, organization, user, role, updated_at)| {
+                    Event::Membership(MembershipSnapshot {
+                        id: format!("orgmem_{id}"),
+                        organization,
+                        user_id: user.into(),
+                        role: format!("org:role{role}"),
+                        created_at: Some(0),
+                        updated_at,
+                    })
+                }
+            ),
+            2 => (0..4u8, 0..3u8, users, 0..8i64).prop_map(|(id, org, user, at)| {
+                Event::MembershipDeletion(MembershipDeletion {
+                    id: format!("orgmem_{id}"),
+                    organization_id: format!("org_{org}"),
+                    user_id: user.into(),
+                    at,
+                })
+            }),
+        ]
+    }
+
+    fn state(tables: &Tables) -> OrganizationState {
+        OrganizationState {
+            organizations: tables
+                .organizations
+                .iter()
+                .map(|(id, (_, slug, at))| StoredOrganization {
+                    id: id.clone(),
+                    slug: slug.clone(),
+                    clerk_updated_at: Some(*at),
+                })
+                .collect(),
+            memberships: tables
+                .memberships
+                .iter()
+                .map(|(id, (org, user, role, at))| StoredMembership {
+                    id: id.clone(),
+                    organization_id: org.clone(),
+                    user_id: user.clone(),
+                    role: role.clone(),
+                    clerk_updated_at: Some(*at),
+                })
+                .collect(),
+            organization_tombstones: tables.organization_tombstones.iter().cloned().collect(),
+            membership_tombstones: tables
+                .membership_tombstones
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            user_tombstones: [USER_TOMBSTONE.to_owned()].into(),
+        }
+    }
+
+    /// The writes as the SQL does them (hard delete mode), including its own newest-wins
+    /// guard and the foreign key's cascade.
+    fn apply(tables: &mut Tables, writes: &OrganizationWrites) {
+        for (id, slug) in &writes.clear_slugs {
+            if let Some(row) = tables.organizations.get_mut(id)
+                && row.1.as_ref() == Some(slug)
+            {
+                row.1 = None;
+            }
+        }
+        for o in &writes.organizations {
+            if tables
+                .organizations
+                .get(&o.id)
+                .is_none_or(|row| row.2 <= o.updated_at)
+            {
+                tables
+                    .organizations
+                    .insert(o.id.clone(), (o.name.clone(), o.slug.clone(), o.updated_at));
+            }
+        }
+        for id in &writes.replaced_memberships {
+            tables.memberships.remove(id);
+        }
+        for m in &writes.memberships {
+            assert!(
+                tables.organizations.contains_key(&m.organization.id),
+                "foreign key: {m:?} without its organization"
+            );
+            if tables
+                .memberships
+                .get(&m.id)
+                .is_none_or(|row| row.3 <= m.updated_at)
+            {
+                tables.memberships.insert(
+                    m.id.clone(),
+                    (
+                        m.organization.id.clone(),
+                        m.user_id.clone(),
+                        m.role.clone(),
+                        m.updated_at,
+                    ),
+                );
+            }
+        }
+        for id in &writes.deleted_organizations {
+            tables.organizations.remove(id);
+            tables.memberships.retain(|_, m| &m.0 != id);
+        }
+        tables
+            .organization_tombstones
+            .extend(writes.organization_tombstones.iter().cloned());
+        for id in &writes.deleted_memberships {
+            tables.memberships.remove(id);
+        }
+        for t in &writes.membership_tombstones {
+            let at = tables
+                .membership_tombstones
+                .entry(t.id.clone())
+                .or_insert(t.at);
+            *at = (*at).max(t.at);
+        }
+        // What the unique indexes would refuse.
+        let slugs: Vec<_> = tables
+            .organizations
+            .values()
+            .filter_map(|o| o.1.clone())
+            .collect();
+        let distinct: BTreeSet<_> = slugs.iter().collect();
+        assert_eq!(slugs.len(), distinct.len(), "a slug held twice: {tables:?}");
+        let pairs: Vec<_> = tables.memberships.values().map(|m| (&m.0, &m.1)).collect();
+        let distinct: BTreeSet<_> = pairs.iter().collect();
+        assert_eq!(pairs.len(), distinct.len(), "a pair held twice: {tables:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_batch_ends_where_its_events_one_by_one_end(
+            before in proptest::collection::vec(event(), 0..6),
+            batch in proptest::collection::vec(event(), 1..8),
+        ) {
+            // A starting table reached one event at a time.
+            let mut start = Tables::default();
+            for event in &before {
+                let plan = plan_organizations(&[event.planned()], &state(&start));
+                apply(&mut start, &plan.writes);
+            }
+
+            let planned: Vec<_> = batch.iter().map(Event::planned).collect();
+            let plan = plan_organizations(&planned, &state(&start));
+            let mut together = start.clone();
+            apply(&mut together, &plan.writes);
+
+            // The same events alone, in the order the batch is planned in.
+            let order: Vec<usize> = (0..batch.len())
+                .filter(|i| !batch[*i].is_deletion())
+                .chain((0..batch.len()).filter(|i| batch[*i].is_deletion()))
+                .collect();
+            let mut alone = start.clone();
+            let mut outcomes = vec![Outcome::Ignored; batch.len()];
+            for i in order {
+                let single = plan_organizations(&[batch[i].planned()], &state(&alone));
+                apply(&mut alone, &single.writes);
+                outcomes[i] = single.outcomes[0];
+            }
+            prop_assert_eq!(&together, &alone);
+            prop_assert_eq!(plan.outcomes, outcomes);
+        }
+    }
+}
