@@ -1,5 +1,6 @@
-//! Realistic Clerk user events, shaped like Clerk's published examples (every field Clerk sends,
-//! not only the ones we read), for `trigger`, the tests and load generation.
+//! Realistic Clerk user, organization and membership events, shaped like Clerk's published
+//! examples (every field Clerk sends, not only the ones we read), for `trigger`, the tests and
+//! load generation.
 
 use serde_json::{Value, json};
 
@@ -135,6 +136,211 @@ pub fn user_deleted(user_id: &str, timestamp_ms: i64) -> String {
     envelope(
         "user.deleted",
         json!({"object": "user", "id": user_id, "deleted": true}),
+        timestamp_ms,
+    )
+    .to_string()
+}
+
+/// The organization a sample event describes; `to_json` is Clerk's Organization object, field for
+/// field as in Clerk's `organization.created` example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleOrganization {
+    pub id: String,
+    pub name: String,
+    /// Unique within an instance, as Clerk's slugs are.
+    pub slug: String,
+    pub image_url: String,
+    /// The id of the user who created it.
+    pub created_by: String,
+    /// What the object claims. Clerk counts the memberships, and so does the Clerk emulator,
+    /// whatever this says.
+    pub members_count: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl SampleOrganization {
+    /// An organization with made-up but plausible values derived from its id (so slugs of
+    /// different ids differ), one member, created and updated at `now_ms`.
+    pub fn new(id: impl Into<String>, now_ms: i64) -> Self {
+        let id = id.into();
+        let short = id.trim_start_matches("org_").to_ascii_lowercase();
+        SampleOrganization {
+            name: format!("Acme {short}"),
+            slug: format!("acme-{}", short.replace('_', "-")),
+            image_url: format!("https://img.clerk.com/{short}"),
+            created_by: format!("user_{short}"),
+            members_count: 1,
+            created_at: now_ms,
+            updated_at: now_ms,
+            id,
+        }
+    }
+
+    /// The full Clerk Organization object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "object": "organization",
+            "id": self.id,
+            "name": self.name,
+            "slug": self.slug,
+            "image_url": self.image_url,
+            "has_image": true,
+            "members_count": self.members_count,
+            "missing_member_with_elevated_permissions": false,
+            "pending_invitations_count": 0,
+            "max_allowed_memberships": 5,
+            "admin_delete_enabled": true,
+            "public_metadata": {},
+            "private_metadata": {},
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at
+        })
+    }
+}
+
+/// A user's membership of an organization; `to_json` is Clerk's OrganizationMembership object,
+/// field for field as in Clerk's `organizationMembership.created` example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleMembership {
+    pub id: String,
+    /// Embedded whole in the object, as Clerk embeds it.
+    pub organization: SampleOrganization,
+    pub user_id: String,
+    /// `org:admin`, `org:member` or a custom `org:<key>`.
+    pub role: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl SampleMembership {
+    /// `user_id` as a plain member (`org:member`) of `organization`, created and updated at
+    /// `now_ms`.
+    pub fn new(
+        id: impl Into<String>,
+        organization: SampleOrganization,
+        user_id: impl Into<String>,
+        now_ms: i64,
+    ) -> Self {
+        SampleMembership {
+            id: id.into(),
+            organization,
+            user_id: user_id.into(),
+            role: "org:member".into(),
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+
+    /// The same membership with another role, e.g. `org:admin`.
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.role = role.into();
+        self
+    }
+
+    /// The full Clerk OrganizationMembership object. `public_user_data` describes the user as
+    /// [`SampleUser::new`] makes them; `role_name` and `permissions` are those of Clerk's default
+    /// roles (a custom role gets its key as name and no permissions).
+    pub fn to_json(&self) -> Value {
+        let user = SampleUser::new(self.user_id.as_str(), self.created_at);
+        let key = self.role.trim_start_matches("org:");
+        let (role_name, permissions): (String, &[&str]) = match key {
+            "admin" => (
+                "Admin".into(),
+                &[
+                    "org:sys_profile:manage",
+                    "org:sys_profile:delete",
+                    "org:sys_memberships:read",
+                    "org:sys_memberships:manage",
+                    "org:sys_domains:read",
+                    "org:sys_domains:manage",
+                ],
+            ),
+            "member" => ("Member".into(), &["org:sys_memberships:read"]),
+            custom => (custom.replace('_', " "), &[]),
+        };
+        json!({
+            "object": "organization_membership",
+            "id": self.id,
+            "role": self.role,
+            "role_name": role_name,
+            "permissions": permissions,
+            "public_metadata": {},
+            "private_metadata": {},
+            "organization": self.organization.to_json(),
+            "public_user_data": {
+                "user_id": self.user_id,
+                "first_name": user.first_name,
+                "last_name": user.last_name,
+                "profile_image_url": user.image_url,
+                "image_url": user.image_url,
+                "has_image": true,
+                "identifier": user.email,
+                "username": user.username
+            },
+            "created_at": self.created_at,
+            "updated_at": self.updated_at
+        })
+    }
+}
+
+/// An `organization.created` body.
+pub fn organization_created(organization: &SampleOrganization) -> String {
+    envelope(
+        "organization.created",
+        organization.to_json(),
+        organization.updated_at,
+    )
+    .to_string()
+}
+
+/// An `organization.updated` body.
+pub fn organization_updated(organization: &SampleOrganization) -> String {
+    envelope(
+        "organization.updated",
+        organization.to_json(),
+        organization.updated_at,
+    )
+    .to_string()
+}
+
+/// An `organization.deleted` body: Clerk sends the id and the slug.
+pub fn organization_deleted(organization_id: &str, slug: &str, timestamp_ms: i64) -> String {
+    envelope(
+        "organization.deleted",
+        json!({"object": "organization", "id": organization_id, "slug": slug, "deleted": true}),
+        timestamp_ms,
+    )
+    .to_string()
+}
+
+/// An `organizationMembership.created` body.
+pub fn membership_created(membership: &SampleMembership) -> String {
+    envelope(
+        "organizationMembership.created",
+        membership.to_json(),
+        membership.updated_at,
+    )
+    .to_string()
+}
+
+/// An `organizationMembership.updated` body.
+pub fn membership_updated(membership: &SampleMembership) -> String {
+    envelope(
+        "organizationMembership.updated",
+        membership.to_json(),
+        membership.updated_at,
+    )
+    .to_string()
+}
+
+/// An `organizationMembership.deleted` body: Clerk sends the whole membership as it was, its
+/// `updated_at` not bumped, so only `timestamp_ms` says when it ended.
+pub fn membership_deleted(membership: &SampleMembership, timestamp_ms: i64) -> String {
+    envelope(
+        "organizationMembership.deleted",
+        membership.to_json(),
         timestamp_ms,
     )
     .to_string()

@@ -1,7 +1,8 @@
 //! `ClerkEmulator`: a local, in-process stand-in for the parts of Clerk's Backend API (BAPI) that
 //! clerk-sync calls, served over real HTTP on `127.0.0.1`, plus session tokens signed the way a
 //! Clerk instance signs them. Facts come from the Clerk reference
-//! (`../shared/reference/clerk.md`): §c (the User object), §d (BAPI), §e (session tokens).
+//! (`../shared/reference/clerk.md`): §c (the User object), §d (BAPI), §e (session tokens), §i
+//! (organizations and memberships).
 //!
 //! What it emulates:
 //! - Secret-key auth (`Authorization: Bearer sk_test_…`) on every `/v1` route, and Clerk's error
@@ -18,13 +19,35 @@
 //!   `azp exp fva iat iss jti nbf sid sts sub v` (§e), and key rotation.
 //! - Whatever users a test inserts; build them with `clerk_sync::clerk::sample::SampleUser` so
 //!   they carry every field Clerk sends (§c).
+//! - Organizations and memberships (§i), inserted by tests (build them with `SampleOrganization`
+//!   and `SampleMembership` from the same module) and kept consistent as Clerk keeps them:
+//!   - `GET /v1/organizations` (`limit`, `offset`, `order_by` on `created_at`/`name`/
+//!     `members_count`, default `-created_at`, `include_members_count`,
+//!     `include_missing_member_with_elevated_permissions`) and `GET /v1/organizations/{id}` (the
+//!     id or the slug, as Clerk takes either; the same two `include_*` flags).
+//!   - `GET /v1/organization_memberships`, `GET /v1/organizations/{id}/memberships` and
+//!     `GET /v1/users/{id}/organization_memberships` (`limit`, `offset`, `order_by` on
+//!     `created_at`, default `-created_at`).
+//!   - Lists answer `{"data": [...], "total_count": n}` with the same `limit` rules as
+//!     `/v1/users`; ties in any order are broken by id, so offset paging over an unchanged
+//!     instance neither skips nor repeats.
+//!   - `members_count` is always the number of memberships the emulator holds for the
+//!     organization, whatever the inserted object said. A membership is served with its
+//!     organization as it is now, not as it was inserted.
+//!   - Deleting an organization deletes its memberships; deleting a user (by the test or by
+//!     `DELETE /v1/users/{id}`) deletes the user's memberships.
 //!
 //! What it does not emulate:
 //! - The instance-wide limit (100 requests / 10 s on development instances, §d): a backfill
 //!   benchmark pages far faster than that. Use `rate_limit_next` to provoke 429s.
 //! - Other BAPI resources and filters, other `order_by` fields, `POST /v1/users`, the metadata
 //!   endpoints. Unsupported query or body parameters get a loud 422 (`form_param_unknown`)
-//!   instead of being ignored, so a test never passes on a filter that silently did nothing.
+//!   instead of being ignored, so a test never passes on a filter that silently did nothing:
+//!   among them the organization list's `query`, `user_id` and `organization_id`, and the
+//!   member lists' filters and name/email orders.
+//! - Writes to organizations and memberships over HTTP (POST, PATCH, DELETE answer 405),
+//!   invitations, domains, roles and permissions: a membership's `role`, `role_name` and
+//!   `permissions` are whatever the test inserted. Organization webhooks: tests sign them.
 //! - Dated API versions: `Clerk-API-Version` and `__clerk_api_version` are accepted and ignored;
 //!   PATCH behaves as 2026-05-12 (no metadata fields).
 //! - The Frontend API (`<frontend>/.well-known/jwks.json`): the frontend host is made up and
@@ -45,9 +68,32 @@
 //! - PATCH accepts `first_name`, `last_name` (each at most 256 characters, else 422
 //!   `form_param_exceeds_allowed_length`), `username` (unique, exact match, else 422
 //!   `form_identifier_exists`) and `external_id`.
+//! - Organizations carry `members_count` and `pending_invitations_count` only with
+//!   `include_members_count=true`, and `missing_member_with_elevated_permissions` only with
+//!   `include_missing_member_with_elevated_permissions=true`: Clerk's docs describe the flags as
+//!   including those fields, and `@clerk/backend` added the first to get `membersCount` at all
+//!   (clerk/javascript#4196). The organization embedded in a membership carries every field, as
+//!   in Clerk's membership webhooks: what Clerk's membership lists embed is not documented.
+//!   `pending_invitations_count` and `missing_member_with_elevated_permissions` are served as
+//!   inserted (the emulator has no invitations).
+//! - Inserting an organization whose slug another organization holds, a membership of an
+//!   organization the emulator does not have, or a second membership of the same user in the
+//!   same organization panics in the test, changing nothing: Clerk would refuse each, and a
+//!   fixture that silently replaced or dropped data would hide the test's mistake. Inserting
+//!   with an id already stored replaces that organization or membership (an organization keeps
+//!   its memberships).
+//! - A membership's organization is `organization.id` and its user `public_user_data.user_id`;
+//!   the user need not be among the emulator's users, so
+//!   `GET /v1/users/{id}/organization_memberships` of an unknown user is an empty list, while a
+//!   membership list of an unknown organization is a 404.
+//! - That deleting a user removes their memberships is assumed (Clerk's docs don't say);
+//!   whether Clerk sends a webhook per removed membership is not known (§i).
+//! - Ordering by `name` compares bytes, not a collation.
 #![allow(dead_code)] // each test binary that includes this module uses a different part of it
 
 mod keys;
+mod organization_routes;
+mod organizations;
 mod store;
 
 use std::borrow::Cow;
@@ -64,6 +110,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use organizations::{MembershipScope, OrganizationStore, OrganizationView, Page};
 use store::{IdFilter, ListQuery, Ordering, SortField, UserStore};
 
 /// `cat` header of a session token (§e).
@@ -274,12 +321,85 @@ impl ClerkEmulator {
         self.shared.lock().users.get(id).map(|user| (*user).clone())
     }
 
+    /// Deletes the user and the user's organization memberships (a choice; see the module doc).
     pub fn delete_user(&self, id: &str) {
-        self.shared.lock().users.remove(id);
+        let mut instance = self.shared.lock();
+        instance.users.remove(id);
+        instance.organizations.remove_memberships_of_user(id);
     }
 
     pub fn user_count(&self) -> usize {
         self.shared.lock().users.len()
+    }
+
+    /// Stores a full Clerk Organization object (`id` required), replacing any organization with
+    /// that id; its memberships stay. Panics if another organization holds its `slug`.
+    pub fn insert_organization(&self, organization: Value) {
+        self.shared
+            .lock()
+            .organizations
+            .insert_organization(organization, now_ms());
+    }
+
+    /// [`insert_organization`](Self::insert_organization) for many under one lock.
+    pub fn insert_organizations(&self, organizations: impl IntoIterator<Item = Value>) {
+        let now = now_ms();
+        let mut instance = self.shared.lock();
+        for organization in organizations {
+            instance
+                .organizations
+                .insert_organization(organization, now);
+        }
+    }
+
+    /// The organization as a webhook would carry it: every field, `members_count` counted.
+    pub fn organization(&self, id: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .organizations
+            .organization(id, OrganizationView::FULL)
+    }
+
+    /// Deletes the organization and, as Clerk does, its memberships.
+    pub fn delete_organization(&self, id: &str) {
+        self.shared.lock().organizations.remove_organization(id);
+    }
+
+    pub fn organization_count(&self) -> usize {
+        self.shared.lock().organizations.organization_count()
+    }
+
+    /// Stores a full Clerk OrganizationMembership object (`id`, `organization.id` and
+    /// `public_user_data.user_id` required), replacing any membership with that id. Panics if
+    /// its organization is not stored, or if another membership already makes that user a member
+    /// of it.
+    pub fn insert_membership(&self, membership: Value) {
+        self.shared
+            .lock()
+            .organizations
+            .insert_membership(membership, now_ms());
+    }
+
+    /// [`insert_membership`](Self::insert_membership) for many under one lock.
+    pub fn insert_memberships(&self, memberships: impl IntoIterator<Item = Value>) {
+        let now = now_ms();
+        let mut instance = self.shared.lock();
+        for membership in memberships {
+            instance.organizations.insert_membership(membership, now);
+        }
+    }
+
+    /// The membership as the lists serve it: with its organization as it is now.
+    pub fn membership(&self, id: &str) -> Option<Value> {
+        self.shared.lock().organizations.membership(id)
+    }
+
+    pub fn delete_membership(&self, id: &str) {
+        self.shared.lock().organizations.remove_membership(id);
+    }
+
+    pub fn membership_count(&self) -> usize {
+        self.shared.lock().organizations.membership_count()
     }
 
     /// An RS256 JWT shaped like Clerk's v2 session token for `user_id`.
@@ -366,6 +486,7 @@ impl Shared {
 struct Instance {
     instance_endpoint: InstanceEndpoint,
     users: UserStore,
+    organizations: OrganizationStore,
     faults: VecDeque<(usize, Fault)>,
     /// Accepted PATCHes per user id within the last window.
     patches: HashMap<String, VecDeque<Instant>>,
@@ -538,7 +659,27 @@ impl Shared {
             ("GET", ["v1", "users", id]) => self.get_user(id),
             ("PATCH", ["v1", "users", id]) => self.patch_user(id, body),
             ("DELETE", ["v1", "users", id]) => self.delete_user(id),
-            (_, ["v1", "jwks" | "users" | "instance"] | ["v1", "users", _]) => method_not_allowed(),
+            ("GET", ["v1", "users", id, "organization_memberships"]) => {
+                self.list_memberships(MembershipScope::User(id), query)
+            }
+            ("GET", ["v1", "organizations"]) => self.list_organizations(query),
+            ("GET", ["v1", "organizations", id]) => self.get_organization(id, query),
+            ("GET", ["v1", "organizations", id, "memberships"]) => {
+                self.list_memberships(MembershipScope::Organization(id), query)
+            }
+            ("GET", ["v1", "organization_memberships"]) => {
+                self.list_memberships(MembershipScope::Instance, query)
+            }
+            (
+                _,
+                [
+                    "v1",
+                    "jwks" | "users" | "instance" | "organizations" | "organization_memberships",
+                ]
+                | ["v1", "users" | "organizations", _]
+                | ["v1", "users", _, "organization_memberships"]
+                | ["v1", "organizations", _, "memberships"],
+            ) => method_not_allowed(),
             _ => not_found(),
         }
     }
@@ -582,7 +723,13 @@ impl Shared {
     }
 
     fn delete_user(&self, id: &str) -> Response {
-        if self.lock().users.remove(id) {
+        let mut instance = self.lock();
+        let removed = instance.users.remove(id);
+        if removed {
+            instance.organizations.remove_memberships_of_user(id);
+        }
+        drop(instance);
+        if removed {
             json_response(
                 StatusCode::OK,
                 &json!({"object": "user", "id": id, "deleted": true}),
@@ -709,23 +856,7 @@ fn list_query(query: &str) -> Result<ListQuery, Invalid> {
         query,
         &["limit", "offset", "order_by", "starting_after", "user_id"],
     )?;
-    let limit = match params.first("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => {
-            let limit = parse_count(text, "limit")?;
-            if !(1..=MAX_LIMIT).contains(&limit) {
-                return Err(param_error(
-                    "form_param_value_invalid",
-                    "limit",
-                    &format!("limit must be between 1 and {MAX_LIMIT}"),
-                ));
-            }
-            limit
-        }
-    };
-    let offset = params
-        .first("offset")
-        .map_or(Ok(0), |text| parse_count(text, "offset"))?;
+    let Page { limit, offset } = parse_page(&params)?;
     let ordering = match params.first("order_by") {
         None => Ordering::DEFAULT,
         Some(text) => Ordering::parse(text).ok_or_else(|| {
@@ -763,6 +894,28 @@ fn list_query(query: &str) -> Result<ListQuery, Invalid> {
         starting_after,
         filter: id_filter(&params)?,
     })
+}
+
+/// `limit` (1..=500, default 10) and `offset` (default 0), the same on every BAPI list (§d).
+fn parse_page(params: &Params) -> Result<Page, Invalid> {
+    let limit = match params.first("limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => {
+            let limit = parse_count(text, "limit")?;
+            if !(1..=MAX_LIMIT).contains(&limit) {
+                return Err(param_error(
+                    "form_param_value_invalid",
+                    "limit",
+                    &format!("limit must be between 1 and {MAX_LIMIT}"),
+                ));
+            }
+            limit
+        }
+    };
+    let offset = params
+        .first("offset")
+        .map_or(Ok(0), |text| parse_count(text, "offset"))?;
+    Ok(Page { limit, offset })
 }
 
 fn parse_count(text: &str, name: &str) -> Result<usize, Invalid> {

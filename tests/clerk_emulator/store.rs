@@ -230,7 +230,8 @@ impl UserStore {
     }
 }
 
-fn timestamp_or_now(object: &mut Map<String, Value>, field: &str, now_ms: i64) -> i64 {
+/// The Unix-milliseconds `field` of a Clerk object; set to `now_ms` when the object has none.
+pub(super) fn timestamp_or_now(object: &mut Map<String, Value>, field: &str, now_ms: i64) -> i64 {
     match object.get(field) {
         None => {
             object.insert(field.into(), now_ms.into());

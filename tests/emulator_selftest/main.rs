@@ -5,13 +5,14 @@
 mod clerk_emulator;
 
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clerk_emulator::{
     ClerkEmulator, M2M_TOKEN_CATEGORY, SESSION_TOKEN_CATEGORY, SigningKey, TokenOptions,
 };
-use clerk_sync::clerk::sample::SampleUser;
+use clerk_sync::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Method;
@@ -129,6 +130,9 @@ fn seven_users(emu: &ClerkEmulator) -> Vec<String> {
 async fn every_route_needs_the_secret_key() {
     let emu = ClerkEmulator::start().await;
     emu.insert_user(sample("user_a", now_ms()));
+    let org = SampleOrganization::new("org_a", now_ms());
+    emu.insert_organization(org.to_json());
+    emu.insert_membership(SampleMembership::new("orgmem_a", org, "user_a", now_ms()).to_json());
     assert!(emu.secret_key().starts_with("sk_test_"));
 
     for path in [
@@ -137,6 +141,11 @@ async fn every_route_needs_the_secret_key() {
         "/v1/users/count",
         "/v1/jwks",
         "/v1/instance",
+        "/v1/organizations",
+        "/v1/organizations/org_a",
+        "/v1/organizations/org_a/memberships",
+        "/v1/organization_memberships",
+        "/v1/users/user_a/organization_memberships",
     ] {
         let none = call_with(&emu, Method::GET, path, None, None).await;
         assert_eq!(none.status, 401, "{path}");
@@ -792,4 +801,644 @@ async fn rotation_replaces_the_jwks_key() {
     jsonwebtoken::decode::<Value>(&after, &new_pem, &validation).expect("the new PEM verifies");
     assert!(verify(&new_jwks, &before, &validation).is_err());
     assert!(verify(&old_jwks, &after, &validation).is_err());
+}
+
+// Organizations and memberships (reference §i).
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/clerk/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn keys(object: &Value) -> HashSet<String> {
+    object
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {object}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// Asserts that `served` carries every field `example` has (recursively into the embedded
+/// organization and user data), with values of the same JSON type.
+fn assert_carries(served: &Value, example: &Value, what: &str) {
+    for (field, value) in example.as_object().expect("an example object") {
+        let got = served
+            .get(field)
+            .unwrap_or_else(|| panic!("{what}: no {field} in {served}"));
+        assert_eq!(
+            std::mem::discriminant(got),
+            std::mem::discriminant(value),
+            "{what}.{field}: {got} where Clerk's example has {value}"
+        );
+        if value.is_object() && !value.as_object().unwrap().is_empty() {
+            assert_carries(got, value, &format!("{what}.{field}"));
+        }
+    }
+}
+
+/// The `data` of a list answer, checked for Clerk's list shape and `total_count`.
+fn page(answer: &Answer, total_count: usize) -> Vec<String> {
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        keys(&answer.body),
+        keys(&json!({"data": 0, "total_count": 0}))
+    );
+    assert_eq!(answer.body["total_count"], total_count, "{}", answer.body);
+    ids(&answer.body["data"])
+}
+
+/// Walks a list with offset paging, `limit` at a time.
+async fn walk_offsets(emu: &ClerkEmulator, path: &str, limit: usize, total: usize) -> Vec<String> {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut seen = Vec::new();
+    loop {
+        let paged = format!("{path}{separator}limit={limit}&offset={}", seen.len());
+        let items = page(&get(emu, &paged).await, total);
+        let done = items.len() < limit;
+        seen.extend(items);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn org(id: &str, name: &str, created_at: i64) -> SampleOrganization {
+    SampleOrganization {
+        name: name.into(),
+        ..SampleOrganization::new(id, 1_700_000_000_000 + created_at)
+    }
+}
+
+/// Five organizations with created_at ties, names out of id order and 3, 0, 1, 0, 2 members;
+/// each membership is created at its organization's time plus the member's number.
+fn five_organizations(emu: &ClerkEmulator) -> Vec<SampleOrganization> {
+    let orgs = vec![
+        org("org_a", "Delta", 1),
+        org("org_b", "alpha", 1),
+        org("org_c", "Charlie", 0),
+        org("org_d", "Bravo", 2),
+        org("org_e", "Bravo", 3),
+    ];
+    emu.insert_organizations(orgs.iter().rev().map(SampleOrganization::to_json));
+    let members = [("org_a", 3), ("org_c", 1), ("org_e", 2)];
+    for (org_id, count) in members {
+        let org = orgs.iter().find(|o| o.id == org_id).unwrap();
+        emu.insert_memberships((0..count).map(|n| {
+            SampleMembership::new(
+                format!("orgmem_{}{n}", &org_id[4..]),
+                org.clone(),
+                format!("user_{n}"),
+                org.created_at + n as i64,
+            )
+            .to_json()
+        }));
+    }
+    orgs
+}
+
+#[test]
+fn sample_builders_give_every_field_of_clerks_examples() {
+    let org_example = fixture("organization.created.json");
+    let org = SampleOrganization::new("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S", 1_716_883_200_000);
+    assert_eq!(keys(&org.to_json()), keys(&org_example["data"]));
+    assert_carries(&org.to_json(), &org_example["data"], "organization");
+    assert_eq!(org.to_json()["slug"], "acme-2g7np7hrk0sn6kj5edmldaknl0s");
+
+    let membership_example = fixture("organizationMembership.created.json");
+    let membership = SampleMembership::new("orgmem_1", org.clone(), "user_1", 1_716_883_200_000);
+    let json = membership.to_json();
+    assert_carries(&json, &membership_example["data"], "membership");
+    assert_eq!(keys(&json), keys(&membership_example["data"]));
+    assert_eq!(json["organization"], org.to_json());
+    assert_eq!(
+        (&json["role"], &json["role_name"], &json["permissions"]),
+        (
+            &json!("org:member"),
+            &json!("Member"),
+            &json!(["org:sys_memberships:read"])
+        )
+    );
+    assert_eq!(json["public_user_data"]["user_id"], "user_1");
+    let admin = membership.with_role("org:admin").to_json();
+    assert_eq!(admin["role_name"], "Admin");
+    assert!(admin["permissions"].as_array().unwrap().len() > 1);
+
+    let member = SampleMembership::new("orgmem_1", org.clone(), "user_1", 1);
+    let events = [
+        (
+            sample::organization_created(&org),
+            "organization.created",
+            "organization.created.json",
+        ),
+        (
+            sample::organization_updated(&org),
+            "organization.updated",
+            "organization.created.json",
+        ),
+        (
+            sample::organization_deleted(&org.id, &org.slug, 1),
+            "organization.deleted",
+            "organization.deleted.json",
+        ),
+        (
+            sample::membership_created(&member),
+            "organizationMembership.created",
+            "organizationMembership.created.json",
+        ),
+        (
+            sample::membership_updated(&member),
+            "organizationMembership.updated",
+            "organizationMembership.created.json",
+        ),
+        (
+            sample::membership_deleted(&member, 7),
+            "organizationMembership.deleted",
+            "organizationMembership.deleted.json",
+        ),
+    ];
+    for (body, event_type, example) in events {
+        let event: Value = serde_json::from_str(&body).unwrap();
+        let example = fixture(example);
+        assert_eq!(event["type"], event_type);
+        assert_eq!(keys(&event), keys(&example), "{event_type}");
+        assert_carries(&event, &example, event_type);
+    }
+    let deleted: Value = serde_json::from_str(&sample::membership_deleted(&member, 7)).unwrap();
+    assert_eq!(
+        (&deleted["timestamp"], &deleted["data"]["updated_at"]),
+        (&json!(7), &json!(1)),
+        "the deletion's moment is the envelope's, not updated_at"
+    );
+}
+
+#[tokio::test]
+async fn organizations_and_memberships_carry_every_field_of_clerks_examples() {
+    let emu = ClerkEmulator::start().await;
+    // Clerk's own examples, inserted verbatim.
+    let org_example = fixture("organization.created.json")["data"].clone();
+    let membership_example = fixture("organizationMembership.created.json")["data"].clone();
+    emu.insert_organization(org_example.clone());
+    emu.insert_membership(membership_example.clone());
+    let org_id = org_example["id"].as_str().unwrap();
+    let user_id = membership_example["public_user_data"]["user_id"]
+        .as_str()
+        .unwrap();
+
+    let full = "include_members_count=true&include_missing_member_with_elevated_permissions=true";
+    let one = get(&emu, &format!("/v1/organizations/{org_id}?{full}")).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(
+        one.body, org_example,
+        "served as inserted, members_count 1 counted"
+    );
+    let list = get(&emu, &format!("/v1/organizations?{full}")).await;
+    assert_eq!(page(&list, 1), [org_id]);
+    assert_eq!(list.body["data"][0], org_example);
+    assert_eq!(emu.organization(org_id), Some(org_example.clone()));
+
+    // The example membership's organization says 2 members; the emulator holds one.
+    let mut expected = membership_example.clone();
+    expected["organization"] = org_example.clone();
+    for path in [
+        "/v1/organization_memberships".to_string(),
+        format!("/v1/organizations/{org_id}/memberships"),
+        format!("/v1/users/{user_id}/organization_memberships"),
+    ] {
+        let answer = get(&emu, &path).await;
+        assert_eq!(
+            page(&answer, 1),
+            [membership_example["id"].as_str().unwrap()],
+            "{path}"
+        );
+        assert_eq!(answer.body["data"][0], expected, "{path}");
+        assert_carries(&answer.body["data"][0], &membership_example, &path);
+    }
+    let id = membership_example["id"].as_str().unwrap();
+    assert_eq!(emu.membership(id), Some(expected));
+
+    // Sample builders' objects come back with every field too.
+    let org = SampleOrganization::new("org_sample", now_ms());
+    emu.insert_organization(org.to_json());
+    emu.insert_membership(
+        SampleMembership::new("orgmem_sample", org, "user_s", now_ms()).to_json(),
+    );
+    let served = get(&emu, "/v1/users/user_s/organization_memberships").await;
+    assert_carries(
+        &served.body["data"][0],
+        &membership_example,
+        "sample membership",
+    );
+}
+
+#[tokio::test]
+async fn counts_are_included_only_when_asked_for() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    let plain = get(&emu, "/v1/organizations/org_a").await;
+    assert_eq!(plain.status, 200);
+    for absent in [
+        "members_count",
+        "pending_invitations_count",
+        "missing_member_with_elevated_permissions",
+    ] {
+        assert!(plain.body.get(absent).is_none(), "{absent}: {}", plain.body);
+    }
+    assert_eq!(plain.body["slug"], "acme-a");
+
+    let counted = get(&emu, "/v1/organizations/org_a?include_members_count=true").await;
+    assert_eq!(
+        counted.body["members_count"], 3,
+        "counted, not the sample's 1"
+    );
+    assert_eq!(counted.body["pending_invitations_count"], 0);
+    assert!(
+        counted
+            .body
+            .get("missing_member_with_elevated_permissions")
+            .is_none()
+    );
+    let listed = get(
+        &emu,
+        "/v1/organizations?include_members_count=true&limit=500",
+    )
+    .await;
+    for org in listed.body["data"].as_array().unwrap() {
+        assert!(org["members_count"].is_u64(), "{org}");
+    }
+    let not_listed = get(&emu, "/v1/organizations?include_members_count=false").await;
+    assert!(not_listed.body["data"][0].get("members_count").is_none());
+
+    let elevated = get(
+        &emu,
+        "/v1/organizations/org_a?include_missing_member_with_elevated_permissions=true",
+    )
+    .await;
+    assert_eq!(
+        elevated.body["missing_member_with_elevated_permissions"],
+        false
+    );
+    assert!(elevated.body.get("members_count").is_none());
+
+    // Embedded organizations always carry the count.
+    let memberships = get(&emu, "/v1/organizations/org_e/memberships").await;
+    assert_eq!(
+        memberships.body["data"][0]["organization"]["members_count"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn get_organization_by_id_or_slug_or_404() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    let by_id = get(&emu, "/v1/organizations/org_c").await;
+    assert_eq!(by_id.status, 200);
+    assert_eq!(by_id.body["name"], "Charlie");
+    assert_eq!(by_id.body["object"], "organization");
+    let by_slug = get(&emu, "/v1/organizations/acme-c").await;
+    assert_eq!(by_slug.body, by_id.body);
+
+    for path in [
+        "/v1/organizations/org_nobody",
+        "/v1/organizations/org_nobody/memberships",
+        "/v1/organizations/acme-c/memberships",
+    ] {
+        let missing = get(&emu, path).await;
+        assert_eq!(missing.status, 404, "{path}");
+        assert_eq!(error_code(&missing), "resource_not_found");
+    }
+    let nobody = get(&emu, "/v1/users/user_nobody/organization_memberships").await;
+    assert_eq!(page(&nobody, 0), Vec::<String>::new());
+
+    emu.delete_organization("org_c");
+    assert_eq!(get(&emu, "/v1/organizations/org_c").await.status, 404);
+    assert_eq!(get(&emu, "/v1/organizations/acme-c").await.status, 404);
+    assert_eq!(emu.organization("org_c"), None);
+}
+
+#[tokio::test]
+async fn organizations_page_by_offset_in_every_order() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    let newest_first = ["org_e", "org_d", "org_b", "org_a", "org_c"];
+
+    let default = get(&emu, "/v1/organizations").await;
+    assert_eq!(page(&default, 5), newest_first, "-created_at, ties by id");
+    assert_eq!(
+        walk_offsets(&emu, "/v1/organizations", 2, 5).await,
+        newest_first
+    );
+
+    let cases: [(&str, [&str; 5]); 8] = [
+        ("-created_at", newest_first),
+        (
+            "%2Bcreated_at",
+            ["org_c", "org_a", "org_b", "org_d", "org_e"],
+        ),
+        ("created_at", ["org_c", "org_a", "org_b", "org_d", "org_e"]),
+        // Bytes: upper case before lower case; the two "Bravo" by id.
+        ("name", ["org_d", "org_e", "org_c", "org_a", "org_b"]),
+        ("-name", ["org_b", "org_a", "org_c", "org_e", "org_d"]),
+        (
+            "members_count",
+            ["org_b", "org_d", "org_c", "org_e", "org_a"],
+        ),
+        (
+            "-members_count",
+            ["org_a", "org_e", "org_c", "org_d", "org_b"],
+        ),
+        (
+            "%2Bmembers_count",
+            ["org_b", "org_d", "org_c", "org_e", "org_a"],
+        ),
+    ];
+    for (order_by, expected) in cases {
+        let path = format!("/v1/organizations?order_by={order_by}");
+        let seen = walk_offsets(&emu, &path, 2, 5).await;
+        assert_eq!(seen, expected, "{order_by}");
+    }
+
+    // Memberships count live: emptying org_a moves it.
+    for n in 0..3 {
+        emu.delete_membership(&format!("orgmem_a{n}"));
+    }
+    let fewest = get(&emu, "/v1/organizations?order_by=members_count&limit=3").await;
+    assert_eq!(page(&fewest, 5), ["org_a", "org_b", "org_d"]);
+
+    let beyond = get(&emu, "/v1/organizations?offset=5").await;
+    assert_eq!(page(&beyond, 5), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn organization_lists_default_to_ten_and_cap_at_five_hundred() {
+    let emu = ClerkEmulator::start().await;
+    let t = now_ms();
+    emu.insert_organizations(
+        (0..12).map(|n| SampleOrganization::new(format!("org_{n:02}"), t + n).to_json()),
+    );
+    assert_eq!(emu.organization_count(), 12);
+    let default = get(&emu, "/v1/organizations").await;
+    assert_eq!(page(&default, 12).len(), 10);
+    assert_eq!(ids(&default.body["data"])[0], "org_11");
+    let all = get(&emu, "/v1/organizations?limit=500").await;
+    assert_eq!(page(&all, 12).len(), 12);
+}
+
+#[tokio::test]
+async fn membership_lists_page_by_offset_and_filter_by_organization_or_user() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    assert_eq!(emu.membership_count(), 6);
+    // Created: c0 = 0; a0 = 1; a1 = 2; a2 = 3; e0 = 3; e1 = 4 (a2 and e0 tie, broken by id).
+    let oldest_first = [
+        "orgmem_c0",
+        "orgmem_a0",
+        "orgmem_a1",
+        "orgmem_a2",
+        "orgmem_e0",
+        "orgmem_e1",
+    ];
+    let newest_first: Vec<&str> = oldest_first.iter().rev().copied().collect();
+
+    let default = get(&emu, "/v1/organization_memberships").await;
+    assert_eq!(page(&default, 6), newest_first);
+    for order_by in ["-created_at", "created_at", "%2Bcreated_at"] {
+        let expected: Vec<&str> = if order_by.starts_with('-') {
+            newest_first.clone()
+        } else {
+            oldest_first.to_vec()
+        };
+        let path = format!("/v1/organization_memberships?order_by={order_by}");
+        assert_eq!(
+            walk_offsets(&emu, &path, 4, 6).await,
+            expected,
+            "{order_by}"
+        );
+        assert_eq!(
+            walk_offsets(&emu, &path, 1, 6).await,
+            expected,
+            "{order_by}"
+        );
+    }
+
+    let of_a = walk_offsets(&emu, "/v1/organizations/org_a/memberships", 2, 3).await;
+    assert_eq!(of_a, ["orgmem_a2", "orgmem_a1", "orgmem_a0"]);
+    let of_a_ascending = walk_offsets(
+        &emu,
+        "/v1/organizations/org_a/memberships?order_by=created_at",
+        2,
+        3,
+    )
+    .await;
+    assert_eq!(of_a_ascending, ["orgmem_a0", "orgmem_a1", "orgmem_a2"]);
+    let of_b = get(&emu, "/v1/organizations/org_b/memberships").await;
+    assert_eq!(page(&of_b, 0), Vec::<String>::new());
+
+    // user_0 is in org_a, org_c and org_e; user_2 only in org_a.
+    let user_0 = walk_offsets(&emu, "/v1/users/user_0/organization_memberships", 2, 3).await;
+    assert_eq!(user_0, ["orgmem_e0", "orgmem_a0", "orgmem_c0"]);
+    let user_2 = get(&emu, "/v1/users/user_2/organization_memberships").await;
+    assert_eq!(page(&user_2, 1), ["orgmem_a2"]);
+    let membership = &user_2.body["data"][0];
+    assert_eq!(membership["object"], "organization_membership");
+    assert_eq!(membership["organization"]["id"], "org_a");
+    assert_eq!(membership["public_user_data"]["user_id"], "user_2");
+}
+
+#[tokio::test]
+async fn memberships_embed_their_organization_as_it_is_now() {
+    let emu = ClerkEmulator::start().await;
+    let orgs = five_organizations(&emu);
+    let renamed = SampleOrganization {
+        name: "Delta Renamed".into(),
+        slug: "delta-renamed".into(),
+        updated_at: orgs[0].updated_at + 1,
+        ..orgs[0].clone()
+    };
+    emu.insert_organization(renamed.to_json());
+    assert_eq!(
+        emu.membership_count(),
+        6,
+        "replacing an organization keeps its memberships"
+    );
+    let answer = get(&emu, "/v1/organizations/org_a/memberships?limit=1").await;
+    let embedded = &answer.body["data"][0]["organization"];
+    assert_eq!(embedded["name"], "Delta Renamed");
+    assert_eq!(embedded["slug"], "delta-renamed");
+    assert_eq!(embedded["members_count"], 3);
+    assert_eq!(
+        get(&emu, "/v1/organizations/delta-renamed").await.status,
+        200
+    );
+    assert_eq!(
+        get(&emu, "/v1/organizations/acme-a").await.status,
+        404,
+        "the old slug is free"
+    );
+
+    // Replacing a membership (same id) changes its role, not the count.
+    let promoted = SampleMembership::new("orgmem_a1", renamed, "user_1", orgs[0].created_at + 1)
+        .with_role("org:admin");
+    emu.insert_membership(promoted.to_json());
+    assert_eq!(emu.membership("orgmem_a1").unwrap()["role"], "org:admin");
+    assert_eq!(emu.organization("org_a").unwrap()["members_count"], 3);
+}
+
+#[tokio::test]
+async fn deleting_an_organization_or_a_user_deletes_their_memberships() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    emu.insert_user(sample("user_0", now_ms()));
+
+    emu.delete_organization("org_a");
+    assert_eq!((emu.organization_count(), emu.membership_count()), (4, 3));
+    let all = get(&emu, "/v1/organization_memberships").await;
+    assert_eq!(page(&all, 3), ["orgmem_e1", "orgmem_e0", "orgmem_c0"]);
+    assert_eq!(
+        get(&emu, "/v1/organizations/org_a/memberships")
+            .await
+            .status,
+        404
+    );
+    let user_1 = get(&emu, "/v1/users/user_1/organization_memberships").await;
+    assert_eq!(page(&user_1, 1), ["orgmem_e1"]);
+
+    let auth = format!("Bearer {}", emu.secret_key());
+    let deleted = call_with(&emu, Method::DELETE, "/v1/users/user_0", Some(&auth), None).await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(emu.membership_count(), 1);
+    let user_0 = get(&emu, "/v1/users/user_0/organization_memberships").await;
+    assert_eq!(page(&user_0, 0), Vec::<String>::new());
+    let org_e = get(&emu, "/v1/organizations/org_e?include_members_count=true").await;
+    assert_eq!(org_e.body["members_count"], 1);
+
+    // The test's own deletion of a user (not among the emulator's users) does the same.
+    emu.delete_user("user_1");
+    assert_eq!(emu.membership_count(), 0);
+    assert_eq!(emu.membership("orgmem_e1"), None);
+}
+
+#[tokio::test]
+async fn organization_lists_reject_what_the_user_list_rejects() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    let lists = [
+        "/v1/organizations",
+        "/v1/organization_memberships",
+        "/v1/organizations/org_a/memberships",
+        "/v1/users/user_0/organization_memberships",
+    ];
+    for list in lists {
+        let cases = [
+            ("limit=0", "form_param_value_invalid"),
+            ("limit=501", "form_param_value_invalid"),
+            ("limit=ten", "form_param_format_invalid"),
+            ("offset=-1", "form_param_format_invalid"),
+            ("order_by=sideways", "form_param_value_invalid"),
+            ("order_by=updated_at", "form_param_value_invalid"),
+            ("query=acme", "form_param_unknown"),
+            ("user_id=user_0", "form_param_unknown"),
+        ];
+        for (query, code) in cases {
+            let path = format!("{list}?{query}");
+            let answer = get(&emu, &path).await;
+            assert_eq!(answer.status, 422, "{path}: {}", answer.body);
+            assert_eq!(error_code(&answer), code, "{path}");
+        }
+        let fine = get(
+            &emu,
+            &format!("{list}?limit=500&offset=0&order_by=-created_at"),
+        )
+        .await;
+        assert_eq!(fine.status, 200, "{list}");
+    }
+    for path in [
+        "/v1/organizations?organization_id=org_a",
+        "/v1/organization_memberships?order_by=first_name",
+        "/v1/organizations/org_a/memberships?order_by=members_count",
+        "/v1/organizations/org_a/memberships?include_members_count=true",
+        "/v1/organizations?include_members_count=yes",
+        "/v1/organizations/org_a?limit=1",
+    ] {
+        let answer = get(&emu, path).await;
+        assert_eq!(answer.status, 422, "{path}: {}", answer.body);
+        let code = error_code(&answer);
+        assert!(code.starts_with("form_param_"), "{path}: {code}");
+        assert!(
+            answer.body["errors"][0]["meta"]["param_name"].is_string(),
+            "{path}"
+        );
+    }
+
+    let auth = format!("Bearer {}", emu.secret_key());
+    for (method, path) in [
+        (Method::POST, "/v1/organizations"),
+        (Method::PATCH, "/v1/organizations/org_a"),
+        (Method::DELETE, "/v1/organizations/org_a"),
+        (Method::POST, "/v1/organizations/org_a/memberships"),
+        (Method::POST, "/v1/organization_memberships"),
+        (Method::DELETE, "/v1/users/user_0/organization_memberships"),
+    ] {
+        let answer = call_with(&emu, method.clone(), path, Some(&auth), Some("{}")).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+    }
+    assert_eq!(emu.organization_count(), 5, "nothing was written");
+}
+
+#[tokio::test]
+async fn faults_apply_to_organization_routes_too() {
+    let emu = ClerkEmulator::start().await;
+    five_organizations(&emu);
+    emu.fail_next(1, 500);
+    emu.rate_limit_next(1, 2);
+    let failed = get(&emu, "/v1/organizations").await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(error_code(&failed), "internal_clerk_error");
+    let limited = get(&emu, "/v1/organization_memberships").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "2");
+    assert_eq!(get(&emu, "/v1/organization_memberships").await.status, 200);
+    assert_eq!(emu.request_count("GET", "/v1/organization"), 3);
+}
+
+#[tokio::test]
+async fn inconsistent_inserts_panic_and_change_nothing() {
+    let emu = ClerkEmulator::start().await;
+    let orgs = five_organizations(&emu);
+    let before = (emu.organization_count(), emu.membership_count());
+    let panics = |insert: &dyn Fn()| catch_unwind(AssertUnwindSafe(insert)).is_err();
+
+    let same_slug = SampleOrganization {
+        slug: orgs[1].slug.clone(),
+        ..SampleOrganization::new("org_z", now_ms())
+    };
+    assert!(
+        panics(&|| emu.insert_organization(same_slug.to_json())),
+        "a taken slug"
+    );
+    let orphan =
+        SampleMembership::new("orgmem_z", SampleOrganization::new("org_z", 0), "user_0", 0);
+    assert!(
+        panics(&|| emu.insert_membership(orphan.to_json())),
+        "an unknown organization"
+    );
+    let twice = SampleMembership::new("orgmem_z", orgs[0].clone(), "user_0", 0);
+    assert!(
+        panics(&|| emu.insert_membership(twice.to_json())),
+        "a second membership"
+    );
+    assert!(
+        panics(&|| emu.insert_organization(json!({"name": "no id"}))),
+        "no id"
+    );
+
+    assert_eq!((emu.organization_count(), emu.membership_count()), before);
+    assert_eq!(emu.organization("org_z"), None);
+    // The emulator still answers after a panic under its lock.
+    assert_eq!(page(&get(&emu, "/v1/organizations").await, 5).len(), 5);
+    // Re-inserting an organization with its own slug is no clash.
+    emu.insert_organization(orgs[1].to_json());
+    assert_eq!(emu.organization_count(), 5);
 }

@@ -77,7 +77,7 @@ fn a_membership_brings_its_organization_and_a_newer_one_replaces_the_pair() {
     assert_eq!(plan.outcomes, [Outcome::Created]);
     assert_eq!(plan.writes.organizations.len(), 1);
     assert_eq!(plan.writes.replaced_memberships, ["orgmem_old"]);
-    assert_eq!(plan.writes.memberships, [m.clone()]);
+    assert_eq!(plan.writes.memberships, std::slice::from_ref(&m));
 
     let older = member("orgmem_older", org("org_a", Some("a"), 3), "user_1", 4);
     let plan = plan_organizations(&[OrganizationEvent::Membership(&older)], &state);
