@@ -315,7 +315,10 @@ impl Planner<'_> {
                 return Outcome::Stale;
             }
             self.memberships.remove(&holder);
-            if self.membership_upserts.remove(&holder).is_none() {
+            self.membership_upserts.remove(&holder);
+            // Its row goes if it was there before this transaction, even when an earlier
+            // event of the same transaction updated it.
+            if self.state.memberships.iter().any(|m| m.id == holder) {
                 self.replaced.push(holder);
             }
         }
