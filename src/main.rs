@@ -76,7 +76,8 @@ enum Command {
         The signing secret is CLERK_WEBHOOK_SIGNING_SECRET if set, else the development secret \
         that `clerk-sync serve` generated next to the database.")]
     Trigger(Box<TriggerArgs>),
-    /// Import every user from Clerk (resumable; never overwrites newer webhook data).
+    /// Import every user, organization and membership from Clerk (resumable; never overwrites
+    /// newer webhook data).
     #[command(after_help = "Examples:\n  \
         CLERK_SECRET_KEY=sk_live_... DATABASE_URL=postgres://... clerk-sync backfill\n  \
         clerk-sync backfill --restart                    # ignore an interrupted run's checkpoint\n  \
@@ -86,16 +87,18 @@ enum Command {
         before anything is written.\n\
         Exit codes: 0 done, 1 error, 3 another process is running a backfill.")]
     Backfill(BackfillArgs),
-    /// Compare the table with Clerk and fix drift (missing, outdated and deleted users).
+    /// Compare the tables with Clerk and fix drift (missing, outdated and deleted users,
+    /// organizations and memberships).
     #[command(after_help = "Examples:\n  \
         clerk-sync reconcile --dry-run    # print what would change, change nothing\n  \
         clerk-sync reconcile\n\n\
-        Deletions happen only after a complete walk of Clerk's users, each confirmed with Clerk;\n\
-        more than a tenth of the table is refused unless --allow-mass-delete.\n\
+        Deletions happen only after complete walks of Clerk's users, organizations and\n\
+        memberships, each confirmed with Clerk (users one by one, organizations and memberships\n\
+        by a second walk); more than a tenth of any table is refused unless --allow-mass-delete.\n\
         A key of another Clerk instance than the webhooks this database received changes\n\
         nothing, and neither does a listing with none of the table's users (whatever the\n\
         table's size; --allow-mass-delete overrides that only when the key's instance is the\n\
-        webhooks'). `clerk-sync tombstones` undoes a wrong deletion.\n\
+        webhooks'). `clerk-sync tombstones` undoes a wrong deletion of a user.\n\
         Exit codes: 0 done (a dry run that found drift included), 1 error, 3 another process\n\
         is reconciling.")]
     Reconcile(ReconcileArgs),

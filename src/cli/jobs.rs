@@ -1,5 +1,7 @@
-//! `clerk-sync backfill` and `clerk-sync reconcile`: the jobs that read users from Clerk's
-//! Backend API, with the arguments and set-up they share.
+//! `clerk-sync backfill` and `clerk-sync reconcile`: the jobs that read users, organizations
+//! and memberships from Clerk's Backend API, with the arguments and set-up they share. Their
+//! output keeps the users' lines as they always were (scripts read them) and adds a line each
+//! for organizations and memberships.
 
 use std::process::ExitCode;
 
@@ -25,7 +27,7 @@ struct JobArgs {
     /// instance (500 for sk_live_, 50 for sk_test_), leaving the rest to the live service.
     #[arg(long, env = "CLERK_SYNC_REQUESTS_PER_10S")]
     max_requests_per_10s: Option<u32>,
-    /// Users per page (Clerk's largest is 500).
+    /// Users, organizations or memberships per page (Clerk's largest is 500).
     #[arg(long, default_value_t = clerk_sync::jobs::MAX_PAGE_SIZE, hide = true)]
     page_size: u32,
     /// No progress output (the summary is still printed).
@@ -37,7 +39,8 @@ struct JobArgs {
 pub struct BackfillArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// Start from the first user even if an interrupted run left a checkpoint.
+    /// Start from the first user even if an interrupted run left a checkpoint (in the users,
+    /// organizations or memberships).
     #[arg(long)]
     restart: bool,
 }
@@ -49,13 +52,14 @@ pub struct ReconcileArgs {
     /// Print what would change, as a table, and change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Allow deleting more than a tenth of the table (refused by default: it usually means
-    /// the secret key belongs to another Clerk instance). When Clerk lists none of the table's
-    /// users, this allows deleting them only if the key's instance is the one the stored
-    /// webhooks came from.
+    /// Allow deleting more than a tenth of a table: users, organizations or memberships
+    /// (refused by default: it usually means the secret key belongs to another Clerk instance).
+    /// When Clerk lists none of the table's users (or, with no users here, none of its
+    /// organizations or memberships), this allows deleting them only if the key's instance is
+    /// the one the stored webhooks came from.
     #[arg(long)]
     allow_mass_delete: bool,
-    /// What deleting a user does (as for serve).
+    /// What deleting a user or an organization does (as for serve).
     #[arg(long, env = "CLERK_SYNC_DELETE_MODE", default_value = "hard", value_parser = parse_delete_mode)]
     delete_mode: DeleteMode,
 }
@@ -104,7 +108,15 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(cursor) = &report.resumed_after {
         println!("resumed after {cursor}");
     }
+    if let Some(resumed) = &report.resumed_in {
+        println!(
+            "resumed in the {} ({} already processed; the users were done)",
+            resumed.list, resumed.processed
+        );
+    }
     println!("backfill done: {}", report.summary);
+    println!("organizations: {}", report.organizations);
+    println!("memberships: {}", report.memberships);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -130,5 +142,7 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         "reconcile done"
     };
     println!("{verb}: {}", report.summary);
+    println!("organizations: {}", report.organizations.summary);
+    println!("memberships: {}", report.memberships.summary);
     Ok(ExitCode::SUCCESS)
 }

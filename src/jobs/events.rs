@@ -17,46 +17,78 @@ fn time(t: &chrono::NaiveDateTime) -> String {
     t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// Events as a table, newest first.
+/// The organization and membership an event is about, read from its payload: the
+/// organization of `organization.*` events, the organization and the membership of
+/// `organizationMembership.*` ones (`None` for other events, or what a payload does not say).
+/// Read from the JSON alone, so events that failed to apply show them too.
+pub fn organization_ids(event_type: &str, payload: &str) -> (Option<String>, Option<String>) {
+    let family = event_type.split_once('.').map(|(family, _)| family);
+    if !matches!(family, Some("organization" | "organizationMembership")) {
+        return (None, None);
+    }
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return (None, None);
+    };
+    let data = &event["data"];
+    let id = |value: &serde_json::Value| {
+        value
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+    };
+    match family {
+        Some("organization") => (id(&data["id"]), None),
+        _ => (id(&data["organization"]["id"]), id(&data["id"])),
+    }
+}
+
+/// Events as a table, newest first: who each is about (the user, and the organization of
+/// organization and membership events), and what became of it.
 pub fn table(events: &[StoredEvent]) -> String {
     if events.is_empty() {
         return "No events.\n".into();
     }
-    let id_width = events
+    let organizations: Vec<Option<String>> = events
         .iter()
-        .map(|e| e.svix_id.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let type_width = events
-        .iter()
-        .map(|e| e.event_type.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let user_width = events
-        .iter()
-        .map(|e| e.user_id.as_deref().map_or(1, str::len))
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!(
-        "{:<24}  {:<id_width$}  {:<type_width$}  {:<user_width$}  {:<10}  ERROR\n",
-        "RECEIVED", "SVIX ID", "TYPE", "USER", "OUTCOME"
+        .map(|e| organization_ids(&e.event_type, &e.payload).0)
+        .collect();
+    let id_width = column_width("SVIX ID", events.iter().map(|e| e.svix_id.len()));
+    let type_width = column_width("TYPE", events.iter().map(|e| e.event_type.len()));
+    let user_width = column_width(
+        "USER",
+        events
+            .iter()
+            .map(|e| e.user_id.as_deref().map_or(1, str::len)),
     );
-    for e in events {
+    let org_width = column_width(
+        "ORGANIZATION",
+        organizations
+            .iter()
+            .map(|o| o.as_deref().map_or(1, str::len)),
+    );
+    let mut out = format!(
+        "{:<24}  {:<id_width$}  {:<type_width$}  {:<user_width$}  {:<org_width$}  {:<10}  ERROR\n",
+        "RECEIVED", "SVIX ID", "TYPE", "USER", "ORGANIZATION", "OUTCOME"
+    );
+    for (e, organization) in events.iter().zip(&organizations) {
         let error: String = e.error.as_deref().unwrap_or("").chars().take(80).collect();
         let _ = writeln!(
             out,
-            "{:<24}  {:<id_width$}  {:<type_width$}  {:<user_width$}  {:<10}  {error}",
+            "{:<24}  {:<id_width$}  {:<type_width$}  {:<user_width$}  {:<org_width$}  {:<10}  {error}",
             time(&e.received_at),
             e.svix_id,
             e.event_type,
             e.user_id.as_deref().unwrap_or("-"),
+            organization.as_deref().unwrap_or("-"),
             e.outcome,
         );
     }
     out
+}
+
+/// The widest of a column's values, and at least its header.
+fn column_width(header: &str, values: impl Iterator<Item = usize>) -> usize {
+    values.max().unwrap_or(0).max(header.len())
 }
 
 /// One event in full, with its payload pretty-printed.
@@ -64,11 +96,26 @@ pub fn details(event: &StoredEvent) -> String {
     let payload = serde_json::from_str::<serde_json::Value>(&event.payload)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| event.payload.clone());
+    let mut about = format!("user:        {}\n", event.user_id.as_deref().unwrap_or("-"));
+    if event.event_type.starts_with("organization") {
+        let (organization, membership) = organization_ids(&event.event_type, &event.payload);
+        let _ = writeln!(
+            about,
+            "org:         {}",
+            organization.as_deref().unwrap_or("-")
+        );
+        if event.event_type.starts_with("organizationMembership.") {
+            let _ = writeln!(
+                about,
+                "membership:  {}",
+                membership.as_deref().unwrap_or("-")
+            );
+        }
+    }
     format!(
-        "svix-id:     {}\ntype:        {}\nuser:        {}\noutcome:     {}\nerror:       {}\nreceived:    {}\nreplayed:    {}\nsvix time:   {}\npayload:\n{payload}\n",
+        "svix-id:     {}\ntype:        {}\n{about}outcome:     {}\nerror:       {}\nreceived:    {}\nreplayed:    {}\nsvix time:   {}\npayload:\n{payload}\n",
         event.svix_id,
         event.event_type,
-        event.user_id.as_deref().unwrap_or("-"),
         event.outcome,
         event.error.as_deref().unwrap_or("-"),
         time(&event.received_at),
@@ -242,5 +289,47 @@ async fn remove_in_chunks(
             return Ok(removed);
         }
         tokio::time::sleep(PAUSE_BETWEEN_CHUNKS).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
+
+    #[test]
+    fn organization_ids_come_from_the_payload_of_organization_events_only() {
+        let organization = SampleOrganization::new("org_a", 1_000);
+        let membership = SampleMembership::new("orgmem_1", organization.clone(), "user_1", 1_000);
+        let id = |s: &str| Some(s.to_owned());
+        for (event_type, payload, expected) in [
+            (
+                "organization.created",
+                sample::organization_created(&organization),
+                (id("org_a"), None),
+            ),
+            (
+                "organization.deleted",
+                sample::organization_deleted("org_a", "acme", 2_000),
+                (id("org_a"), None),
+            ),
+            (
+                "organizationMembership.deleted",
+                sample::membership_deleted(&membership, 2_000),
+                (id("org_a"), id("orgmem_1")),
+            ),
+            (
+                "user.created",
+                sample::user_created(&SampleUser::new("user_1", 1_000)),
+                (None, None),
+            ),
+            ("organization.updated", "not json".to_owned(), (None, None)),
+        ] {
+            assert_eq!(
+                organization_ids(event_type, &payload),
+                expected,
+                "{event_type}"
+            );
+        }
     }
 }

@@ -1,11 +1,12 @@
-//! Jobs that read users from Clerk's API rather than from webhooks (backfill, reconciliation)
-//! and that re-apply stored events (replay). Other sources of snapshots, same rules: every
-//! snapshot goes through the store's one flow.
+//! Jobs that read users, organizations and memberships from Clerk's API rather than from
+//! webhooks (backfill, reconciliation) and that re-apply stored events (replay). Other sources
+//! of snapshots, same rules: every snapshot goes through the store's one flow.
 
 pub mod backfill;
 pub mod events;
 mod instance;
 mod lease;
+mod organizations;
 mod pages;
 pub mod reconcile;
 
@@ -13,6 +14,7 @@ pub use instance::{KeyInstance, check_key_instance, key_fits_stored_events};
 pub use lease::Lease;
 
 use std::fmt;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -149,10 +151,20 @@ pub async fn fetch_page(
     page_size: u32,
     cursor: Option<&str>,
 ) -> Result<Vec<UserData>, JobError> {
+    paced(pacer, || api.list_users(page_size, cursor)).await
+}
+
+/// Makes one request to Clerk at the pacer's rate, waiting out long `429`s (see
+/// [`fetch_page`]).
+async fn paced<T, F, Fut>(pacer: &mut Pacer, mut call: F) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClerkApiError>>,
+{
     let mut waits = 0;
     loop {
         pacer.wait().await;
-        match api.list_users(page_size, cursor).await {
+        match call().await {
             Err(ClerkApiError::RateLimited { retry_after }) if waits < MAX_RATE_LIMIT_WAITS => {
                 waits += 1;
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
@@ -193,19 +205,27 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
     job: &'static str,
+    /// What is counted: `users`, `organizations`, `memberships`.
+    unit: &'static str,
     done: u64,
     total: Option<u64>,
     started: Instant,
 }
 
 impl Progress {
+    /// Progress counted in users.
     pub fn new(job: &'static str, total: Option<u64>, quiet: bool) -> Progress {
+        Progress::of(job, "users", total, quiet)
+    }
+
+    /// Progress counted in `unit` (a plural: `organizations`).
+    pub fn of(job: &'static str, unit: &'static str, total: Option<u64>, quiet: bool) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total.unwrap_or(0));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:40}] {pos}/{len} users, {per_sec}, ETA {eta}",
-                )
+                ProgressStyle::with_template(&format!(
+                    "{{prefix}} [{{bar:40}}] {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}}"
+                ))
                 .expect("the template is valid")
                 .progress_chars("=> "),
             );
@@ -216,14 +236,23 @@ impl Progress {
             bar,
             quiet,
             job,
+            unit,
             done: 0,
             total,
             started: Instant::now(),
         }
     }
 
-    pub fn advance(&mut self, users: u64) {
-        self.done += users;
+    /// The total, once known (offset-paged lists tell it with each page).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = Some(total);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total.max(self.done));
+        }
+    }
+
+    pub fn advance(&mut self, items: u64) {
+        self.done += items;
         if let Some(bar) = &self.bar {
             if self.total.is_some_and(|t| self.done > t) {
                 bar.set_length(self.done);
@@ -231,11 +260,10 @@ impl Progress {
             bar.set_position(self.done);
         } else if !self.quiet {
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            let (job, done, unit) = (self.job, self.done, self.unit);
             match self.total {
-                Some(total) => {
-                    tracing::info!("{}: {}/{} users ({rate:.0}/s)", self.job, self.done, total)
-                }
-                None => tracing::info!("{}: {} users ({rate:.0}/s)", self.job, self.done),
+                Some(total) => tracing::info!("{job}: {done}/{total} {unit} ({rate:.0}/s)"),
+                None => tracing::info!("{job}: {done} {unit} ({rate:.0}/s)"),
             }
         }
     }

@@ -1,10 +1,14 @@
-//! What backfill and reconciliation share: a job run under its lease, and a walk over Clerk's
-//! users page by page that keeps the lease, the pacer and the progress in step. What a job does
-//! with a page (checkpoint, hold back, note drift) stays in the job.
+//! What backfill and reconciliation share: a job run under its lease, the job's requests to
+//! Clerk (each renews the lease and waits for the pacer, one pacer for the whole job), and a
+//! walk over Clerk's users page by page that keeps the lease, the pacer and the progress in
+//! step. What a job does with a page (checkpoint, hold back, note drift) stays in the job. The
+//! walks over organizations and memberships are in `organizations.rs`, on the same requests.
 
-use super::{JobError, Lease, Pacer, Progress, Summary, fetch_page};
+use std::future::Future;
+
+use super::{JobError, Lease, Pacer, Progress, Summary, paced};
 use crate::clerk::UserData;
-use crate::clerk::api::ClerkApi;
+use crate::clerk::api::{ClerkApi, ClerkApiError};
 use crate::store::{Applied, Store};
 use crate::sync::UserSnapshot;
 
@@ -36,15 +40,52 @@ pub(super) struct Walk {
     pub quiet: bool,
 }
 
-/// Clerk's users in creation order, a page at a time. Every request to Clerk renews the lease
-/// first (a job that stalled past the lease's lifetime stops rather than interleave with the
-/// process that took over) and waits for the pacer (the job leaves the live fallback fetch its
-/// share of Clerk's rate limit).
+/// A job's requests to Clerk. Every request renews the lease first (a job that stalled past
+/// the lease's lifetime stops rather than interleave with the process that took over) and waits
+/// for the pacer (the job leaves the live fallback fetch its share of Clerk's rate limit). One
+/// per job, passed from walk to walk, so the budget holds across users, organizations and
+/// memberships.
+pub(super) struct Requests<'a> {
+    lease: &'a Lease<'a>,
+    pacer: Pacer,
+}
+
+impl<'a> Requests<'a> {
+    pub fn new(lease: &'a Lease<'a>, requests_per_10s: u32) -> Requests<'a> {
+        Requests {
+            lease,
+            pacer: Pacer::new(requests_per_10s),
+        }
+    }
+
+    /// Renews the lease, then makes the call at the pacer's rate, waiting out long `429`s.
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClerkApiError>>,
+    {
+        self.lease.renew().await?;
+        paced(&mut self.pacer, call).await
+    }
+
+    /// Renews the lease and waits for the pacer, before a request of the job's own to Clerk.
+    pub async fn pace(&mut self) -> Result<(), JobError> {
+        self.lease.renew().await?;
+        self.pacer.wait().await;
+        Ok(())
+    }
+
+    /// Renews the lease, during long work without requests to Clerk (deletions).
+    pub async fn renew(&self) -> Result<(), JobError> {
+        self.lease.renew().await
+    }
+}
+
+/// Clerk's users in creation order, a page at a time, through the job's [`Requests`].
 pub(super) struct Pages<'a> {
     store: &'a Store,
     api: &'a ClerkApi,
-    lease: &'a Lease<'a>,
-    pacer: Pacer,
+    requests: Requests<'a>,
     page_size: u32,
     /// Id of the last user of the last page returned.
     cursor: Option<String>,
@@ -77,8 +118,7 @@ impl<'a> Pages<'a> {
         Pages {
             store,
             api,
-            lease,
-            pacer: Pacer::new(walk.requests_per_10s),
+            requests: Requests::new(lease, walk.requests_per_10s),
             page_size: walk.page_size.clamp(1, super::MAX_PAGE_SIZE),
             cursor: after,
             done: false,
@@ -91,14 +131,11 @@ impl<'a> Pages<'a> {
         if self.done {
             return Ok(None);
         }
-        self.lease.renew().await?;
-        let page = fetch_page(
-            self.api,
-            &mut self.pacer,
-            self.page_size,
-            self.cursor.as_deref(),
-        )
-        .await?;
+        let (api, page_size, cursor) = (self.api, self.page_size, self.cursor.as_deref());
+        let page = self
+            .requests
+            .call(|| api.list_users(page_size, cursor))
+            .await?;
         let Some(last_id) = page.last().and_then(|u| u.id.clone()) else {
             self.done = true;
             return Ok(None);
@@ -137,15 +174,13 @@ impl<'a> Pages<'a> {
         Ok(applied)
     }
 
-    /// Renews the lease and waits for the pacer, before a request of the job's own to Clerk.
-    pub async fn pace(&mut self) -> Result<(), JobError> {
-        self.lease.renew().await?;
-        self.pacer.wait().await;
-        Ok(())
-    }
-
-    /// Clears the progress bar; the walk's requests may go on through [`Pages::pace`].
+    /// Clears the progress bar; the job's requests go on through [`Pages::into_requests`].
     pub fn finish_progress(&self) {
         self.progress.finish();
+    }
+
+    /// The job's requests, once the users' walk is over.
+    pub fn into_requests(self) -> Requests<'a> {
+        self.requests
     }
 }

@@ -1,26 +1,35 @@
-//! `clerk-sync reconcile`: compares the table with Clerk and fixes drift that lost webhooks
-//! left: users missing here, rows older than Clerk's, and rows whose user Clerk no longer has.
+//! `clerk-sync reconcile`: compares the tables with Clerk and fixes drift that lost webhooks
+//! left: users, organizations and memberships missing here, rows older than Clerk's, and rows
+//! whose user, organization or membership Clerk no longer has.
 //!
-//! Deleting is the dangerous part, so it happens only after a complete walk of Clerk's users
-//! (an error mid-walk skips it), only for rows that existed before the walk began, each
-//! confirmed by asking Clerk for that user, and never for a large share of the table unless
-//! asked. A secret key of the wrong instance must not empty the table, nor fill it with another
-//! instance's users: a key whose instance is not the stored webhooks' is refused up front, and
+//! Deleting is the dangerous part, so it happens only after complete walks of Clerk's users,
+//! organizations and memberships (an error mid-walk skips every deletion), only for rows that
+//! existed before their walk began, each confirmed with Clerk (a user by asking Clerk for it;
+//! organizations and memberships, which Clerk lists by offset, by a second complete walk of
+//! their list), and never for a large share of a table unless asked: every table's share is
+//! checked before anything is deleted. A walk of organizations or memberships counts as
+//! complete only if it read at least as many distinct ones as Clerk's `total_count` at its end.
+//! A secret key of the wrong instance must not empty the tables, nor fill them with another
+//! instance's data: a key whose instance is not the stored webhooks' is refused up front, and
 //! a listing that holds none of the table's users writes nothing at all (its pages are held
-//! back until one of the table's users shows up).
+//! back until one of the table's users shows up); the same holds for organizations and
+//! memberships when the users cannot vouch for the instance (an empty users table).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, NaiveDateTime};
 
-use super::pages::{Page, Pages, Walk, under_lease};
+use super::organizations::{
+    Listed, OffsetWalk, membership_of, read_ids, snapshots_of as list_snapshots,
+};
+use super::pages::{Page, Pages, Requests, Walk, under_lease};
 use super::{JobError, KeyInstance, Lease, Summary, check_key_instance, snapshots_of};
-use crate::clerk::UserData;
 use crate::clerk::api::ClerkApi;
+use crate::clerk::{MembershipData, OrganizationData, UserData};
 use crate::store::Store;
-use crate::sync::{DeleteMode, Outcome, UserSnapshot};
+use crate::sync::{DeleteMode, MembershipDeletion, Outcome, UserSnapshot};
 
 /// Users of a listing held back while none of the table's users has shown up; past this, they
 /// are let go and, once one shows up, the walk starts over (memory stays bounded whatever the
@@ -31,8 +40,9 @@ const MAX_HELD_USERS: usize = 5_000;
 pub struct ReconcileOptions {
     /// Report what would change; change nothing.
     pub dry_run: bool,
-    /// Allow deleting more than a tenth of the table; and all of it, when Clerk lists none of
-    /// the table's users, if the key's instance is the stored webhooks'.
+    /// Allow deleting more than a tenth of a table (users, organizations, memberships); and
+    /// all of it, when Clerk lists none of the table's rows, if the key's instance is the
+    /// stored webhooks'.
     pub allow_mass_delete: bool,
     pub requests_per_10s: u32,
     pub page_size: u32,
@@ -40,8 +50,8 @@ pub struct ReconcileOptions {
     pub quiet: bool,
 }
 
-/// What reconciliation does to one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What reconciliation does to one user, organization or membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Create,
     Update,
@@ -68,37 +78,80 @@ pub struct Drift {
     pub detail: String,
 }
 
+/// One difference between the organizations' or memberships' table and Clerk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemDrift {
+    pub action: Action,
+    /// The organization's or membership's id.
+    pub id: String,
+    pub detail: String,
+}
+
+/// What reconciliation found and did for organizations, or for memberships.
+#[derive(Debug, Clone, Default)]
+pub struct ListReport {
+    pub summary: Summary,
+    pub drift: Vec<ItemDrift>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileReport {
+    /// The users.
     pub summary: Summary,
+    /// The users' drift.
     pub drift: Vec<Drift>,
     pub dry_run: bool,
+    pub organizations: ListReport,
+    pub memberships: ListReport,
 }
 
 impl ReconcileReport {
-    /// The drift as a table a person can read.
+    /// The drift as tables a person can read: the users', then the organizations' and the
+    /// memberships' (each only when it has drift).
     pub fn table(&self) -> String {
-        if self.drift.is_empty() {
+        let lists = [
+            ("ORGANIZATION", &self.organizations.drift),
+            ("MEMBERSHIP", &self.memberships.drift),
+        ];
+        if self.drift.is_empty() && lists.iter().all(|(_, drift)| drift.is_empty()) {
             return "No drift: the table matches Clerk.\n".into();
         }
-        let width = self
-            .drift
-            .iter()
-            .map(|d| d.user_id.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let mut out = format!("{:<6}  {:<width$}  DETAIL\n", "ACTION", "USER");
-        for drift in &self.drift {
-            let _ = writeln!(
-                out,
-                "{:<6}  {:<width$}  {}",
-                drift.action.as_str(),
-                drift.user_id,
-                drift.detail
-            );
+        let mut out = String::new();
+        if !self.drift.is_empty() {
+            let rows: Vec<(Action, &str, &str)> = self
+                .drift
+                .iter()
+                .map(|d| (d.action, d.user_id.as_str(), d.detail.as_str()))
+                .collect();
+            write_table(&mut out, "USER", &rows);
+        }
+        for (heading, drift) in lists {
+            if drift.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let rows: Vec<(Action, &str, &str)> = drift
+                .iter()
+                .map(|d| (d.action, d.id.as_str(), d.detail.as_str()))
+                .collect();
+            write_table(&mut out, heading, &rows);
         }
         out
+    }
+}
+
+fn write_table(out: &mut String, heading: &str, rows: &[(Action, &str, &str)]) {
+    let width = rows
+        .iter()
+        .map(|(_, id, _)| id.len())
+        .max()
+        .unwrap_or(4)
+        .max(heading.len());
+    let _ = writeln!(out, "{:<6}  {:<width$}  DETAIL", "ACTION", heading);
+    for (action, id, detail) in rows {
+        let _ = writeln!(out, "{:<6}  {:<width$}  {}", action.as_str(), id, detail);
     }
 }
 
@@ -193,25 +246,160 @@ async fn reconcile(
         )));
     }
 
-    // Phase 2: rows whose user Clerk no longer lists. Only rows written before the walk began
-    // count (a user created meanwhile may be missing from the pages already read).
+    let mut requests = pages.into_requests();
+
+    // Phase 1 for organizations, then memberships: every one Clerk has, applied (or, dry,
+    // planned) by the webhook rules. A table of users that Clerk listed vouches for the
+    // instance; without users, each list needs one of its table's rows in it (as above).
+    let mut trusted = !table.is_empty();
+    let organizations = walk_list::<OrganizationData>(
+        store,
+        api,
+        &mut requests,
+        options,
+        &instance,
+        &mut trusted,
+        &mut report.organizations,
+    )
+    .await?;
+    let memberships = walk_list::<MembershipData>(
+        store,
+        api,
+        &mut requests,
+        options,
+        &instance,
+        &mut trusted,
+        &mut report.memberships,
+    )
+    .await?;
+
+    // Phase 2: rows whose user, organization or membership Clerk no longer lists. Only rows
+    // written before their walk began count (one created meanwhile may be missing from the
+    // pages already read). Every table's share is checked before anything is deleted.
     let live_ids = store.live_user_ids(walk_started).await?;
     let live = live_ids.len();
     let candidates: Vec<String> = live_ids
         .into_iter()
         .filter(|id| !in_clerk.contains(id))
         .collect();
-    if candidates.len() > 10 && candidates.len() * 10 > live && !options.allow_mass_delete {
-        return Err(JobError::Refused(format!(
-            "refusing to delete {} of {live} users that Clerk does not list: that is more than a \
-             tenth of the table, which usually means CLERK_SECRET_KEY belongs to another Clerk \
-             instance (development vs production). Check the key; if the deletions are really \
-             wanted, run again with --allow-mass-delete. Nothing was deleted.",
-            candidates.len()
-        )));
+    mass_deletion_guard("users", candidates.len(), live, options)?;
+    let live_memberships = store.live_memberships(memberships.started).await?;
+    // An organization whose membership Clerk listed (each embeds its organization) exists,
+    // whatever the organizations' list said: it is not deleted (for good, a tombstone).
+    let vouched_by_members: HashSet<&str> = live_memberships
+        .iter()
+        .filter(|(id, _, _)| memberships.listed.contains(id))
+        .map(|(_, organization, _)| organization.as_str())
+        .collect();
+    let live_organizations = store.live_organization_ids(organizations.started).await?;
+    let live = live_organizations.len();
+    let organization_candidates: Vec<String> = live_organizations
+        .into_iter()
+        .filter(|id| !organizations.listed.contains(id))
+        .filter(|id| {
+            let listed = vouched_by_members.contains(id.as_str());
+            if listed {
+                tracing::warn!(
+                    organization_id = %id,
+                    "Clerk lists a membership of this organization but not the organization; \
+                     not deleting it"
+                );
+            }
+            !listed
+        })
+        .collect();
+    mass_deletion_guard(
+        "organizations",
+        organization_candidates.len(),
+        live,
+        options,
+    )?;
+    let live = live_memberships.len();
+    let membership_candidates: Vec<(String, String, String)> = live_memberships
+        .iter()
+        .filter(|(id, _, _)| !memberships.listed.contains(id))
+        .cloned()
+        .collect();
+    // Memberships that go with a deleted organization or user are judged with it.
+    let going: HashSet<&str> = organization_candidates
+        .iter()
+        .chain(&candidates)
+        .map(String::as_str)
+        .collect();
+    let on_their_own = membership_candidates
+        .iter()
+        .filter(|(_, organization, user)| {
+            !going.contains(organization.as_str()) && !going.contains(user.as_str())
+        })
+        .count();
+    mass_deletion_guard("memberships", on_their_own, live, options)?;
+
+    // Confirmed by a second complete walk (Clerk has no lookup of one membership, and a walk
+    // of the lists confirms any number at once); one listed again is applied instead.
+    let membership_candidates = confirm::<MembershipData, _>(
+        store,
+        api,
+        &mut requests,
+        options,
+        membership_candidates,
+        |(id, _, _)| id,
+        &mut report.memberships,
+    )
+    .await?;
+    let organization_candidates = confirm::<OrganizationData, _>(
+        store,
+        api,
+        &mut requests,
+        options,
+        organization_candidates,
+        |id| id,
+        &mut report.organizations,
+    )
+    .await?;
+
+    // A membership's deletion is dated when its walk began: a snapshot not newer than that
+    // (one read before) cannot bring it back, a newer one (it changed since) keeps it.
+    let at = memberships.started.and_utc().timestamp_millis();
+    for (n, (id, organization_id, user_id)) in membership_candidates.into_iter().enumerate() {
+        if n % 100 == 99 {
+            requests.renew().await?;
+        }
+        let detail = format!(
+            "{}: no longer exists in Clerk",
+            membership_of(&user_id, &organization_id)
+        );
+        let outcome = if options.dry_run {
+            Outcome::Deleted
+        } else {
+            let deletion = MembershipDeletion {
+                id: id.clone(),
+                organization_id,
+                user_id,
+                at,
+            };
+            store
+                .apply_membership_deletion(&deletion, options.delete_mode)
+                .await?
+        };
+        record_deletion(&mut report.memberships, id, detail, outcome);
     }
+    for (n, id) in organization_candidates.into_iter().enumerate() {
+        if n % 100 == 99 {
+            requests.renew().await?;
+        }
+        let outcome = if options.dry_run {
+            Outcome::Deleted
+        } else {
+            store
+                .apply_organization_deletion(&id, options.delete_mode)
+                .await?
+        };
+        let detail = "no longer exists in Clerk".to_string();
+        record_deletion(&mut report.organizations, id, detail, outcome);
+    }
+
     for user_id in candidates {
-        pages.pace().await?;
+        requests.pace().await?;
         // Confirm with Clerk: the listing is a moving picture, a single lookup is not.
         match api.get_user(&user_id).await? {
             Some(data) => {
@@ -240,6 +428,167 @@ async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// Refuses deleting more than a tenth of a table (and more than ten rows) unless asked.
+fn mass_deletion_guard(
+    noun: &str,
+    candidates: usize,
+    live: usize,
+    options: &ReconcileOptions,
+) -> Result<(), JobError> {
+    if candidates > 10 && candidates * 10 > live && !options.allow_mass_delete {
+        return Err(JobError::Refused(format!(
+            "refusing to delete {candidates} of {live} {noun} that Clerk does not list: that is \
+             more than a tenth of the table, which usually means CLERK_SECRET_KEY belongs to \
+             another Clerk instance (development vs production). Check the key; if the \
+             deletions are really wanted, run again with --allow-mass-delete. Nothing was \
+             deleted."
+        )));
+    }
+    Ok(())
+}
+
+/// A deletion's outcome, counted, and as drift unless the row turned out newer than the walk
+/// (changed by a webhook meanwhile) or was deleted already.
+fn record_deletion(report: &mut ListReport, id: String, detail: String, outcome: Outcome) {
+    report.summary.record(outcome);
+    if matches!(outcome, Outcome::Deleted | Outcome::NotFound) {
+        report.drift.push(ItemDrift {
+            action: Action::Delete,
+            id,
+            detail,
+        });
+    }
+}
+
+/// A list's walk: the ids Clerk listed and when the walk began.
+struct Listing {
+    listed: HashSet<String>,
+    started: NaiveDateTime,
+}
+
+/// Phase 1 for one of the offset-paged lists: every item Clerk lists, applied (or, dry,
+/// planned) by the webhook rules, and their ids; the walk checked complete. Unless `trusted`
+/// (the instance is vouched for), pages are applied only once one of the table's rows shows
+/// up (then the walk starts over from the first item, to apply those passed by); a listing
+/// with none of them changes nothing and is refused. Such a row vouches for later lists too.
+async fn walk_list<T: Listed>(
+    store: &Store,
+    api: &ClerkApi,
+    requests: &mut Requests<'_>,
+    options: &ReconcileOptions,
+    instance: &KeyInstance,
+    trusted: &mut bool,
+    report: &mut ListReport,
+) -> Result<Listing, JobError> {
+    let started = chrono::Utc::now().naive_utc();
+    let table: HashSet<String> = T::table_ids(store, started).await?.into_iter().collect();
+    let mut vouched = *trusted
+        || table.is_empty()
+        || (options.allow_mass_delete && matches!(instance, KeyInstance::Confirmed(_)));
+    let mut passed_by = false;
+    let mut listed = HashSet::new();
+    let mut walk = OffsetWalk::<T>::new("reconcile", options.page_size, None, options.quiet);
+    while let Some(items) = walk.next(api, requests).await? {
+        listed.extend(items.iter().filter_map(|item| item.id().map(str::to_owned)));
+        if !vouched
+            && items
+                .iter()
+                .any(|item| item.id().is_some_and(|id| table.contains(id)))
+        {
+            vouched = true;
+            *trusted = true;
+            if passed_by {
+                listed.clear();
+                walk.restart();
+                passed_by = false;
+                continue;
+            }
+        }
+        if vouched {
+            apply_list_page(store, items, options, report).await?;
+        } else {
+            passed_by = true;
+        }
+    }
+    if !vouched {
+        return Err(JobError::Refused(none_listed_list_message(
+            T::NOUN,
+            table.len(),
+            listed.len(),
+            instance,
+        )));
+    }
+    walk.check_complete(listed.len())?;
+    Ok(Listing { listed, started })
+}
+
+/// Applies (or, dry, plans) a page of organizations or memberships and notes the drift.
+async fn apply_list_page<T: Listed>(
+    store: &Store,
+    items: Vec<T>,
+    options: &ReconcileOptions,
+    report: &mut ListReport,
+) -> Result<(), JobError> {
+    let snapshots = list_snapshots(items, &mut report.summary);
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    let outcomes = T::apply(store, &snapshots, None, options.dry_run).await?;
+    for (snapshot, outcome) in snapshots.iter().zip(outcomes) {
+        report.summary.record(outcome);
+        let (action, detail) = match outcome {
+            Outcome::Created => (Action::Create, "missing from the table".to_string()),
+            Outcome::Updated => (
+                Action::Update,
+                format!(
+                    "table is older than Clerk's, of {}",
+                    iso(T::updated_at(snapshot))
+                ),
+            ),
+            Outcome::Tombstoned => (
+                Action::Skip,
+                "deleted here, still listed by Clerk".to_string(),
+            ),
+            _ => continue,
+        };
+        report.drift.push(ItemDrift {
+            action,
+            id: T::snapshot_id(snapshot).to_owned(),
+            detail: match T::describe(snapshot) {
+                Some(what) => format!("{what}: {detail}"),
+                None => detail,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The candidates (ids by `id_of`) still missing from a second complete walk of the list; one
+/// listed again is applied (or, dry, planned) instead. No request when there is none.
+async fn confirm<T: Listed, C>(
+    store: &Store,
+    api: &ClerkApi,
+    requests: &mut Requests<'_>,
+    options: &ReconcileOptions,
+    candidates: Vec<C>,
+    id_of: impl Fn(&C) -> &String,
+    report: &mut ListReport,
+) -> Result<Vec<C>, JobError> {
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let wanted: HashSet<&str> = candidates.iter().map(|c| id_of(c).as_str()).collect();
+    let (listed, found) = read_ids::<T>(api, requests, options.page_size, &wanted).await?;
+    drop(wanted);
+    if !found.is_empty() {
+        apply_list_page(store, found, options, report).await?;
+    }
+    Ok(candidates
+        .into_iter()
+        .filter(|c| !listed.contains(id_of(c)))
+        .collect())
 }
 
 /// Applies (or, dry, plans) one page of Clerk's users and notes the drift it shows.
@@ -312,6 +661,36 @@ fn none_listed_message(
     }
 }
 
+/// Why a listing of organizations or memberships with none of the table's changed nothing.
+fn none_listed_list_message(
+    noun: &str,
+    table: usize,
+    listed: usize,
+    instance: &KeyInstance,
+) -> String {
+    let listing = if listed == 0 {
+        format!("Clerk lists no {noun} at all")
+    } else {
+        format!("Clerk lists {listed} {noun}, none of them")
+    };
+    let way_out = match instance {
+        KeyInstance::Confirmed(id) => format!(
+            "CLERK_SECRET_KEY belongs to instance {id}, which sent the stored webhooks; if these \
+             {noun} were really deleted in Clerk, run again with --allow-mass-delete to delete \
+             them here"
+        ),
+        KeyInstance::Unknown => "that usually means CLERK_SECRET_KEY belongs to another Clerk \
+             instance; the users table, empty, cannot vouch for it, and --allow-mass-delete does \
+             not override this while the key's instance is unconfirmed (see the users' message \
+             for how to check)"
+            .to_string(),
+    };
+    format!(
+        "refusing to reconcile {noun}: {listing} among the {table} {noun} in the table, and {way_out}. \
+         The {noun} were not changed."
+    )
+}
+
 /// Runs reconciliation every `every` inside `serve`. Several processes may run this; the lease
 /// lets one at a time work, the others skip that round.
 pub async fn schedule(store: Store, api: ClerkApi, every: Duration, options: ReconcileOptions) {
@@ -321,7 +700,12 @@ pub async fn schedule(store: Store, api: ClerkApi, every: Duration, options: Rec
         ticker.tick().await;
         match run(&store, &api, &options).await {
             Ok(report) => {
-                tracing::info!(summary = %report.summary, "scheduled reconciliation finished")
+                tracing::info!(
+                    summary = %report.summary,
+                    organizations = %report.organizations.summary,
+                    memberships = %report.memberships.summary,
+                    "scheduled reconciliation finished"
+                )
             }
             Err(JobError::LeaseHeld { holder, .. }) => {
                 tracing::debug!(
