@@ -33,6 +33,11 @@ const POSTGRES: &[Migration] = &[
         description: "inbox index by time received",
         sql: include_str!("migrations/postgres/0003_inbox_received_at.sql"),
     },
+    Migration {
+        version: ORGANIZATIONS_VERSION,
+        description: "organizations and memberships",
+        sql: include_str!("migrations/postgres/0004_organizations.sql"),
+    },
 ];
 
 const SQLITE: &[Migration] = &[
@@ -51,7 +56,19 @@ const SQLITE: &[Migration] = &[
         description: "inbox index by time received",
         sql: include_str!("migrations/sqlite/0003_inbox_received_at.sql"),
     },
+    Migration {
+        version: ORGANIZATIONS_VERSION,
+        description: "organizations and memberships",
+        sql: include_str!("migrations/sqlite/0004_organizations.sql"),
+    },
 ];
+
+/// The migration that creates the organization tables beside the users table.
+const ORGANIZATIONS_VERSION: i64 = 4;
+
+/// The app tables [`ORGANIZATIONS_VERSION`] creates, under these fixed names, in the users
+/// table's schema (`{organizations}` and `{memberships}` in its SQL).
+const ORGANIZATION_TABLES: [&str; 2] = ["organizations", "organization_memberships"];
 
 /// Arbitrary constant naming the migration lock among advisory locks.
 const MIGRATION_LOCK_KEY: i64 = 0x636c_6b73_796e_6301;
@@ -95,13 +112,117 @@ fn failed(migration: &Migration, error: impl Into<DatabaseError>) -> StoreError 
         "migration {} ({}) failed: {error}",
         migration.version, migration.description
     );
-    if error.to_string().contains("already exists") {
-        message.push_str(
-            "\nhint: the database already has a table clerk-sync wants to create (usually \
-             \"users\"). Point DATABASE_URL at a database without it.",
-        );
+    if let Some(name) = already_existing(&error.to_string()) {
+        if migration.version == ORGANIZATIONS_VERSION {
+            message.push_str(&format!(
+                "\nhint: the database already has \"{name}\", a name clerk-sync's organization \
+                 tables (\"organizations\", \"organization_memberships\" and their indexes) \
+                 need; adopting existing organization tables is not supported. Rename the \
+                 app's \"{name}\", or point DATABASE_URL at a database without it."
+            ));
+        } else {
+            message.push_str(&format!(
+                "\nhint: the database already has \"{name}\", which clerk-sync wants to \
+                 create. Point DATABASE_URL at a database without it."
+            ));
+        }
     }
     StoreError::Setup(message)
+}
+
+/// The name in a database's "... already exists" error: PostgreSQL's `relation "x" already
+/// exists`, SQLite's `table "x" already exists` or `index x already exists`.
+fn already_existing(error: &str) -> Option<&str> {
+    let before = error.split_once(" already exists")?.0.trim_end();
+    let name = match before.strip_suffix('"') {
+        Some(quoted) => quoted.rsplit_once('"')?.1,
+        None => before.rsplit(char::is_whitespace).next()?,
+    };
+    Some(name).filter(|n| !n.is_empty())
+}
+
+/// Migration 4 creates the organization tables, and adopts none: an app's own table of either
+/// name (any relation, on SQLite in any letter case, which SQLite does not tell apart) is
+/// refused before anything runs.
+fn existing_organization_tables(users: &UsersTable, found: &[(String, String)]) -> StoreError {
+    let named: Vec<String> = found
+        .iter()
+        .map(|(name, kind)| {
+            let quoted = match users.schema() {
+                Some(schema) => format!("\"{schema}\".\"{name}\""),
+                None => format!("\"{name}\""),
+            };
+            format!("{kind} {quoted}")
+        })
+        .collect();
+    StoreError::Setup(format!(
+        "migration {ORGANIZATIONS_VERSION} (organizations and memberships) cannot run: the \
+         database already has a {} that clerk-sync did not create. clerk-sync creates and writes \
+         \"organizations\" and \"organization_memberships\" itself, beside the users table; \
+         adopting existing organization tables is not supported. {} and migrate again. \
+         Nothing was changed.",
+        named.join(" and a "),
+        match found {
+            [(_, kind)] =>
+                format!("Rename the app's {kind} (or point DATABASE_URL at a database without it)"),
+            _ => "Rename both (or point DATABASE_URL at a database without them)".to_string(),
+        }
+    ))
+}
+
+async fn refuse_existing_organization_tables(
+    client: &tokio_postgres::Client,
+    users: &UsersTable,
+) -> Result<(), StoreError> {
+    let found: Vec<(String, String)> = client
+        .query_typed(
+            "SELECT c.relname::text,
+                    CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'
+                                   WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                                   WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
+                                   WHEN 'i' THEN 'index' WHEN 'I' THEN 'index'
+                                   ELSE 'relation' END
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = coalesce($1, current_schema()) AND c.relname IN ($2, $3)
+             ORDER BY c.relname DESC",
+            &[
+                (&users.schema(), Type::TEXT),
+                (&ORGANIZATION_TABLES[0], Type::TEXT),
+                (&ORGANIZATION_TABLES[1], Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(StoreError::unavailable)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(StoreError::unavailable)?;
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(existing_organization_tables(users, &found))
+    }
+}
+
+async fn refuse_existing_organization_tables_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    users: &UsersTable,
+) -> Result<(), StoreError> {
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, type FROM sqlite_master
+         WHERE name COLLATE NOCASE IN ($1, $2) AND type IN ('table', 'view', 'index')
+         ORDER BY name COLLATE NOCASE DESC",
+    )
+    .bind(ORGANIZATION_TABLES[0])
+    .bind(ORGANIZATION_TABLES[1])
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::unavailable)?;
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(existing_organization_tables(users, &found))
+    }
 }
 
 /// A transaction on a pooled PostgreSQL connection (`BEGIN` and the rest through the simple
@@ -197,6 +318,7 @@ pub(super) async fn run_postgres(
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()
         .map_err(StoreError::unavailable)?;
+    let pending = pending(POSTGRES, &applied)?;
     let mut report = MigrationReport {
         version: applied.iter().copied().max().unwrap_or(0),
         dry_run,
@@ -206,6 +328,9 @@ pub(super) async fn run_postgres(
         // The app may have added a column since; one nothing fills would fail every new
         // user's insert, so it is better refused here, once, than on each event.
         super::adopt::check_app_columns(client, users).await?;
+    }
+    if pending.iter().any(|m| m.version == ORGANIZATIONS_VERSION) {
+        refuse_existing_organization_tables(client, users).await?;
     }
     let mut adopted = false;
     if !applied.contains(&1)
@@ -217,7 +342,7 @@ pub(super) async fn run_postgres(
         report.adopted = adoption.changes;
         adopted = true;
     }
-    for migration in pending(POSTGRES, &applied)? {
+    for migration in pending {
         report
             .applied
             .push((migration.version, migration.description));
@@ -289,6 +414,7 @@ pub(super) async fn run_sqlite(
         .iter()
         .map(|row| row.get(0))
         .collect();
+    let pending = pending(SQLITE, &applied)?;
     let mut report = MigrationReport {
         version: applied.iter().copied().max().unwrap_or(0),
         dry_run,
@@ -312,7 +438,10 @@ pub(super) async fn run_sqlite(
             ));
         }
     }
-    for migration in pending(SQLITE, &applied)? {
+    if pending.iter().any(|m| m.version == ORGANIZATIONS_VERSION) {
+        refuse_existing_organization_tables_sqlite(&mut tx, users).await?;
+    }
+    for migration in pending {
         report
             .applied
             .push((migration.version, migration.description));
@@ -338,4 +467,138 @@ pub(super) async fn run_sqlite(
         tx.commit().await.map_err(StoreError::unavailable)?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_in_an_already_exists_error_is_found_in_either_dialect() {
+        for (error, name) in [
+            (
+                "ERROR: relation \"organizations\" already exists (SQLSTATE 42P07)",
+                Some("organizations"),
+            ),
+            (
+                "error returned from database: (code: 1) table \"organization_memberships\" \
+                 already exists",
+                Some("organization_memberships"),
+            ),
+            (
+                "error returned from database: (code: 1) index organizations_slug_key already \
+                 exists",
+                Some("organizations_slug_key"),
+            ),
+            (
+                "ERROR: syntax error at or near \"x\" (SQLSTATE 42601)",
+                None,
+            ),
+        ] {
+            assert_eq!(already_existing(error), name, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_hint_names_the_table_that_exists() {
+        let organizations = &POSTGRES[3];
+        assert_eq!(organizations.version, ORGANIZATIONS_VERSION);
+        let error = DatabaseError::pool(
+            "ERROR: relation \"organizations_slug_key\" already exists (SQLSTATE 42P07)",
+        );
+        let message = failed(organizations, error).to_string();
+        assert!(
+            message.contains("hint: the database already has \"organizations_slug_key\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("adopting existing organization tables is not supported"),
+            "{message}"
+        );
+
+        let error =
+            DatabaseError::pool("ERROR: relation \"AppUser\" already exists (SQLSTATE 42P07)");
+        let message = failed(&POSTGRES[0], error).to_string();
+        assert!(
+            message.contains("hint: the database already has \"AppUser\", which clerk-sync"),
+            "{message}"
+        );
+        assert!(!message.contains("organization"), "{message}");
+    }
+
+    #[test]
+    fn both_dialects_know_the_same_migrations() {
+        let versions = |known: &[Migration]| -> Vec<(i64, &'static str)> {
+            known.iter().map(|m| (m.version, m.description)).collect()
+        };
+        assert_eq!(versions(POSTGRES), versions(SQLITE));
+        assert_eq!(
+            versions(POSTGRES).last(),
+            Some(&(ORGANIZATIONS_VERSION, "organizations and memberships"))
+        );
+    }
+
+    /// clerk-sync's own SQLite connections (not only the tests'): a membership goes with its
+    /// organization's row only where `PRAGMA foreign_keys` is on, as sqlx sets it by default.
+    #[tokio::test]
+    async fn clerk_sync_s_sqlite_connections_cascade_an_organization_s_deletion_to_memberships() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pool = super::super::sqlite::connect(
+            &dir.path().join("clerk-sync.db"),
+            &super::super::PoolSettings::default(),
+        )
+        .await
+        .expect("the store's pool");
+        let report = run_sqlite(&pool, &UsersTable::default(), false)
+            .await
+            .expect("migrations");
+        assert_eq!(report.version, ORGANIZATIONS_VERSION);
+        // Every connection of the pool, not just the first one.
+        let mut connections = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            let mut conn = pool.acquire().await.expect("a connection");
+            let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut *conn)
+                .await
+                .expect("PRAGMA foreign_keys");
+            assert_eq!(
+                on, 1,
+                "foreign keys are enforced on clerk-sync's connections"
+            );
+            connections.push(conn);
+        }
+        drop(connections);
+
+        sqlx::raw_sql(
+            r#"INSERT INTO "organizations" ("id", "name", "updatedAt")
+                   VALUES ('org_1', 'One', CURRENT_TIMESTAMP), ('org_2', 'Two', CURRENT_TIMESTAMP);
+               INSERT INTO "organization_memberships" ("id", "organizationId", "userId", "role", "updatedAt")
+                   VALUES ('orgmem_1', 'org_1', 'user_without_a_row', 'org:admin', CURRENT_TIMESTAMP),
+                          ('orgmem_2', 'org_2', 'user_without_a_row', 'org:member', CURRENT_TIMESTAMP);
+               DELETE FROM "organizations" WHERE "id" = 'org_1';"#,
+        )
+        .execute(&pool)
+        .await
+        .expect("rows, and a deletion");
+        let left: Vec<String> =
+            sqlx::query_scalar(r#"SELECT "id" FROM "organization_memberships" ORDER BY "id""#)
+                .fetch_all(&pool)
+                .await
+                .expect("memberships");
+        assert_eq!(left, ["orgmem_2"]);
+        let refused = sqlx::raw_sql(
+            r#"INSERT INTO "organization_memberships" ("id", "organizationId", "userId", "role", "updatedAt")
+                   VALUES ('orgmem_3', 'org_missing', 'user_1', 'org:member', CURRENT_TIMESTAMP)"#,
+        )
+        .execute(&pool)
+        .await
+        .expect_err("no membership without its organization");
+        assert!(
+            refused
+                .to_string()
+                .contains("FOREIGN KEY constraint failed"),
+            "{refused}"
+        );
+        pool.close().await;
+    }
 }

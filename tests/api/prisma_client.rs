@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
-use crate::support::{Backend, TestApp, TestDb, UserRow};
+use crate::support::{Backend, TestApp, TestDb, TestSql, UserRow};
 
 /// 2024-05-28T08:00:00.123Z: Clerk's times are milliseconds, and the milliseconds must survive.
 const T0: i64 = 1_716_883_200_123;
@@ -300,8 +300,201 @@ async fn a_prisma_7_client_reads_rows_written_by_clerk_sync_unchanged() {
     assert_eq!(updated_row["clerkUpdatedAt"], "2024-05-29T08:00:01.122Z");
 }
 
+/// Users, organizations and memberships as clerk-sync's organization sync writes them, every time
+/// given (milliseconds included) so that what the client returns can be spelled out whole. Ada is
+/// in two organizations (one soft-deleted, whose slug a newer organization took over); Grace in
+/// none; the membership of `user_2ghost` has no user row at all, as when it arrives before its
+/// user, which the missing foreign key allows.
+const ORGANIZATION_ROWS: &str = r#"
+INSERT INTO users ("id", "email", "firstName", "lastName", "name", "imageUrl", "username",
+                   "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "updatedAt", "deletedAt") VALUES
+    ('user_2ada', 'ada@example.com', 'Ada', 'Lovelace', 'Ada Lovelace', 'https://img.clerk.com/ada',
+     'ada', '2024-05-28 08:00:00.123', '2024-05-28 08:00:00.456', '2024-05-28 08:00:01.001',
+     '2024-05-28 08:00:01.002', NULL),
+    ('user_2grace', NULL, 'Grace', 'Hopper', 'Grace Hopper', 'https://img.clerk.com/grace', NULL,
+     '2024-05-28 08:10:00.000', '2024-05-28 08:10:00.000', '2024-05-28 08:10:01.000',
+     '2024-05-28 08:10:01.000', NULL);
+INSERT INTO organizations ("id", "name", "slug", "imageUrl", "createdBy", "clerkCreatedAt",
+                           "clerkUpdatedAt", "createdAt", "updatedAt", "deletedAt") VALUES
+    ('org_2engines', 'Analytical Engines', 'analytical-engines', 'https://img.clerk.com/org-engines',
+     'user_2ada', '2024-05-28 09:00:00.001', '2024-05-28 09:30:00.999', '2024-05-28 09:00:01.500',
+     '2024-05-28 09:30:01.250', NULL),
+    ('org_2societe', 'Société Mécanique 🦀', NULL, NULL, NULL, '2024-05-29 10:00:00.010',
+     '2024-05-30 11:00:00.020', '2024-05-29 10:00:01.030', '2024-06-01 12:00:00.040',
+     '2024-06-01 12:00:00.040');
+INSERT INTO organization_memberships ("id", "organizationId", "userId", "role", "clerkCreatedAt",
+                                      "clerkUpdatedAt", "createdAt", "updatedAt") VALUES
+    ('orgmem_2adaEngines', 'org_2engines', 'user_2ada', 'org:admin', '2024-05-28 09:00:00.001',
+     '2024-05-28 09:00:00.002', '2024-05-28 09:00:01.600', '2024-05-28 09:00:01.700'),
+    ('orgmem_2adaSociete', 'org_2societe', 'user_2ada', 'org:member', '2024-05-29 10:05:00.100',
+     '2024-05-29 10:06:00.200', '2024-05-29 10:05:01.300', '2024-05-29 10:06:01.400'),
+    ('orgmem_2ghostEngines', 'org_2engines', 'user_2ghost', 'org:member', '2024-05-28 09:40:00.000',
+     '2024-05-28 09:40:00.000', '2024-05-28 09:40:01.000', '2024-05-28 09:40:01.000');
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prisma_7_client_reads_users_with_their_memberships_and_organizations() {
+    set_up_prisma_project().await;
+    // The tables as clerk-sync's migrations create them; the rows written here, by SQL.
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let TestSql::Postgres(pool) = app.sql() else {
+        unreachable!("a PostgreSQL app")
+    };
+    sqlx::raw_sql(ORGANIZATION_ROWS)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("the rows do not insert: {e}"));
+
+    // `include: { memberships: { include: { organization: true } } }`, in a server time zone
+    // other than UTC on purpose; the script checks every DateTime is a Date.
+    let stdout = run(
+        "node tests/prisma/read-memberships.mjs",
+        Command::new("node")
+            .arg(prisma_project().join("read-memberships.mjs"))
+            .env("DATABASE_URL", database_url(&app.db))
+            .env("TZ", "Asia/Tokyo"),
+    )
+    .await;
+    let users: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("read-memberships.mjs printed no JSON ({e}): {stdout}"));
+
+    let engines = json!({
+        "id": "org_2engines",
+        "name": "Analytical Engines",
+        "slug": "analytical-engines",
+        "imageUrl": "https://img.clerk.com/org-engines",
+        "createdBy": "user_2ada",
+        "clerkCreatedAt": "2024-05-28T09:00:00.001Z",
+        "clerkUpdatedAt": "2024-05-28T09:30:00.999Z",
+        "createdAt": "2024-05-28T09:00:01.500Z",
+        "updatedAt": "2024-05-28T09:30:01.250Z",
+        "deletedAt": null,
+    });
+    let societe = json!({
+        "id": "org_2societe",
+        "name": "Société Mécanique 🦀",
+        "slug": null,
+        "imageUrl": null,
+        "createdBy": null,
+        "clerkCreatedAt": "2024-05-29T10:00:00.010Z",
+        "clerkUpdatedAt": "2024-05-30T11:00:00.020Z",
+        "createdAt": "2024-05-29T10:00:01.030Z",
+        "updatedAt": "2024-06-01T12:00:00.040Z",
+        "deletedAt": "2024-06-01T12:00:00.040Z",
+    });
+    let expected = json!([
+        {
+            "id": "user_2ada",
+            "email": "ada@example.com",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "name": "Ada Lovelace",
+            "imageUrl": "https://img.clerk.com/ada",
+            "username": "ada",
+            "clerkCreatedAt": "2024-05-28T08:00:00.123Z",
+            "clerkUpdatedAt": "2024-05-28T08:00:00.456Z",
+            "createdAt": "2024-05-28T08:00:01.001Z",
+            "updatedAt": "2024-05-28T08:00:01.002Z",
+            "deletedAt": null,
+            "memberships": [
+                {
+                    "id": "orgmem_2adaEngines",
+                    "organizationId": "org_2engines",
+                    "userId": "user_2ada",
+                    "role": "org:admin",
+                    "clerkCreatedAt": "2024-05-28T09:00:00.001Z",
+                    "clerkUpdatedAt": "2024-05-28T09:00:00.002Z",
+                    "createdAt": "2024-05-28T09:00:01.600Z",
+                    "updatedAt": "2024-05-28T09:00:01.700Z",
+                    "organization": engines,
+                },
+                {
+                    "id": "orgmem_2adaSociete",
+                    "organizationId": "org_2societe",
+                    "userId": "user_2ada",
+                    "role": "org:member",
+                    "clerkCreatedAt": "2024-05-29T10:05:00.100Z",
+                    "clerkUpdatedAt": "2024-05-29T10:06:00.200Z",
+                    "createdAt": "2024-05-29T10:05:01.300Z",
+                    "updatedAt": "2024-05-29T10:06:01.400Z",
+                    "organization": societe,
+                },
+            ],
+        },
+        {
+            "id": "user_2grace",
+            "email": null,
+            "firstName": "Grace",
+            "lastName": "Hopper",
+            "name": "Grace Hopper",
+            "imageUrl": "https://img.clerk.com/grace",
+            "username": null,
+            "clerkCreatedAt": "2024-05-28T08:10:00.000Z",
+            "clerkUpdatedAt": "2024-05-28T08:10:00.000Z",
+            "createdAt": "2024-05-28T08:10:01.000Z",
+            "updatedAt": "2024-05-28T08:10:01.000Z",
+            "deletedAt": null,
+            "memberships": [],
+        },
+    ]);
+    assert_eq!(
+        users, expected,
+        "users with memberships and organizations: Prisma (left), the rows (right)"
+    );
+    // The same, in the terms a reader looks for.
+    let ada = &users[0];
+    let roles: Vec<(&str, &str)> = ada["memberships"]
+        .as_array()
+        .expect("memberships is an array")
+        .iter()
+        .map(|m| {
+            (
+                m["organization"]["name"].as_str().unwrap(),
+                m["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("Analytical Engines", "org:admin"),
+            ("Société Mécanique 🦀", "org:member")
+        ]
+    );
+
+    // From the membership's side, the relation to a user without a row (the header of
+    // prisma/schema.prisma says what apps get then): Prisma 7 returns the membership with
+    // `user: null`, not an error.
+    let stdout = run(
+        "node tests/prisma/read-memberships.mjs --membership-user user_2ghost",
+        Command::new("node")
+            .arg(prisma_project().join("read-memberships.mjs"))
+            .args(["--membership-user", "user_2ghost"])
+            .env("DATABASE_URL", database_url(&app.db))
+            .env("TZ", "Asia/Tokyo"),
+    )
+    .await;
+    let ghost: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("read-memberships.mjs printed no JSON ({e}): {stdout}"));
+    assert_eq!(
+        ghost,
+        json!({"memberships": [{
+            "id": "orgmem_2ghostEngines",
+            "organizationId": "org_2engines",
+            "userId": "user_2ghost",
+            "role": "org:member",
+            "clerkCreatedAt": "2024-05-28T09:40:00.000Z",
+            "clerkUpdatedAt": "2024-05-28T09:40:00.000Z",
+            "createdAt": "2024-05-28T09:40:01.000Z",
+            "updatedAt": "2024-05-28T09:40:01.000Z",
+            "user": null,
+        }]}),
+        "a membership whose user has no row, include: {{ user: true }}"
+    );
+}
+
 /// One column as the catalog describes it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {
     name: String,
     data_type: String,
@@ -310,32 +503,44 @@ struct Column {
     collation: Option<String>,
 }
 
-/// What PostgreSQL's catalog says about the `users` table (and the `public` schema around it).
-#[derive(Debug, PartialEq, Eq)]
-struct UsersTable {
+/// The app tables of the contract, in `prisma/schema.prisma`'s order.
+const CONTRACT_TABLES: [&str; 3] = ["users", "organizations", "organization_memberships"];
+
+/// What PostgreSQL's catalog says about one table of the `public` schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Table {
     columns: Vec<Column>,
     /// (name, type, definition)
     constraints: Vec<(String, String, String)>,
     /// (name, definition)
     indexes: Vec<(String, String)>,
     triggers: Vec<String>,
+}
+
+/// The contract's tables as the catalog describes them, and the `public` schema around them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Catalog {
+    /// (table name, table), for each of [`CONTRACT_TABLES`].
+    tables: Vec<(String, Table)>,
     tables_in_public: Vec<String>,
 }
 
-impl UsersTable {
-    async fn read(url: &str) -> UsersTable {
-        let mut conn = PgConnection::connect(url).await.expect("connect");
+impl Table {
+    async fn read(conn: &mut PgConnection, name: &str) -> Table {
+        let relation = format!("public.{name}");
         let columns = sqlx::query_as::<_, (String, String, String, Option<String>, Option<String>)>(
             r#"SELECT c.column_name::text, format_type(a.atttypid, a.atttypmod), c.is_nullable::text,
                       c.column_default::text, c.collation_name::text
                FROM information_schema.columns c
-               JOIN pg_attribute a ON a.attrelid = 'public.users'::regclass AND a.attname = c.column_name
-               WHERE c.table_schema = 'public' AND c.table_name = 'users'
+               JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attname = c.column_name
+               WHERE c.table_schema = 'public' AND c.table_name = $2
                ORDER BY c.ordinal_position"#,
         )
-        .fetch_all(&mut conn)
+        .bind(&relation)
+        .bind(name)
+        .fetch_all(&mut *conn)
         .await
-        .expect("columns of users")
+        .unwrap_or_else(|e| panic!("columns of {name}: {e}"))
         .into_iter()
         .map(|(name, data_type, is_nullable, default, collation)| Column {
             name,
@@ -347,25 +552,44 @@ impl UsersTable {
         .collect();
         let constraints = sqlx::query_as(
             "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
-             WHERE conrelid = 'public.users'::regclass ORDER BY conname",
+             WHERE conrelid = $1::text::regclass ORDER BY conname",
         )
-        .fetch_all(&mut conn)
+        .bind(&relation)
+        .fetch_all(&mut *conn)
         .await
-        .expect("constraints of users");
+        .unwrap_or_else(|e| panic!("constraints of {name}: {e}"));
         let indexes = sqlx::query_as(
             "SELECT indexname::text, indexdef FROM pg_indexes
-             WHERE schemaname = 'public' AND tablename = 'users' ORDER BY indexname",
+             WHERE schemaname = 'public' AND tablename = $1 ORDER BY indexname",
         )
-        .fetch_all(&mut conn)
+        .bind(name)
+        .fetch_all(&mut *conn)
         .await
-        .expect("indexes of users");
+        .unwrap_or_else(|e| panic!("indexes of {name}: {e}"));
         let triggers = sqlx::query_scalar(
             "SELECT tgname::text FROM pg_trigger
-             WHERE tgrelid = 'public.users'::regclass AND NOT tgisinternal ORDER BY tgname",
+             WHERE tgrelid = $1::text::regclass AND NOT tgisinternal ORDER BY tgname",
         )
-        .fetch_all(&mut conn)
+        .bind(&relation)
+        .fetch_all(&mut *conn)
         .await
-        .expect("triggers of users");
+        .unwrap_or_else(|e| panic!("triggers of {name}: {e}"));
+        Table {
+            columns,
+            constraints,
+            indexes,
+            triggers,
+        }
+    }
+}
+
+impl Catalog {
+    async fn read(url: &str) -> Catalog {
+        let mut conn = PgConnection::connect(url).await.expect("connect");
+        let mut tables = Vec::new();
+        for name in CONTRACT_TABLES {
+            tables.push((name.to_string(), Table::read(&mut conn, name).await));
+        }
         let tables_in_public = sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = 'public' ORDER BY table_name",
@@ -373,22 +597,41 @@ impl UsersTable {
         .fetch_all(&mut conn)
         .await
         .expect("tables in public");
-        UsersTable {
-            columns,
-            constraints,
-            indexes,
-            triggers,
+        Catalog {
+            tables,
             tables_in_public,
         }
     }
+
+    fn table(&self, name: &str) -> &Table {
+        self.tables
+            .iter()
+            .find_map(|(n, t)| (n == name).then_some(t))
+            .unwrap_or_else(|| panic!("no table {name} read"))
+    }
+
+    fn table_mut(&mut self, name: &str) -> &mut Table {
+        self.tables
+            .iter_mut()
+            .find_map(|(n, t)| (n == name).then_some(t))
+            .unwrap_or_else(|| panic!("no table {name} read"))
+    }
 }
 
+/// The one deliberate difference from Prisma's DDL (prisma/schema.prisma's header, and
+/// migrations/*/0004_organizations.sql): no foreign key from a membership's "userId" to users.
+const USER_FOREIGN_KEY: (&str, &str, &str) = (
+    "organization_memberships_userId_fkey",
+    "f",
+    "FOREIGN KEY (\"userId\") REFERENCES users(id) ON UPDATE CASCADE ON DELETE RESTRICT",
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_users_table_matches_the_ddl_prisma_generates_for_the_contract_model() {
+async fn the_tables_match_the_ddl_prisma_generates_for_the_contract_models() {
     set_up_prisma_project().await;
-    // clerk-sync's table: the service applies its migrations when it starts.
+    // clerk-sync's tables: the service applies its migrations when it starts.
     let app = TestApp::spawn(Backend::Postgres).await;
-    // Prisma's table, in an empty database of its own.
+    // Prisma's tables, in an empty database of its own.
     let scratch = TestDb::create(Backend::Postgres).await;
     let scratch_url = database_url(&scratch);
 
@@ -402,10 +645,12 @@ async fn the_users_table_matches_the_ddl_prisma_generates_for_the_contract_model
             .env("DATABASE_URL", &scratch_url),
     )
     .await;
-    assert!(
-        ddl.contains(r#"CREATE TABLE "users""#),
-        "no users table in Prisma's DDL:\n{ddl}"
-    );
+    for table in CONTRACT_TABLES {
+        assert!(
+            ddl.contains(&format!(r#"CREATE TABLE "{table}""#)),
+            "no {table} table in Prisma's DDL:\n{ddl}"
+        );
+    }
     let checked_in_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("prisma/expected-ddl.sql");
     let checked_in = std::fs::read_to_string(&checked_in_path).expect("prisma/expected-ddl.sql");
     assert!(
@@ -424,48 +669,75 @@ async fn the_users_table_matches_the_ddl_prisma_generates_for_the_contract_model
         .unwrap_or_else(|e| panic!("Prisma's DDL does not apply: {e}\n{ddl}"));
     drop(conn);
 
-    let prisma = UsersTable::read(&scratch_url).await;
-    let ours = UsersTable::read(&database_url(&app.db)).await;
+    let prisma = Catalog::read(&scratch_url).await;
+    let ours = Catalog::read(&database_url(&app.db)).await;
 
+    // Prisma's, less the one foreign key clerk-sync leaves out on purpose: that it is there, as
+    // described, and nothing else differs.
+    let mut expected = prisma.clone();
+    let memberships = expected.table_mut("organization_memberships");
+    let at = memberships
+        .constraints
+        .iter()
+        .position(|(name, _, _)| name == USER_FOREIGN_KEY.0)
+        .unwrap_or_else(|| {
+            panic!(
+                "Prisma's DDL no longer has {}: {:?}",
+                USER_FOREIGN_KEY.0, memberships.constraints
+            )
+        });
+    let (name, kind, definition) = memberships.constraints.remove(at);
     assert_eq!(
-        ours.columns, prisma.columns,
-        "columns: clerk-sync (left), Prisma (right)"
+        (name.as_str(), kind.as_str(), definition.as_str()),
+        USER_FOREIGN_KEY,
+        "the foreign key clerk-sync leaves out"
     );
-    assert_eq!(
-        ours.constraints, prisma.constraints,
-        "constraints: clerk-sync (left), Prisma (right)"
-    );
-    assert_eq!(
-        ours.indexes, prisma.indexes,
-        "indexes: clerk-sync (left), Prisma (right)"
-    );
-    assert_eq!(
-        ours.triggers, prisma.triggers,
-        "triggers: clerk-sync (left), Prisma (right)"
-    );
+
+    for ((table, ours), (_, expected)) in ours.tables.iter().zip(&expected.tables) {
+        assert_eq!(
+            ours.columns, expected.columns,
+            "columns of {table}: clerk-sync (left), Prisma (right)"
+        );
+        assert_eq!(
+            ours.constraints, expected.constraints,
+            "constraints of {table}: clerk-sync (left), Prisma without {} (right)",
+            USER_FOREIGN_KEY.0
+        );
+        assert_eq!(
+            ours.indexes, expected.indexes,
+            "indexes of {table}: clerk-sync (left), Prisma (right)"
+        );
+        assert_eq!(
+            ours.triggers, expected.triggers,
+            "triggers of {table}: clerk-sync (left), Prisma (right)"
+        );
+    }
     assert_eq!(
         ours.tables_in_public, prisma.tables_in_public,
         "tables in the public schema: clerk-sync (left), Prisma (right)"
     );
-    assert_eq!(ours, prisma);
+    assert_eq!(ours, expected);
 
     // And what both are, in the terms the README promises (so that the comparison above was not
     // between two empty catalogs).
-    let types: Vec<(&str, &str, &str)> = prisma
-        .columns
-        .iter()
-        .map(|c| {
-            (
-                c.name.as_str(),
-                c.data_type.as_str(),
-                c.is_nullable.as_str(),
-            )
-        })
-        .collect();
+    let types = |table: &str| -> Vec<(String, String, String)> {
+        prisma
+            .table(table)
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.data_type.clone(), c.is_nullable.clone()))
+            .collect()
+    };
+    let spelled = |columns: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        columns
+            .iter()
+            .map(|(n, t, null)| (n.to_string(), t.to_string(), null.to_string()))
+            .collect()
+    };
     let timestamp = "timestamp(3) without time zone";
     assert_eq!(
-        types,
-        [
+        types("users"),
+        spelled(&[
             ("id", "text", "NO"),
             ("email", "text", "YES"),
             ("firstName", "text", "YES"),
@@ -478,11 +750,46 @@ async fn the_users_table_matches_the_ddl_prisma_generates_for_the_contract_model
             ("createdAt", timestamp, "NO"),
             ("updatedAt", timestamp, "NO"),
             ("deletedAt", timestamp, "YES"),
-        ]
+        ])
     );
-    let index_names: Vec<&str> = prisma.indexes.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        index_names,
+        types("organizations"),
+        spelled(&[
+            ("id", "text", "NO"),
+            ("name", "text", "NO"),
+            ("slug", "text", "YES"),
+            ("imageUrl", "text", "YES"),
+            ("createdBy", "text", "YES"),
+            ("clerkCreatedAt", timestamp, "YES"),
+            ("clerkUpdatedAt", timestamp, "YES"),
+            ("createdAt", timestamp, "NO"),
+            ("updatedAt", timestamp, "NO"),
+            ("deletedAt", timestamp, "YES"),
+        ])
+    );
+    assert_eq!(
+        types("organization_memberships"),
+        spelled(&[
+            ("id", "text", "NO"),
+            ("organizationId", "text", "NO"),
+            ("userId", "text", "NO"),
+            ("role", "text", "NO"),
+            ("clerkCreatedAt", timestamp, "YES"),
+            ("clerkUpdatedAt", timestamp, "YES"),
+            ("createdAt", timestamp, "NO"),
+            ("updatedAt", timestamp, "NO"),
+        ])
+    );
+    let index_names = |table: &str| -> Vec<String> {
+        prisma
+            .table(table)
+            .indexes
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(
+        index_names("users"),
         [
             "users_email_idx",
             "users_email_key",
@@ -490,5 +797,39 @@ async fn the_users_table_matches_the_ddl_prisma_generates_for_the_contract_model
             "users_username_idx",
             "users_username_key"
         ]
+    );
+    assert_eq!(
+        index_names("organizations"),
+        ["organizations_pkey", "organizations_slug_key"]
+    );
+    assert_eq!(
+        index_names("organization_memberships"),
+        [
+            "organization_memberships_organizationId_userId_key",
+            "organization_memberships_pkey",
+            "organization_memberships_userId_idx"
+        ]
+    );
+    assert_eq!(
+        ours.table("organization_memberships").constraints,
+        [
+            (
+                "organization_memberships_organizationId_fkey".to_string(),
+                "f".to_string(),
+                "FOREIGN KEY (\"organizationId\") REFERENCES organizations(id) ON UPDATE CASCADE \
+                 ON DELETE CASCADE"
+                    .to_string()
+            ),
+            (
+                "organization_memberships_pkey".to_string(),
+                "p".to_string(),
+                "PRIMARY KEY (id)".to_string()
+            ),
+        ],
+        "the memberships' foreign key is to organizations only"
+    );
+    assert_eq!(
+        prisma.tables_in_public,
+        ["organization_memberships", "organizations", "users"]
     );
 }
