@@ -50,12 +50,14 @@ enum Command {
         clerk-sync serve                                  # dev: SQLite + generated secret\n  \
         DATABASE_URL=postgres://... CLERK_WEBHOOK_SIGNING_SECRET=whsec_... clerk-sync serve\n  \
         CLERK_WEBHOOK_SIGNING_SECRET='whsec_old,whsec_new' clerk-sync serve   # rotating secrets\n\n\
-        Endpoints: POST /api/webhooks/clerk, GET|PATCH /api/users/me, GET /healthz, GET /readyz, \
+        Endpoints: POST /api/webhooks/clerk, GET|PATCH /api/users/me, \
+        GET /api/users/me/organizations, GET /healthz, GET /readyz, \
         GET /openapi.json, GET /metrics, GET /status\n\n\
         Also read: RUST_LOG (log filter, default info), CLERK_SYNC_LOG_FORMAT (text or json), \
         CLERK_WEBHOOK_SECRET (older name of CLERK_WEBHOOK_SIGNING_SECRET, read when it is unset)")]
     Serve(Box<ServeArgs>),
-    /// Apply pending database migrations and exit; adopts an existing users table.
+    /// Apply pending database migrations and exit; adopts an existing users table (organization
+    /// tables are created, never adopted).
     #[command(after_help = "Examples:\n  \
         DATABASE_URL=postgres://... clerk-sync migrate --dry-run   # say what would change\n  \
         DATABASE_URL=postgres://... clerk-sync migrate\n\n\
@@ -72,6 +74,7 @@ enum Command {
         clerk-sync trigger user.created --no-email --username ada\n  \
         clerk-sync trigger user.updated --user-id user_2abc --first-name Grace\n  \
         clerk-sync trigger user.deleted --user-id user_2abc\n  \
+        clerk-sync trigger organizationMembership.created --org-id org_2xyz --user-id user_2abc --role admin\n  \
         clerk-sync trigger ./payload.json                 # any JSON file, sent byte for byte\n\n\
         The signing secret is CLERK_WEBHOOK_SIGNING_SECRET if set, else the development secret \
         that `clerk-sync serve` generated next to the database.")]

@@ -12,7 +12,8 @@ use super::{DatabaseArgs, parse_delete_mode};
 
 #[derive(Subcommand)]
 enum EventsCommand {
-    /// List stored events, newest first.
+    /// List stored events, newest first, with the user and (for organization.* and
+    /// organizationMembership.* events) the organization each is about.
     List {
         /// Only events that failed.
         #[arg(long)]
@@ -21,7 +22,7 @@ enum EventsCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Show one event with its payload.
+    /// Show one event with its payload (and the ids it is about).
     Show { svix_id: String },
     /// Apply stored events again, by the same rules as their first delivery.
     Replay {
@@ -31,11 +32,12 @@ enum EventsCommand {
         /// Replay every failed event, oldest first.
         #[arg(long)]
         failed: bool,
-        /// What a replayed user.deleted does (as for serve).
+        /// What a replayed user.deleted or organization.deleted does (as for serve).
         #[arg(long, env = "CLERK_SYNC_DELETE_MODE", default_value = "hard", value_parser = parse_delete_mode)]
         delete_mode: DeleteMode,
     },
-    /// Remove events received before a time from the inbox (the users table is not touched).
+    /// Remove events received before a time from the inbox (the users, organizations and
+    /// memberships tables are not touched).
     #[command(after_help = "Examples:\n  \
         clerk-sync events prune --older-than 30d --dry-run   # count, change nothing\n  \
         clerk-sync events prune --older-than 12h --include-failed\n\n\

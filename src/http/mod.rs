@@ -131,7 +131,8 @@ pub fn webhook_router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// The current-user API (`GET` and `PATCH /api/users/me`) alone, with its CORS policy: browsers
+/// The current-user API (`GET` and `PATCH /api/users/me`, `GET /api/users/me/organizations`)
+/// alone, with its CORS policy: browsers
 /// on the authorized parties' origins (`CLERK_AUTHORIZED_PARTIES`) may call it. It answers 503
 /// when the configuration verifies no sessions (neither a secret key nor a JWT key). Requests
 /// are rate-limited per user and per client address as in `serve`.

@@ -1,7 +1,8 @@
 //! `GET /status`: a page for operators, rendered on the server. Events per minute by outcome
-//! over the last hour (an inline SVG chart), the latest events, the failed ones with their error
-//! and a button replaying each, the users counted, the delivery lag, and whether the database
-//! and Clerk's API answer. No JavaScript and nothing fetched from elsewhere: one HTML document
+//! over the last hour (an inline SVG chart), the latest events (users', organizations' and
+//! memberships'), the failed ones with their error and a button replaying each, the users,
+//! organizations and memberships counted, the delivery lag, and whether the database and
+//! Clerk's API answer. No JavaScript and nothing fetched from elsewhere: one HTML document
 //! with its CSS and SVG inline.
 //!
 //! Who may see it and press its buttons is [`super::admin`]'s business; how it looks is
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::admin::{Admin, FormRefused};
 use super::{AppState, Users};
-use crate::store::EventSummary;
+use crate::store::{EventSummary, OrganizationCounts};
 
 mod html;
 
@@ -134,6 +135,8 @@ struct Figures {
     live_users: Option<u64>,
     soft_deleted_users: Option<u64>,
     estimated_users: Option<u64>,
+    /// Organizations and memberships, counted or estimated like the users.
+    organizations: OrganizationCounts,
 }
 
 /// Clerk's API, as last checked.
@@ -242,6 +245,7 @@ async fn read_database(
                 slot[series] += m.count;
             }
             let lags_ms = f.latest.iter().map(|e| e.delivery_lag_ms()).collect();
+            let organizations = f.organizations;
             Ok(Figures {
                 counts,
                 latest: f.latest.into_iter().take(LATEST_EVENTS).collect(),
@@ -251,6 +255,7 @@ async fn read_database(
                 live_users: f.users.live,
                 soft_deleted_users: f.users.soft_deleted,
                 estimated_users: f.users.estimated_rows,
+                organizations,
             })
         }
         Ok(Err(e)) => Err(e.to_string()),

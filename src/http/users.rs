@@ -1,5 +1,6 @@
-//! The signed-in user: `GET /api/users/me`, `PATCH /api/users/me`, and the axum extractors an
-//! app puts in its own handlers (`ClerkSession`, `SyncedUser`).
+//! The signed-in user: `GET /api/users/me`, `PATCH /api/users/me`,
+//! `GET /api/users/me/organizations`, and the axum extractors an app puts in its own handlers
+//! (`ClerkSession`, `SyncedUser`).
 //!
 //! A session whose user has no row yet (its webhook is still on the way) is not an error: the
 //! user is fetched from Clerk once, however many requests ask at the same time, and applied by
@@ -23,7 +24,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::clerk::api::{ClerkApi, ClerkApiError, UserUpdate};
 use crate::clerk::session::{Session, SessionError, SessionVerifier};
-use crate::store::{StoreError, UserRecord};
+use crate::store::{MembershipRecord, OrganizationRecord, StoreError, UserRecord};
 use crate::sync::{Outcome, UserSnapshot};
 
 /// Longest first or last name accepted, in characters.
@@ -50,7 +51,9 @@ impl Users {
 }
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/users/me", get(me).patch(update_me))
+    Router::new()
+        .route("/api/users/me", get(me).patch(update_me))
+        .route("/api/users/me/organizations", get(my_organizations))
 }
 
 /// A request from a signed-in Clerk user: the session token verified.
@@ -324,10 +327,14 @@ impl FetchOnce {
     }
 }
 
+/// A `TIMESTAMP(3)` as a Prisma client hands it to an app: ISO 8601 UTC with milliseconds.
+fn time(t: &chrono::NaiveDateTime) -> String {
+    t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 /// The row as a Prisma client hands it to an app: the table's camelCase names, times as ISO
 /// 8601 UTC strings with milliseconds.
 pub fn user_json(user: &UserRecord) -> Value {
-    let time = |t: &chrono::NaiveDateTime| t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     json!({
         "id": user.id,
         "email": user.email,
@@ -344,8 +351,61 @@ pub fn user_json(user: &UserRecord) -> Value {
     })
 }
 
+/// A row of `organizations` as a Prisma client hands it to an app, like [`user_json`].
+pub fn organization_json(organization: &OrganizationRecord) -> Value {
+    json!({
+        "id": organization.id,
+        "name": organization.name,
+        "slug": organization.slug,
+        "imageUrl": organization.image_url,
+        "createdBy": organization.created_by,
+        "clerkCreatedAt": organization.clerk_created_at.as_ref().map(time),
+        "clerkUpdatedAt": organization.clerk_updated_at.as_ref().map(time),
+        "createdAt": time(&organization.created_at),
+        "updatedAt": time(&organization.updated_at),
+        "deletedAt": organization.deleted_at.as_ref().map(time),
+    })
+}
+
+/// A row of `organization_memberships` with its organization, as Prisma's
+/// `findMany({ include: { organization: true } })` hands it to an app (see [`user_json`]).
+pub fn membership_json(membership: &MembershipRecord) -> Value {
+    json!({
+        "id": membership.id,
+        "organizationId": membership.organization_id,
+        "userId": membership.user_id,
+        "role": membership.role,
+        "clerkCreatedAt": membership.clerk_created_at.as_ref().map(time),
+        "clerkUpdatedAt": membership.clerk_updated_at.as_ref().map(time),
+        "createdAt": time(&membership.created_at),
+        "updatedAt": time(&membership.updated_at),
+        "organization": organization_json(&membership.organization),
+    })
+}
+
 async fn me(user: SyncedUser) -> Json<Value> {
     Json(user_json(&user.user))
+}
+
+/// The signed-in user's memberships, each with its organization, newest first.
+///
+/// The user is looked up exactly as for `GET /api/users/me`, with the same answers: 404 for a
+/// deleted user, and a user whose row is not there yet is fetched from Clerk once (a fetch
+/// shared with a concurrent `/api/users/me`), or 404 without `CLERK_SECRET_KEY`. Memberships
+/// are never fetched from Clerk: they come from their own webhooks, so a user whose row was
+/// just fetched gets `[]` (or the memberships whose events arrived first) until those land.
+async fn my_organizations(
+    State(state): State<AppState>,
+    user: SyncedUser,
+) -> Result<Json<Value>, ApiError> {
+    let memberships = state
+        .store
+        .user_memberships(&user.user.id)
+        .await
+        .map_err(store_unavailable)?;
+    Ok(Json(Value::Array(
+        memberships.iter().map(membership_json).collect(),
+    )))
 }
 
 /// `{"firstName"?: string, "lastName"?: string}`, written to Clerk first.

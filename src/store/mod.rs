@@ -37,7 +37,7 @@ pub use migrations::MigrationReport;
 pub use organizations::{MembershipRecord, OrganizationRecord};
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
-pub use status::{EventSummary, MinuteCount, StatusFigures, UserCounts};
+pub use status::{EventSummary, MinuteCount, OrganizationCounts, StatusFigures, UserCounts};
 pub use target::DatabaseTarget;
 pub use tombstones::{Tombstone, TombstoneRemoval};
 pub use users_table::UsersTable;

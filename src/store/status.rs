@@ -1,9 +1,12 @@
 //! Figures for the operators' status page (`GET /status`), read in one read-only transaction.
 //!
 //! Every read is bounded: the inbox by a time window or a LIMIT on `received_at`, the failed
-//! events by a LIMIT, and the users count (the one read that has to look at every row) by a
-//! statement timeout on PostgreSQL, past which PostgreSQL's own estimate is shown instead.
-//! Payloads are never read here: they can be large, and the page does not show them.
+//! events by a LIMIT, and the counts of users, organizations and memberships (the reads that
+//! have to look at every row) by a statement timeout on PostgreSQL, past which PostgreSQL's own
+//! estimate is shown instead. Payloads are never read here: they can be large, and the page
+//! does not show them.
+//!
+//! Also here: the one read of an organization's row that `clerk-sync trigger` needs.
 
 use std::sync::LazyLock;
 
@@ -14,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::migrations::ClosingTransaction;
-use super::{DatabaseError, Pool, Store, StoreError, StoredEvent};
+use super::{DatabaseError, OrganizationRecord, Pool, Store, StoreError, StoredEvent};
 
 /// Longest any one of the page's statements may run on PostgreSQL.
 const STATEMENT_TIMEOUT_MS: u32 = 2_000;
@@ -56,6 +59,23 @@ impl UserCounts {
     }
 }
 
+/// Rows of `organizations` and `organization_memberships`: counted, or (when counting takes
+/// longer than the statement timeout) PostgreSQL's estimates of all rows. All `None` when they
+/// could not be read at all (e.g. a database not migrated to the organization tables yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrganizationCounts {
+    /// `None` when not counted.
+    pub live: Option<u64>,
+    pub soft_deleted: Option<u64>,
+    pub memberships: Option<u64>,
+    /// Counting took too long: the estimates below stand in.
+    pub estimated: bool,
+    /// PostgreSQL's estimates of all rows when they were not counted (`None` before the table
+    /// was first analysed).
+    pub estimated_organizations: Option<u64>,
+    pub estimated_memberships: Option<u64>,
+}
+
 /// Everything the page shows from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusFigures {
@@ -67,6 +87,7 @@ pub struct StatusFigures {
     /// Failed events, counted up to the limit asked for.
     pub failed_count: u64,
     pub users: UserCounts,
+    pub organizations: OrganizationCounts,
 }
 
 /// The statements reading the figures (all but the users count) on one dialect.
@@ -167,12 +188,42 @@ async fn read_figures_sqlite(
         failed,
         failed_count: failed_count.max(0) as u64,
         users: UserCounts::exact(0, 0),
+        organizations: OrganizationCounts::default(),
     })
 }
 
 /// Live and soft-deleted rows, in one pass over the table.
 const COUNT_USERS: &str =
     r#"SELECT count(*) AS total, count("deletedAt") AS soft_deleted FROM {users}"#;
+
+/// Live and soft-deleted organizations, and memberships.
+const COUNT_ORGANIZATIONS: &str = r#"SELECT count(*) AS total, count("deletedAt") AS soft_deleted,
+    (SELECT count(*) FROM {memberships}) AS memberships FROM {organizations}"#;
+
+/// PostgreSQL's estimate of a table's rows; `$1` the table's (quoted) name.
+const ESTIMATE_ROWS: &str = "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)";
+
+/// One organization's row; `$1` its id.
+const ORGANIZATION: &str = r#"SELECT id, name, slug, "imageUrl", "createdBy", "clerkCreatedAt",
+    "clerkUpdatedAt", "createdAt", "updatedAt", "deletedAt" FROM {organizations} WHERE id = $1"#;
+
+/// An organization from a row of [`ORGANIZATION`].
+macro_rules! organization_from {
+    ($row:expr) => {
+        OrganizationRecord {
+            id: $row.try_get("id")?,
+            name: $row.try_get("name")?,
+            slug: $row.try_get("slug")?,
+            image_url: $row.try_get("imageUrl")?,
+            created_by: $row.try_get("createdBy")?,
+            clerk_created_at: $row.try_get("clerkCreatedAt")?,
+            clerk_updated_at: $row.try_get("clerkUpdatedAt")?,
+            created_at: $row.try_get("createdAt")?,
+            updated_at: $row.try_get("updatedAt")?,
+            deleted_at: $row.try_get("deletedAt")?,
+        }
+    };
+}
 
 impl Store {
     /// The status page's figures, from one consistent snapshot of the database: events
@@ -188,11 +239,12 @@ impl Store {
         count_failed_up_to: i64,
     ) -> Result<StatusFigures, StoreError> {
         let count_users = self.users.sql(COUNT_USERS);
+        let count_organizations = self.users.sql(COUNT_ORGANIZATIONS);
         match &self.pool {
             Pool::Postgres(pool) => {
                 self.status_figures_postgres(
                     pool,
-                    &count_users,
+                    (&count_users, &count_organizations),
                     (since, until),
                     (latest, failed, count_failed_up_to),
                 )
@@ -213,6 +265,18 @@ impl Store {
                     .await
                     .map_err(StoreError::unavailable)?;
                 figures.users = exact_counts(&row).map_err(StoreError::unavailable)?;
+                // Not knowing them leaves the rest of the page standing.
+                figures.organizations = match sqlx::query(&count_organizations)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| exact_organization_counts(&row))
+                {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "status page: cannot count organizations");
+                        OrganizationCounts::default()
+                    }
+                };
                 Ok(figures)
             }
         }
@@ -221,7 +285,7 @@ impl Store {
     async fn status_figures_postgres(
         &self,
         pool: &super::postgres::Pool,
-        count_users: &str,
+        (count_users, count_organizations): (&str, &str),
         (since, until): (NaiveDateTime, NaiveDateTime),
         (latest, failed, failed_cap): (i64, i64, i64),
     ) -> Result<StatusFigures, StoreError> {
@@ -242,15 +306,16 @@ impl Store {
         let latest: [Param; 1] = [(&latest, Type::INT8)];
         let failed: [Param; 1] = [(&failed, Type::INT8)];
         let failed_cap: [Param; 1] = [(&failed_cap, Type::INT8)];
-        // Sent together in this order (one round trip), answered in order. The users count
-        // last: a cancelled statement aborts the transaction.
-        let (per_minute, latest, failed, failed_count, counted) = tokio::join!(
+        // Sent together in this order (one round trip), answered in order. The counts last: a
+        // cancelled statement aborts the transaction (and the statements after it).
+        let (per_minute, latest, failed, failed_count, counted_users, counted_organizations) = tokio::join!(
             biased;
             client.query_typed(&queries.per_minute, &window),
             client.query_typed(&queries.latest, &latest),
             client.query_typed(&queries.failed, &failed),
             client.query_typed_one(&queries.failed_count, &failed_cap),
             client.query_typed_one(count_users, &[]),
+            client.query_typed_one(count_organizations, &[]),
         );
         let figures = async {
             let per_minute = per_minute?
@@ -278,37 +343,89 @@ impl Store {
                 failed,
                 failed_count: failed_count.max(0) as u64,
                 users: UserCounts::exact(0, 0),
+                organizations: OrganizationCounts::default(),
             })
         };
         let mut figures = figures.await.map_err(StoreError::unavailable)?;
-        figures.users = match counted {
-            Ok(row) => {
-                tx.commit().await.map_err(StoreError::unavailable)?;
-                exact_counts_postgres(&row).map_err(StoreError::unavailable)?
-            }
-            Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
-                // Should the ROLLBACK fail, the connection is closed instead.
-                let _ = tx.rollback().await;
-                let estimate = async {
-                    let client = pool.get().await?;
-                    let row = client
-                        .query_typed_opt(
-                            "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)",
-                            &[(&self.users.quoted(), Type::TEXT)],
-                        )
-                        .await?;
-                    Ok::<Option<f32>, DatabaseError>(row.map(|row| row.try_get(0)).transpose()?)
-                };
-                let rows = estimate.await.map_err(StoreError::unavailable)?;
-                UserCounts {
-                    live: None,
-                    soft_deleted: None,
-                    estimated_rows: rows.filter(|r| *r >= 0.0).map(|r| r as u64),
-                }
-            }
+        if counted_users.is_ok() && counted_organizations.is_ok() {
+            tx.commit().await.map_err(StoreError::unavailable)?;
+        } else {
+            // Should the ROLLBACK fail, the connection is closed instead.
+            let _ = tx.rollback().await;
+        }
+        let timed_out = |e: &tokio_postgres::Error| e.code() == Some(&SqlState::QUERY_CANCELED);
+        let users_timed_out = counted_users.as_ref().is_err_and(timed_out);
+        figures.users = match counted_users {
+            Ok(row) => exact_counts_postgres(&row).map_err(StoreError::unavailable)?,
+            Err(e) if timed_out(&e) => UserCounts {
+                live: None,
+                soft_deleted: None,
+                estimated_rows: self.estimate_rows(pool, self.users.quoted()).await?,
+            },
             Err(e) => return Err(StoreError::unavailable(e)),
         };
+        figures.organizations =
+            match counted_organizations.and_then(|row| exact_organization_counts_postgres(&row)) {
+                Ok(counts) => counts,
+                // Timed out itself, or never ran because the users count did.
+                Err(e) if timed_out(&e) || users_timed_out => OrganizationCounts {
+                    estimated: true,
+                    estimated_organizations: self
+                        .estimate_rows(pool, &self.users.sql("{organizations}"))
+                        .await?,
+                    estimated_memberships: self
+                        .estimate_rows(pool, &self.users.sql("{memberships}"))
+                        .await?,
+                    ..OrganizationCounts::default()
+                },
+                // Not knowing them leaves the rest of the page standing.
+                Err(e) => {
+                    tracing::warn!(error = %e, "status page: cannot count organizations");
+                    OrganizationCounts::default()
+                }
+            };
         Ok(figures)
+    }
+
+    /// PostgreSQL's estimate of the rows of `table` (a quoted name), from its last ANALYZE.
+    async fn estimate_rows(
+        &self,
+        pool: &super::postgres::Pool,
+        table: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let estimate = async {
+            let client = pool.get().await?;
+            let row = client
+                .query_typed_opt(ESTIMATE_ROWS, &[(&table, Type::TEXT)])
+                .await?;
+            Ok::<Option<f32>, DatabaseError>(row.map(|row| row.try_get(0)).transpose()?)
+        };
+        let rows = estimate.await.map_err(StoreError::unavailable)?;
+        Ok(rows.filter(|r| *r >= 0.0).map(|r| r as u64))
+    }
+
+    /// An organization's row (soft-deleted or not), for `clerk-sync trigger`: an
+    /// `organization.updated` it makes up starts from what the row holds.
+    pub async fn organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
+        let sql = self.users.sql(ORGANIZATION);
+        super::on_connection!(
+            self,
+            |client| async {
+                client
+                    .query_typed_opt(&sql, &[(&id, Type::TEXT)])
+                    .await?
+                    .map(|row| Ok::<_, tokio_postgres::Error>(organization_from!(row)))
+                    .transpose()
+            },
+            |conn| async {
+                sqlx::query(&sql)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|row| Ok::<_, sqlx::Error>(organization_from!(row)))
+                    .transpose()
+            }
+        )
     }
 }
 
@@ -328,6 +445,32 @@ fn exact_counts_postgres(row: &tokio_postgres::Row) -> Result<UserCounts, tokio_
         total.saturating_sub(soft_deleted),
         soft_deleted,
     ))
+}
+
+fn exact_organization_counts(row: &SqliteRow) -> Result<OrganizationCounts, sqlx::Error> {
+    let total = row.try_get::<i64, _>("total")?.max(0) as u64;
+    let soft_deleted = row.try_get::<i64, _>("soft_deleted")?.max(0) as u64;
+    let memberships = row.try_get::<i64, _>("memberships")?.max(0) as u64;
+    Ok(OrganizationCounts {
+        live: Some(total.saturating_sub(soft_deleted)),
+        soft_deleted: Some(soft_deleted),
+        memberships: Some(memberships),
+        ..OrganizationCounts::default()
+    })
+}
+
+fn exact_organization_counts_postgres(
+    row: &tokio_postgres::Row,
+) -> Result<OrganizationCounts, tokio_postgres::Error> {
+    let total = row.try_get::<_, i64>("total")?.max(0) as u64;
+    let soft_deleted = row.try_get::<_, i64>("soft_deleted")?.max(0) as u64;
+    let memberships = row.try_get::<_, i64>("memberships")?.max(0) as u64;
+    Ok(OrganizationCounts {
+        live: Some(total.saturating_sub(soft_deleted)),
+        soft_deleted: Some(soft_deleted),
+        memberships: Some(memberships),
+        ..OrganizationCounts::default()
+    })
 }
 
 fn event_summary(row: &SqliteRow) -> Result<EventSummary, sqlx::Error> {

@@ -6,8 +6,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clerk_sync::config::DatabaseTarget;
 use clerk_sync::webhook::SigningSecret;
 use sqlx::Connection;
+
+use crate::support::{TestDb, TestSql, on_both_backends};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
@@ -430,5 +433,295 @@ fn help_names_the_commands_and_variables() {
     let help = text(&output.stdout);
     for needle in ["serve", "migrate", "trigger"] {
         assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+/// The part of `trigger`'s line between `for ` and ` (svix-id`: what the event is about.
+fn about(stdout: &str) -> &str {
+    let start = stdout
+        .find(" for ")
+        .expect("the line says what the event is about")
+        + 5;
+    &stdout[start..start + stdout[start..].find(" (svix-id").unwrap()]
+}
+
+/// An organization's row: id, name, slug, creator, Clerk's created_at and updated_at.
+type OrganizationRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+);
+/// A membership's row: id, organization, user, role, Clerk's created_at and updated_at.
+type MembershipRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+);
+
+async fn organization_rows(sql: &TestSql) -> Vec<OrganizationRow> {
+    let query = r#"SELECT id, name, slug, "createdBy", "clerkCreatedAt", "clerkUpdatedAt"
+                   FROM organizations ORDER BY id"#;
+    match sql {
+        TestSql::Postgres(pool) => sqlx::query_as(query).fetch_all(pool).await.unwrap(),
+        TestSql::Sqlite(pool) => sqlx::query_as(query).fetch_all(pool).await.unwrap(),
+    }
+}
+
+async fn membership_rows(sql: &TestSql) -> Vec<MembershipRow> {
+    let query = r#"SELECT id, "organizationId", "userId", role, "clerkCreatedAt", "clerkUpdatedAt"
+                   FROM organization_memberships ORDER BY id"#;
+    match sql {
+        TestSql::Postgres(pool) => sqlx::query_as(query).fetch_all(pool).await.unwrap(),
+        TestSql::Sqlite(pool) => sqlx::query_as(query).fetch_all(pool).await.unwrap(),
+    }
+}
+
+on_both_backends! {
+    async fn trigger_sends_organization_and_membership_events_that_land_in_the_tables(backend) {
+        let db = TestDb::create(backend).await;
+        let database_url = match db.target() {
+            DatabaseTarget::Postgres { url } => url,
+            DatabaseTarget::Sqlite { path } => format!("sqlite://{}", path.display()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let (_, secret) = SigningSecret::generate();
+        let env = [
+            ("CLERK_SYNC_LISTEN", listen.as_str()),
+            ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+            ("DATABASE_URL", database_url.as_str()),
+        ];
+        let server = Server::start(clerk_sync(dir.path(), &env), &listen).await;
+        let sql = TestSql::lazy(&db.target());
+        // Runs `clerk-sync trigger ARGS`, which must succeed with `outcome`; its stdout.
+        let trigger = |args: &[&str], outcome: &str| {
+            let mut command = clerk_sync(dir.path(), &env);
+            command.arg("trigger").args(args);
+            let output = run(command);
+            let stdout = text(&output.stdout);
+            assert!(output.status.success(), "{args:?}: {stdout}{}", text(&output.stderr));
+            assert!(stdout.contains(&format!(r#"{{"outcome":"{outcome}"}}"#)), "{args:?}: {stdout}{}", text(&output.stderr));
+            stdout
+        };
+        // Clerk's times are milliseconds: successive triggers must not share one.
+        let tick = || std::thread::sleep(Duration::from_millis(5));
+
+        trigger(&["user.created", "--user-id", "user_member"], "created");
+        let created = trigger(
+            &["organization.created", "--org-id", "org_cli", "--slug", "cli-co", "--user-id", "user_member", "--svix-id", "msg_org_created"],
+            "created",
+        );
+        assert!(created.starts_with("organization.created for org_cli (svix-id msg_org_created)"), "{created}");
+        let [first] = organization_rows(&sql).await.try_into().unwrap();
+        assert_eq!((&first.0[..], first.2.as_deref(), first.3.as_deref()), ("org_cli", Some("cli-co"), Some("user_member")));
+
+        // An update starts from the row: the slug given at creation stays, Clerk's created_at
+        // too, and updated_at moves on.
+        tick();
+        trigger(&["organization.updated", "--org-id", "org_cli"], "updated");
+        let [updated] = organization_rows(&sql).await.try_into().unwrap();
+        assert_eq!((&updated.1, &updated.2, &updated.3, updated.4), (&first.1, &first.2, &first.3, first.4));
+        assert!(updated.5 > first.5, "clerkUpdatedAt moves on: {updated:?} after {first:?}");
+        tick();
+        trigger(&["organization.updated", "--org-id", "org_cli", "--slug", "cli-renamed"], "updated");
+        let [renamed] = organization_rows(&sql).await.try_into().unwrap();
+        assert_eq!(renamed.2.as_deref(), Some("cli-renamed"));
+
+        // A membership: `admin` means org:admin; the organization it carries is the row as it is.
+        let joined = trigger(
+            &["organizationMembership.created", "--org-id", "org_cli", "--user-id", "user_member", "--role", "admin", "--svix-id", "msg_joined"],
+            "created",
+        );
+        let [member] = membership_rows(&sql).await.try_into().unwrap();
+        assert!(member.0.starts_with("orgmem_"), "{member:?}");
+        assert_eq!(about(&joined), format!("{} (user_member in org_cli)", member.0));
+        assert_eq!((&member.1[..], &member.2[..], &member.3[..]), ("org_cli", "user_member", "org:admin"));
+        assert_eq!(organization_rows(&sql).await, std::slice::from_ref(&renamed), "the organization is untouched");
+
+        // Updates find the membership by its organization and user, and keep what they do not name.
+        tick();
+        trigger(&["organizationMembership.updated", "--org-id", "org_cli", "--user-id", "user_member", "--role", "org:member"], "updated");
+        let [demoted] = membership_rows(&sql).await.try_into().unwrap();
+        assert_eq!((&demoted.0, &demoted.3[..], demoted.4), (&member.0, "org:member", member.4));
+        assert!(demoted.5 > member.5, "clerkUpdatedAt moves on: {demoted:?} after {member:?}");
+        tick();
+        trigger(&["organizationMembership.updated", "--org-id", "org_cli", "--user-id", "user_member"], "updated");
+        let [touched] = membership_rows(&sql).await.try_into().unwrap();
+        assert_eq!((&touched.0, &touched.3[..]), (&demoted.0, "org:member"));
+        assert!(touched.5 > demoted.5);
+        assert_eq!(organization_rows(&sql).await, std::slice::from_ref(&renamed), "the organization is untouched");
+
+        // Without flags: a new organization and a new user, named in the line.
+        let made_up = trigger(&["organizationMembership.created"], "created");
+        let (membership_id, rest) = about(&made_up).split_once(" (").unwrap();
+        let (user_id, organization_id) = rest.trim_end_matches(')').split_once(" in ").unwrap();
+        assert!(user_id.starts_with("user_") && organization_id.starts_with("org_"), "{made_up}");
+        assert!(membership_rows(&sql).await.iter().any(|m| (&m.0[..], &m.1[..], &m.2[..]) == (membership_id, organization_id, user_id)));
+        let made_up_org = trigger(&["organization.created"], "created");
+        assert!(about(&made_up_org).starts_with("org_"), "{made_up_org}");
+        assert_eq!(organization_rows(&sql).await.len(), 3);
+
+        tick();
+        trigger(&["organizationMembership.deleted", "--org-id", "org_cli", "--user-id", "user_member", "--svix-id", "msg_left"], "deleted");
+        assert!(membership_rows(&sql).await.iter().all(|m| m.1 != "org_cli"));
+        trigger(&["organization.deleted", "--org-id", "org_cli", "--svix-id", "msg_org_deleted"], "deleted");
+        assert!(organization_rows(&sql).await.iter().all(|o| o.0 != "org_cli"));
+
+        // The inbox shows who each event is about, and replays them like any other.
+        let events = |args: &[&str]| {
+            let mut command = clerk_sync(dir.path(), &[("DATABASE_URL", database_url.as_str())]);
+            command.arg("events").args(args);
+            let output = run(command);
+            assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+            text(&output.stdout)
+        };
+        let list = events(&["list"]);
+        assert!(list.lines().next().unwrap().contains("USER") && list.contains("ORGANIZATION"), "{list}");
+        let line = |svix_id: &str| list.lines().find(|l| l.contains(svix_id)).unwrap_or_else(|| panic!("no {svix_id}:\n{list}")).split_whitespace().collect::<Vec<_>>();
+        assert_eq!(line("msg_org_created")[2..6], ["organization.created", "-", "org_cli", "created"]);
+        assert_eq!(line("msg_joined")[2..6], ["organizationMembership.created", "user_member", "org_cli", "created"]);
+        assert_eq!(line("msg_left")[2..6], ["organizationMembership.deleted", "user_member", "org_cli", "deleted"]);
+        let shown = events(&["show", "msg_joined"]);
+        assert!(shown.contains("user:        user_member\norg:         org_cli\n"), "{shown}");
+        assert!(shown.contains(&format!("membership:  {}\n", member.0)), "{shown}");
+        let shown = events(&["show", "msg_org_deleted"]);
+        assert!(shown.contains("org:         org_cli\n") && !shown.contains("membership:"), "{shown}");
+        // Replayed after its deletion, the organization stays deleted.
+        let replayed = events(&["replay", "msg_org_created"]);
+        assert!(replayed.contains("msg_org_created: created -> tombstoned"), "{replayed}");
+        assert!(organization_rows(&sql).await.iter().all(|o| o.0 != "org_cli"));
+
+        // An update of a membership the database does not have says so, and still sends one.
+        let mut command = clerk_sync(dir.path(), &env);
+        command.args(["trigger", "organizationMembership.updated", "--org-id", "org_none", "--user-id", "user_none"]);
+        let output = run(command);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(text(&output.stderr).contains("no membership of user_none in org_none"), "{}", text(&output.stderr));
+        drop(server);
+    }
+}
+
+#[test]
+fn trigger_refuses_flags_that_do_not_fit_the_event_before_sending_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, secret) = SigningSecret::generate();
+    // Nothing listens there: an event sent would fail with "could not reach".
+    let url = format!("http://127.0.0.1:{}/api/webhooks/clerk", free_port());
+    for (args, expected) in [
+        (&["organization.updated"][..], "add --org-id org_..."),
+        (&["organization.deleted"], "add --org-id org_..."),
+        (
+            &["organizationMembership.updated", "--org-id", "org_a"],
+            "--org-id org_... --user-id user_...",
+        ),
+        (
+            &["organizationMembership.deleted", "--user-id", "user_a"],
+            "--org-id org_... --user-id user_...",
+        ),
+        (
+            &["organization.created", "--role", "admin"],
+            "--role is a member's role",
+        ),
+        (
+            &["organizationMembership.created", "--slug", "acme"],
+            "organization.updated --org-id org_... --slug",
+        ),
+        (
+            &["organizationMembership.created", "--role", "org admin"],
+            "is not a role",
+        ),
+        (
+            &[
+                "organizationMembership.deleted",
+                "--org-id",
+                "org_a",
+                "--user-id",
+                "user_a",
+                "--role",
+                "org:admin",
+            ],
+            "--role goes with organizationMembership.created or .updated",
+        ),
+        (
+            &["organization.created", "--org-id", "user_a"],
+            "is not an organization id",
+        ),
+        (
+            &["organizationMembership.created", "--user-id", "org_a"],
+            "an organization goes in --org-id",
+        ),
+        (
+            &["organization.created", "--email", "ada@example.com"],
+            "--email describes a user",
+        ),
+        (
+            &[
+                "organization.updated",
+                "--org-id",
+                "org_a",
+                "--user-id",
+                "user_a",
+            ],
+            "organization.updated names no user",
+        ),
+        (
+            &["user.created", "--org-id", "org_a"],
+            "--org-id is for organization.* and organizationMembership.* events",
+        ),
+        (
+            &["organizationmembership.created"],
+            "organizationMembership.created",
+        ),
+        (
+            &["./payload.json", "--org-id", "org_a"],
+            "a file is sent as it is",
+        ),
+        (
+            &[
+                "user.deleted",
+                "--user-id",
+                "user_a",
+                "--email",
+                "a@example.com",
+            ],
+            "user.deleted sends the user's id alone",
+        ),
+    ] {
+        let mut command = clerk_sync(dir.path(), &[("CLERK_WEBHOOK_SIGNING_SECRET", &secret)]);
+        command.arg("trigger").args(args).args(["--url", &url]);
+        let output = run(command);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("could not reach"),
+            "{args:?} sent: {stderr}"
+        );
+        assert!(text(&output.stdout).is_empty(), "{args:?}");
+    }
+
+    // --help explains the new events and their flags.
+    let mut command = clerk_sync(dir.path(), &[]);
+    command.args(["trigger", "--help"]);
+    let help = text(&run(command).stdout);
+    for needle in [
+        "organization.created",
+        "organizationMembership.deleted",
+        "--org-id",
+        "--role",
+        "--slug",
+        "org:admin",
+        "clerk-sync trigger organizationMembership.created --org-id",
+    ] {
+        assert!(
+            help.contains(needle),
+            "trigger --help lacks {needle}:\n{help}"
+        );
     }
 }

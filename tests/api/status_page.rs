@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use clerk_sync::clerk::api::RetryPolicy;
-use clerk_sync::clerk::sample::{self, SampleUser, random_id};
+use clerk_sync::clerk::sample::{
+    self, SampleMembership, SampleOrganization, SampleUser, random_id,
+};
 use clerk_sync::config::ClerkSettings;
 use clerk_sync::sync::DeleteMode;
 use reqwest::RequestBuilder;
@@ -482,6 +484,117 @@ on_both_backends! {
         assert!(!page.section("failed").contains(&svix_id), "{}", page.section("failed"));
         assert_eq!(page.text_of("failed-count"), "0");
     }
+
+    async fn the_page_counts_organizations_and_memberships_and_lists_their_events(backend) {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.admin_token = Some(TOKEN.into());
+            c.delete_mode = DeleteMode::Soft;
+        })
+        .await;
+        let empty = status_page(&app).await;
+        assert_eq!(empty.text_of("organizations-live"), "0");
+        assert_eq!(empty.text_of("organizations-soft-deleted"), "0");
+        assert_eq!(empty.text_of("memberships-count"), "0");
+
+        let t = now_ms();
+        let acme = SampleOrganization::new("org_acme", t);
+        let globex = SampleOrganization::new("org_globex", t);
+        let initech = SampleOrganization::new("org_initech", t);
+        let mut delivered = Vec::new();
+        for body in [
+            sample::organization_created(&acme),
+            sample::organization_created(&globex),
+            // Brings its organization along.
+            sample::membership_created(&SampleMembership::new("orgmem_1", initech.clone(), "user_1", t)),
+            sample::membership_created(&SampleMembership::new("orgmem_2", acme.clone(), "user_1", t)),
+            sample::membership_created(&SampleMembership::new("orgmem_3", acme.clone(), "user_2", t)),
+            sample::membership_created(&SampleMembership::new("orgmem_4", globex.clone(), "user_2", t).with_role("org:admin")),
+        ] {
+            let svix_id = random_id("msg");
+            let answer = app.deliver_as(&svix_id, &body).await;
+            assert_eq!(answer.outcome(), "created", "{answer:?}");
+            delivered.push(svix_id);
+        }
+        // Soft mode keeps the organization's row (deletedAt) and removes its memberships.
+        let deleted = random_id("msg");
+        let answer = app.deliver_as(&deleted, &sample::organization_deleted("org_globex", &globex.slug, t + 1)).await;
+        assert_eq!(answer.outcome(), "deleted", "{answer:?}");
+
+        let page = status_page(&app).await;
+        assert_eq!(page.text_of("organizations-live"), "2");
+        assert_eq!(page.text_of("organizations-soft-deleted"), "1");
+        assert_eq!(page.text_of("memberships-count"), "3");
+        assert_eq!(page.text_of("users-live"), "0", "memberships are not users");
+        // The cards sit together: users, then organizations.
+        let users_card = page.body.find(r#"id="users-live""#).unwrap();
+        let organizations_card = page.body.find(r#"id="organizations-live""#).unwrap();
+        assert!(users_card < organizations_card && organizations_card < page.body.find(r#"id="lag-median""#).unwrap());
+
+        let latest = page.section("latest");
+        for svix_id in delivered.iter().chain([&deleted]) {
+            assert!(latest.contains(svix_id.as_str()), "{svix_id} listed:\n{latest}");
+        }
+        for text in ["organization.created", "organizationMembership.created", "organization.deleted", ">created</span>", ">deleted</span>", "user_2"] {
+            assert!(latest.contains(text), "{text}:\n{latest}");
+        }
+        // The chart counts them with the rest.
+        assert!(page.section("chart").contains("(7 in all)"), "{}", page.section("chart"));
+        assert!(page.section("failed").contains("None"));
+    }
+}
+
+/// Counting organizations and memberships gives way to estimates on PostgreSQL like the
+/// users count, and the users count does not suffer for it.
+#[tokio::test]
+async fn an_organizations_count_that_takes_too_long_gives_way_to_an_estimate() {
+    let app = spawn(Backend::Postgres).await;
+    app.deliver(&sample::user_created(&SampleUser::new("user_1", now_ms())))
+        .await;
+    for (i, id) in ["org_a", "org_b"].into_iter().enumerate() {
+        let membership = SampleMembership::new(
+            format!("orgmem_{i}"),
+            SampleOrganization::new(id, now_ms()),
+            "user_1",
+            now_ms(),
+        );
+        let answer = app.deliver(&sample::membership_created(&membership)).await;
+        assert_eq!(answer.outcome(), "created", "{answer:?}");
+    }
+    let TestSql::Postgres(pool) = app.sql() else {
+        unreachable!()
+    };
+    sqlx::query("ANALYZE organizations, organization_memberships")
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE organization_memberships IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let page = status_page(&app).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(page.text_of("organizations-live"), "≈ 2", "{}", page.body);
+    assert_eq!(page.text_of("memberships-count"), "≈ 2", "{}", page.body);
+    assert!(page.body.contains("counting took too long"));
+    assert_eq!(
+        page.text_of("users-live"),
+        "1",
+        "the users are still counted"
+    );
+    assert!(
+        page.section("latest")
+            .contains("organizationMembership.created")
+    );
+    blocker.rollback().await.unwrap();
+    let page = status_page(&app).await;
+    assert_eq!(page.text_of("organizations-live"), "2");
+    assert_eq!(page.text_of("memberships-count"), "2");
 }
 
 /// Counting the users is the one read that looks at every row: on PostgreSQL it gives way to
@@ -511,6 +624,13 @@ async fn a_users_count_that_takes_too_long_gives_way_to_an_estimate() {
     );
     assert_eq!(page.text_of("users-live"), "≈ 2", "{}", page.body);
     assert!(page.body.contains("estimated"));
+    // The organizations' count, after the users' in the same transaction, gives way too.
+    assert!(
+        page.text_of("organizations-live").starts_with('≈')
+            || page.text_of("organizations-live") == "?",
+        "{}",
+        page.body
+    );
     // The rest of the page is there.
     assert_eq!(page.text_of("database-health"), "OK");
     assert!(page.section("latest").contains("user.created"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clerk_sync::clerk::api::{RetryPolicy, SecretKey};
-use clerk_sync::clerk::sample::{self, SampleUser};
+use clerk_sync::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
 use clerk_sync::config::ClerkSettings;
 use clerk_sync::sync::DeleteMode;
 use serde_json::{Value, json};
@@ -69,9 +69,17 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Call {
-    let mut request = app
-        .client
-        .request(method, format!("{}/api/users/me", app.address));
+    call_path(app, method, "/api/users/me", token, body).await
+}
+
+async fn call_path(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Call {
+    let mut request = app.client.request(method, format!("{}{path}", app.address));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -102,6 +110,36 @@ async fn get_me(app: &TestApp, token: &str) -> Call {
 
 async fn patch_me(app: &TestApp, token: &str, body: Value) -> Call {
     call(app, reqwest::Method::PATCH, Some(token), Some(body)).await
+}
+
+const MY_ORGANIZATIONS: &str = "/api/users/me/organizations";
+
+async fn get_my_organizations(app: &TestApp, token: Option<&str>) -> Call {
+    call_path(app, reqwest::Method::GET, MY_ORGANIZATIONS, token, None).await
+}
+
+/// An organization created at `created_at` (ms), with a slug of its own.
+fn organization(id: &str, created_at: i64) -> SampleOrganization {
+    let mut organization = SampleOrganization::new(id, created_at);
+    organization.slug = format!("{}-slug", id.replace('_', "-"));
+    organization
+}
+
+/// `user_id` joins `organization` as `role` at `created_at` (ms); the answer must be 2xx.
+async fn join(
+    app: &TestApp,
+    membership_id: &str,
+    organization: &SampleOrganization,
+    user_id: &str,
+    role: &str,
+    created_at: i64,
+) -> SampleMembership {
+    let membership =
+        SampleMembership::new(membership_id, organization.clone(), user_id, created_at)
+            .with_role(role);
+    let answer = app.deliver(&sample::membership_created(&membership)).await;
+    assert_eq!(answer.outcome(), "created", "{answer:?}");
+    membership
 }
 
 fn token(clerk: &ClerkEmulator, user_id: &str) -> String {
@@ -254,6 +292,105 @@ on_both_backends! {
             assert_eq!(answer.body["field"], field, "{body}");
         }
         assert_eq!(clerk.request_count("PATCH", "/v1/users/"), 0);
+    }
+
+    async fn my_organizations_are_the_memberships_newest_first_with_their_organization(backend) {
+        let clerk = ClerkEmulator::start().await;
+        let app = spawn(backend, &clerk).await;
+        const T0: i64 = 1_716_883_200_000;
+        for id in ["user_orgs", "user_other"] {
+            app.deliver(&sample::user_created(&clerk_user(id, T0))).await;
+        }
+        let acme = organization("org_acme", T0);
+        let globex = organization("org_globex", T0 + 500);
+        assert_eq!(app.deliver(&sample::organization_created(&acme)).await.outcome(), "created");
+        // Joined acme first, globex (an organization only its membership event brought) later;
+        // the events arrive the other way round, and the ids sort the other way too: the list
+        // goes by when Clerk says each began.
+        join(&app, "orgmem_1_globex", &globex, "user_orgs", "org:member", T0 + 2_123).await;
+        join(&app, "orgmem_2_acme", &acme, "user_orgs", "org:admin", T0 + 1_000).await;
+        // Someone else's membership is not listed.
+        join(&app, "orgmem_other", &acme, "user_other", "org:member", T0 + 3_000).await;
+
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_orgs"))).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let listed = answer.body.as_array().expect("an array");
+        let ids: Vec<&str> = listed.iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["orgmem_1_globex", "orgmem_2_acme"], "newest first");
+
+        // The membership row with its organization row included, as Prisma returns them.
+        let newest = &listed[0];
+        assert_eq!(newest["organizationId"], "org_globex");
+        assert_eq!(newest["userId"], "user_orgs");
+        assert_eq!(newest["role"], "org:member");
+        assert_eq!(newest["clerkCreatedAt"], "2024-05-28T08:00:02.123Z");
+        assert_eq!(newest["clerkUpdatedAt"], "2024-05-28T08:00:02.123Z");
+        for field in ["createdAt", "updatedAt"] {
+            let at = newest[field].as_str().unwrap();
+            assert!(at.ends_with('Z') && at.len() == 24, "{field}: {at}");
+        }
+        let mut keys: Vec<&str> = newest.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [
+            "clerkCreatedAt", "clerkUpdatedAt", "createdAt", "id", "organization",
+            "organizationId", "role", "updatedAt", "userId",
+        ]);
+        let included = &newest["organization"];
+        assert_eq!(included["id"], "org_globex");
+        assert_eq!(included["name"], globex.name.as_str());
+        assert_eq!(included["slug"], "org-globex-slug");
+        assert_eq!(included["imageUrl"], globex.image_url.as_str());
+        assert_eq!(included["createdBy"], globex.created_by.as_str());
+        assert_eq!(included["clerkCreatedAt"], "2024-05-28T08:00:00.500Z");
+        assert_eq!(included["deletedAt"], Value::Null);
+        let oldest = &listed[1];
+        assert_eq!((&oldest["role"], &oldest["organization"]["slug"]), (&json!("org:admin"), &json!("org-acme-slug")));
+
+        // A membership that ends is gone from the list.
+        let ended = sample::membership_deleted(
+            &SampleMembership::new("orgmem_1_globex", globex.clone(), "user_orgs", T0 + 2_123),
+            T0 + 10_000,
+        );
+        assert_eq!(app.deliver(&ended).await.outcome(), "deleted");
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_orgs"))).await;
+        let ids: Vec<&str> = answer.body.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["orgmem_2_acme"]);
+    }
+
+    async fn my_organizations_are_empty_without_memberships_and_follow_me_for_other_users(backend) {
+        let clerk = ClerkEmulator::start().await;
+        let app = spawn(backend, &clerk).await;
+        // A synced user without memberships.
+        app.deliver(&sample::user_created(&clerk_user("user_alone", 1_716_883_200_000))).await;
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_alone"))).await;
+        assert_eq!((answer.status, &answer.body), (200, &json!([])), "{:?}", answer.body);
+
+        // A user whose webhook has not arrived: fetched from Clerk like /api/users/me, and []
+        // (memberships are never fetched; their own webhooks bring them).
+        clerk.insert_user(clerk_user("user_new", 1_716_883_200_000).to_clerk_json());
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_new"))).await;
+        assert_eq!((answer.status, &answer.body), (200, &json!([])), "{:?}", answer.body);
+        assert!(app.user("user_new").await.is_some(), "the user was fetched and written");
+        assert_eq!(user_requests(&clerk, "user_new"), 1);
+        assert_eq!(get_me(&app, &token(&clerk, "user_new")).await.status, 200);
+        assert_eq!(user_requests(&clerk, "user_new"), 1, "one fetch for both endpoints");
+
+        // The same errors as /api/users/me: a deleted user, a user Clerk does not know.
+        clerk.insert_user(clerk_user("user_gone", 1_716_883_200_000).to_clerk_json());
+        app.deliver(&sample::user_deleted("user_gone", 1_716_883_300_000)).await;
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_gone"))).await;
+        assert_eq!(answer.status, 404, "{:?}", answer.body);
+        assert_eq!(user_requests(&clerk, "user_gone"), 0);
+        let answer = get_my_organizations(&app, Some(&token(&clerk, "user_unknown"))).await;
+        assert_eq!(answer.status, 404, "{:?}", answer.body);
+
+        // No session, or an invalid one: 401 as for /api/users/me, nothing leaked.
+        let anonymous = get_my_organizations(&app, None).await;
+        assert_eq!((anonymous.status, &anonymous.body), (401, &json!({"error": "sign-in required"})));
+        assert_eq!(anonymous.www_authenticate.as_deref(), Some("Bearer"));
+        let forged = get_my_organizations(&app, Some("not-a-jwt")).await;
+        assert_eq!((forged.status, &forged.body), (401, &json!({"error": "invalid session"})));
+        assert_eq!(forged.www_authenticate.as_deref(), Some(r#"Bearer error="invalid_token""#));
     }
 
     async fn patch_when_clerk_is_down_is_503_and_leaves_the_table_untouched(backend) {
@@ -619,6 +756,7 @@ async fn the_openapi_document_matches_the_routes_and_the_json_they_answer() {
         ("/api/webhooks/clerk", "post"),
         ("/api/users/me", "get"),
         ("/api/users/me", "patch"),
+        ("/api/users/me/organizations", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/openapi.json", "get"),
@@ -643,31 +781,77 @@ async fn the_openapi_document_matches_the_routes_and_the_json_they_answer() {
     }
     assert_eq!(
         doc["paths"].as_object().unwrap().len(),
-        5,
+        6,
         "every documented path is checked above"
     );
 
+    // Every field an answer holds is documented and required, and nothing else is.
+    let matches_schema = |answer: &Value, schema: &str| {
+        let schema = &doc["components"]["schemas"][schema];
+        let mut returned: Vec<&str> = answer
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        returned.sort();
+        documented.sort();
+        required.sort();
+        assert_eq!(returned, documented);
+        assert_eq!(returned, required);
+    };
     clerk.insert_user(clerk_user("user_doc", 1_716_883_200_000).to_clerk_json());
     let me = get_me(&app, &token(&clerk, "user_doc")).await.body;
-    let mut returned: Vec<&str> = me.as_object().unwrap().keys().map(String::as_str).collect();
-    let schema = &doc["components"]["schemas"]["User"];
-    let mut documented: Vec<&str> = schema["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let mut required: Vec<&str> = schema["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    returned.sort();
-    documented.sort();
-    required.sort();
-    assert_eq!(returned, documented);
-    assert_eq!(returned, required);
+    matches_schema(&me, "User");
+
+    let organization = SampleOrganization::new("org_doc", 1_716_883_200_000);
+    join(
+        &app,
+        "orgmem_doc",
+        &organization,
+        "user_doc",
+        "org:admin",
+        1_716_883_200_000,
+    )
+    .await;
+    let path = &doc["paths"][MY_ORGANIZATIONS]["get"];
+    assert_eq!(
+        path["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"],
+        "#/components/schemas/Membership"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Membership"]["properties"]["organization"]["$ref"],
+        "#/components/schemas/Organization"
+    );
+    let memberships = get_my_organizations(&app, Some(&token(&clerk, "user_doc")))
+        .await
+        .body;
+    let [membership] = memberships.as_array().unwrap().as_slice() else {
+        panic!("one membership: {memberships}");
+    };
+    matches_schema(membership, "Membership");
+    matches_schema(&membership["organization"], "Organization");
+    // Documented like /api/users/me: the same security and error answers.
+    let me_doc = &doc["paths"]["/api/users/me"]["get"];
+    assert_eq!(path["security"], me_doc["security"]);
+    for status in ["401", "404", "429", "503"] {
+        assert_eq!(
+            path["responses"][status], me_doc["responses"][status],
+            "{status}"
+        );
+    }
     let outcomes: Vec<&str> =
         doc["components"]["schemas"]["WebhookOutcome"]["properties"]["outcome"]["enum"]
             .as_array()

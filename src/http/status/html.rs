@@ -208,6 +208,7 @@ fn cards(data: &PageData) -> Markup {
             (clerk)
             @if let Ok(figures) = &data.figures {
                 (users_card(figures))
+                (organizations_card(figures))
                 (lag_card(&figures.lags_ms))
                 (failed_card(figures.failed_count))
             }
@@ -233,6 +234,46 @@ fn users_card(figures: &Figures) -> Markup {
                 .estimated_users
                 .map_or("?".to_owned(), |n| format!("≈ {}", thousands(n))),
             html! { "rows, estimated: counting took too long" },
+        ),
+    }
+}
+
+fn organizations_card(figures: &Figures) -> Markup {
+    let o = &figures.organizations;
+    let memberships = |count: String| {
+        html! { span id="memberships-count" { (count) } " memberships" }
+    };
+    match (o.live, o.soft_deleted, o.memberships) {
+        (Some(live), Some(soft_deleted), Some(members)) => card(
+            "",
+            "organizations-live",
+            "Organizations",
+            &thousands(live),
+            html! {
+                "live · " span id="organizations-soft-deleted" { (thousands(soft_deleted)) }
+                " soft-deleted · " (memberships(thousands(members)))
+            },
+        ),
+        _ if o.estimated => {
+            let estimate =
+                |n: Option<u64>| n.map_or("?".to_owned(), |n| format!("≈ {}", thousands(n)));
+            card(
+                "",
+                "organizations-live",
+                "Organizations",
+                &estimate(o.estimated_organizations),
+                html! {
+                    "rows, estimated: counting took too long · "
+                    (memberships(estimate(o.estimated_memberships)))
+                },
+            )
+        }
+        _ => card(
+            "",
+            "organizations-live",
+            "Organizations",
+            "?",
+            html! { "not counted: the organization tables could not be read (see the log)" },
         ),
     }
 }
