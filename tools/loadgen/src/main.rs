@@ -1,12 +1,14 @@
 //! `loadgen`: a load generator for Clerk webhook receivers (clerk-sync, or any service that
 //! takes Svix-signed `user.*` events at one URL).
 //!
-//! It builds a realistic Clerk event stream (full Clerk User payloads, Clerk's uniqueness rules),
-//! signs every delivery before the timed phase, sends with C keep-alive connections pulling from
+//! It builds a realistic Clerk event stream (full Clerk User payloads, Clerk's uniqueness rules;
+//! optionally organizations and memberships among them), signs every delivery before the timed
+//! phase, sends with C keep-alive connections pulling from
 //! one queue, optionally with duplicates, shuffled order and Svix-like retries, reports
-//! throughput and latency, and checks the final table against what Clerk holds.
+//! throughput and latency, and checks the final tables against what Clerk holds.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +25,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use clerk_sync::clerk::sample::{self, SampleUser};
+use clerk_sync::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
 use clerk_sync::webhook::{SigningSecret, signed_headers};
 
 const EXAMPLES: &str = "\
@@ -37,6 +39,15 @@ Examples:
   loadgen --url http://127.0.0.1:3000/api/webhooks/clerk --secret whsec_... \\
       --events 5000 --users 2000 -c 32 --duplicates 0.1 --shuffle --retries --seed 7 --json
 
+  # organizations and memberships among the user events, all three tables checked:
+  loadgen --url http://127.0.0.1:3000/api/webhooks/clerk --secret whsec_... \\
+      --events 5000 --users 2000 --organizations 200 --org-events 5000 -c 8 \\
+      --database-url postgresql://postgres@127.0.0.1:5432/clerk_sync
+
+  # membership events alone timed (users sent first, untimed; no user deletions):
+  loadgen ... --events 2000 --users 2000 --mix 1,0,0 --organizations 200 --org-events 5000 \\
+      --org-mix 0,0.45,0.3,0.25,0 --preload-users -c 8
+
 The stream: every user gets one user.created, user.updated events are spread over the users at
 random, the chosen deleted users get a user.deleted as their last event, and the users'
 timelines are interleaved at random (each user's own order kept). Payloads are full Clerk User
@@ -44,6 +55,18 @@ objects; about a quarter of users have non-ASCII names, --no-email of them no em
 username; updates change names, image, username or primary email (or only updated_at). An email
 or username belongs to one user at a time; --move-emails lets addresses given up by one user be
 taken by another.
+
+Organizations (--organizations N, --org-events M): N organization.created and M - N more
+organization and membership events in the --org-mix, interleaved at random with the user
+events: organizations renamed or moving slugs (Clerk keeps a slug unique at every instant: the
+holder changes slug first, an organization.updated of its own), live users joining live
+organizations (membership.created, a third of them re-adds: a user back in an organization they
+left, under a new membership id), role changes, removals (membership.deleted, its timestamp the
+time of removal), organizations deleted. Deleting an organization or a user removes its
+memberships; for half of them the stream also sends an organizationMembership.deleted per
+membership. Membership events embed their organization as it is at that moment. With
+--preload-users the user events are sent, untimed and each user's in order, before the timed
+phase, which then times the organization and membership events alone.
 
 Timing: all deliveries are built and signed before the timed phase; C workers, each with its
 own keep-alive connection, take deliveries from one queue; latency is request sent -> response
@@ -53,7 +76,11 @@ Table check (--database-url, PostgreSQL or sqlite://PATH): every user of the str
 absent if deleted (else: zombie) and present otherwise (else: missing) with id, email,
 firstName, lastName, name, imageUrl, username and clerkUpdatedAt as Clerk last had them (an
 older clerkUpdatedAt: stale; any other difference: field mismatch). Rows of other users are
-counted as unknown, not as mismatches. A row with \"deletedAt\" set counts as absent.
+counted as unknown, not as mismatches. A row with \"deletedAt\" set counts as absent. With
+--organizations, the organizations and organization_memberships tables (in --table's schema)
+are checked the same way: organizations by name, slug, imageUrl and clerkUpdatedAt;
+memberships by organizationId, userId, role and clerkUpdatedAt, and none left of a removed
+membership, a deleted organization or a deleted user.
 
 Exit status: 0 all good; 1 the table does not match; 3 some deliveries never got a 2xx;
 2 the run could not be made (bad arguments, unreachable server or database).
@@ -120,6 +147,22 @@ struct Args {
     /// moving between users).
     #[arg(long, default_value_t = 0.0)]
     move_emails: f64,
+    /// Organizations in the stream (0: user events only).
+    #[arg(long, default_value_t = 0)]
+    organizations: usize,
+    /// Organization and membership events in the stream (with --organizations), beside the
+    /// --events user events; deletions' membership.deleted events come on top.
+    #[arg(long, default_value_t = 5000)]
+    org_events: usize,
+    /// Weights (normalized) of the organization events after the creates:
+    /// organization.updated, organizationMembership.created, .updated (role), .deleted,
+    /// organization.deleted.
+    #[arg(long, default_value = "0.1,0.44,0.25,0.2,0.01")]
+    org_mix: String,
+    /// Send the user events before the timed phase (untimed, each user's in order), so that
+    /// only the organization and membership events are timed.
+    #[arg(long)]
+    preload_users: bool,
     /// Warm-up users before timing (created, updated, deleted each; leave no rows).
     #[arg(long, default_value_t = 50)]
     warmup: usize,
@@ -239,6 +282,12 @@ enum Kind {
     Created,
     Updated,
     Deleted,
+    OrgCreated,
+    OrgUpdated,
+    OrgDeleted,
+    MemberCreated,
+    MemberUpdated,
+    MemberDeleted,
 }
 
 impl Kind {
@@ -247,26 +296,65 @@ impl Kind {
             Kind::Created => "user.created",
             Kind::Updated => "user.updated",
             Kind::Deleted => "user.deleted",
+            Kind::OrgCreated => "organization.created",
+            Kind::OrgUpdated => "organization.updated",
+            Kind::OrgDeleted => "organization.deleted",
+            Kind::MemberCreated => "organizationMembership.created",
+            Kind::MemberUpdated => "organizationMembership.updated",
+            Kind::MemberDeleted => "organizationMembership.deleted",
         }
     }
+
+    /// Whose events these are: `user`, `organization` or `membership`.
+    fn family(self) -> &'static str {
+        match self {
+            Kind::Created | Kind::Updated | Kind::Deleted => "user",
+            Kind::OrgCreated | Kind::OrgUpdated | Kind::OrgDeleted => "organization",
+            Kind::MemberCreated | Kind::MemberUpdated | Kind::MemberDeleted => "membership",
+        }
+    }
+}
+
+/// Whose timeline an event belongs to (for counting deliveries out of order): a user's, or an
+/// organization's (its memberships' events included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    User(usize),
+    Org(usize),
 }
 
 /// One event in Clerk's order.
 #[derive(Debug, Clone)]
 struct Event {
     seq: usize,
-    user: usize,
+    key: Key,
     kind: Kind,
     svix_id: String,
     body: String,
 }
 
-/// Clerk's end state: the last snapshot of every user, and who was deleted.
+/// Clerk's end state: the last snapshot of every user, and who was deleted; the same for
+/// organizations and memberships (empty without --organizations).
 struct Model {
     users: Vec<SampleUser>,
     deleted: Vec<bool>,
+    organizations: Vec<SampleOrganization>,
+    organization_deleted: Vec<bool>,
+    memberships: Vec<SampleMembership>,
+    membership_live: Vec<bool>,
 }
 
+/// The organization part of a stream.
+#[derive(Debug, Clone, Copy)]
+struct OrgOptions {
+    organizations: usize,
+    events: usize,
+    /// Weights of organization.updated, membership created, updated, deleted,
+    /// organization.deleted.
+    mix: [f64; 5],
+}
+
+#[derive(Clone, Copy)]
 struct StreamOptions {
     users: usize,
     events: usize,
@@ -277,6 +365,26 @@ struct StreamOptions {
     /// Keeps a stream's emails and usernames apart from another's (warm-up vs. main run).
     tag: &'static str,
     base_ms: i64,
+    orgs: Option<OrgOptions>,
+}
+
+/// What the organization part of a stream holds, by kind.
+#[derive(Debug, Default, Clone, Copy)]
+struct OrgCounts {
+    created: usize,
+    updated: usize,
+    /// organization.updated events of a holder giving up its slug to another organization.
+    slug_moves: usize,
+    deleted: usize,
+    members_created: usize,
+    /// Joins of a user back into an organization they had left (a new membership id).
+    readded: usize,
+    role_changes: usize,
+    removals: usize,
+    /// Memberships that went with their organization or user, and how many of those got an
+    /// organizationMembership.deleted of their own.
+    removed_with_owner: usize,
+    removal_events_for_owner: usize,
 }
 
 struct Stream {
@@ -286,7 +394,94 @@ struct Stream {
     updated: usize,
     deleted: usize,
     moved_emails: usize,
+    orgs: OrgCounts,
 }
+
+/// Items with O(1) insert, remove and uniform pick.
+#[derive(Default)]
+struct Bag<T> {
+    items: Vec<T>,
+    index: HashMap<T, usize>,
+}
+
+impl<T: Copy + Eq + Hash> Bag<T> {
+    fn insert(&mut self, item: T) {
+        if !self.index.contains_key(&item) {
+            self.index.insert(item, self.items.len());
+            self.items.push(item);
+        }
+    }
+
+    fn remove(&mut self, item: T) {
+        if let Some(i) = self.index.remove(&item) {
+            self.items.swap_remove(i);
+            if let Some(moved) = self.items.get(i) {
+                self.index.insert(*moved, i);
+            }
+        }
+    }
+
+    fn pick(&self, rng: &mut StdRng) -> Option<T> {
+        (!self.items.is_empty()).then(|| self.items[rng.random_range(0..self.items.len())])
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// What an organization slot of the stream asks for (fallbacks when it cannot be done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrgStep {
+    Create,
+    Update,
+    Join,
+    Role,
+    Remove,
+    Delete,
+}
+
+const ORG_NAMES: &[&str] = &[
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Müller & Söhne",
+    "Łódź Labs",
+    "Ørsted Studio",
+    "株式会社さくら",
+    "Ωmega",
+    "Café Olé",
+    "O'Reilly Partners",
+];
+const ORG_SUFFIXES: &[&str] = &["", " Inc.", " GmbH", " Ltd", " Team", " (EU)"];
+
+/// Clerk's organizations and memberships while the stream is built.
+#[derive(Default)]
+struct OrgWorld {
+    organizations: Vec<SampleOrganization>,
+    organization_deleted: Vec<bool>,
+    memberships: Vec<SampleMembership>,
+    membership_live: Vec<bool>,
+    /// (organization, user) of each membership.
+    membership_pair: Vec<(usize, usize)>,
+    live_orgs: Bag<usize>,
+    live_members: Bag<usize>,
+    by_pair: HashMap<(usize, usize), usize>,
+    /// Pairs whose membership was removed while both stayed: candidates for a re-add.
+    removed_pairs: Vec<(usize, usize)>,
+    fresh_slugs: usize,
+    counts: OrgCounts,
+}
+
+/// An event a step made: whose timeline, what, the body.
+type Made = (Key, Kind, String);
 
 struct Builder<'a> {
     rng: &'a mut StdRng,
@@ -295,6 +490,9 @@ struct Builder<'a> {
     released_emails: Vec<String>,
     versions: Vec<u32>,
     moved_emails: usize,
+    /// Users created and not deleted, and their current snapshots.
+    live_users: Bag<usize>,
+    world: OrgWorld,
 }
 
 impl Builder<'_> {
@@ -388,6 +586,304 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    fn role(&mut self) -> &'static str {
+        match self.rng.random_range(0..10) {
+            0..2 => "org:admin",
+            2..9 => "org:member",
+            _ => "org:billing_manager",
+        }
+    }
+
+    fn fresh_slug(&mut self, base: &str) -> String {
+        self.world.fresh_slugs += 1;
+        let base = base.split("--").next().unwrap_or(base);
+        format!("{base}--{}", self.world.fresh_slugs)
+    }
+
+    /// The membership as Clerk sends it now: with its organization as it is now.
+    fn current_membership(&self, m: usize) -> SampleMembership {
+        let mut membership = self.world.memberships[m].clone();
+        let (org, _) = self.world.membership_pair[m];
+        membership.organization = self.world.organizations[org].clone();
+        membership
+    }
+
+    /// Ends membership `m` at `ts`, with an organizationMembership.deleted when `send`.
+    fn end_membership(&mut self, m: usize, ts: i64, send: bool, made: &mut Vec<Made>) {
+        let (org, user) = self.world.membership_pair[m];
+        let membership = self.current_membership(m);
+        self.world.membership_live[m] = false;
+        self.world.live_members.remove(m);
+        self.world.by_pair.remove(&(org, user));
+        if send {
+            made.push((
+                Key::Org(org),
+                Kind::MemberDeleted,
+                sample::membership_deleted(&membership, ts),
+            ));
+        }
+    }
+
+    /// One organization slot: `step` if it can be done now, else the first of the fallbacks
+    /// that can; nothing if none can.
+    fn org_step(
+        &mut self,
+        step: OrgStep,
+        ts: i64,
+        users: &[Option<SampleUser>],
+        limit: usize,
+    ) -> Vec<Made> {
+        let mut made = Vec::new();
+        for step in [step, OrgStep::Join, OrgStep::Create, OrgStep::Update] {
+            if self.try_org_step(step, ts, users, limit, &mut made) {
+                break;
+            }
+        }
+        made
+    }
+
+    fn try_org_step(
+        &mut self,
+        step: OrgStep,
+        mut ts: i64,
+        users: &[Option<SampleUser>],
+        limit: usize,
+        made: &mut Vec<Made>,
+    ) -> bool {
+        match step {
+            OrgStep::Create => {
+                if self.world.organizations.len() >= limit {
+                    return false;
+                }
+                let index = self.world.organizations.len();
+                let id = seeded_id(self.rng, "org");
+                let mut o = SampleOrganization::new(id, ts);
+                o.name = format!(
+                    "{}{}",
+                    pick(self.rng, ORG_NAMES),
+                    pick(self.rng, ORG_SUFFIXES)
+                );
+                if let Some(creator) = self.live_users.pick(self.rng) {
+                    o.created_by = users[creator].as_ref().expect("live").id.clone();
+                }
+                made.push((
+                    Key::Org(index),
+                    Kind::OrgCreated,
+                    sample::organization_created(&o),
+                ));
+                self.world.organizations.push(o);
+                self.world.organization_deleted.push(false);
+                self.world.live_orgs.insert(index);
+                self.world.counts.created += 1;
+                true
+            }
+            OrgStep::Update => {
+                let Some(org) = self.world.live_orgs.pick(self.rng) else {
+                    return false;
+                };
+                let choice = self.rng.random_range(0..100);
+                let mut slug = self.world.organizations[org].slug.clone();
+                let mut name = self.world.organizations[org].name.clone();
+                if choice < 30 {
+                    // Take another organization's slug: the holder changes slug first.
+                    if let Some(holder) = self.world.live_orgs.pick(self.rng)
+                        && holder != org
+                    {
+                        let taken = self.world.organizations[holder].slug.clone();
+                        let moved_to = self.fresh_slug(&taken);
+                        let h = &mut self.world.organizations[holder];
+                        h.slug = moved_to;
+                        h.updated_at = ts;
+                        made.push((
+                            Key::Org(holder),
+                            Kind::OrgUpdated,
+                            sample::organization_updated(h),
+                        ));
+                        self.world.counts.updated += 1;
+                        self.world.counts.slug_moves += 1;
+                        ts += 1;
+                        slug = taken;
+                    }
+                } else if choice < 65 {
+                    slug = self.fresh_slug(&slug);
+                }
+                if choice >= 30 {
+                    name = format!(
+                        "{}{}",
+                        pick(self.rng, ORG_NAMES),
+                        pick(self.rng, ORG_SUFFIXES)
+                    );
+                }
+                let o = &mut self.world.organizations[org];
+                o.slug = slug;
+                o.name = name;
+                o.updated_at = ts;
+                made.push((
+                    Key::Org(org),
+                    Kind::OrgUpdated,
+                    sample::organization_updated(o),
+                ));
+                self.world.counts.updated += 1;
+                true
+            }
+            OrgStep::Join => {
+                // A third of joins bring back a user who left (a new membership id).
+                let mut pair = None;
+                let mut readd = false;
+                if !self.world.removed_pairs.is_empty() && self.rng.random_bool(1.0 / 3.0) {
+                    let i = self.rng.random_range(0..self.world.removed_pairs.len());
+                    let candidate = self.world.removed_pairs.swap_remove(i);
+                    if !self.world.organization_deleted[candidate.0]
+                        && self.live_users.index.contains_key(&candidate.1)
+                        && !self.world.by_pair.contains_key(&candidate)
+                    {
+                        pair = Some(candidate);
+                        readd = true;
+                    }
+                }
+                for _ in 0..8 {
+                    if pair.is_some() {
+                        break;
+                    }
+                    let (Some(org), Some(user)) = (
+                        self.world.live_orgs.pick(self.rng),
+                        self.live_users.pick(self.rng),
+                    ) else {
+                        return false;
+                    };
+                    if !self.world.by_pair.contains_key(&(org, user)) {
+                        pair = Some((org, user));
+                    }
+                }
+                let Some((org, user)) = pair else {
+                    return false;
+                };
+                let index = self.world.memberships.len();
+                let id = seeded_id(self.rng, "orgmem");
+                let role = self.role();
+                let m = SampleMembership::new(
+                    id,
+                    self.world.organizations[org].clone(),
+                    users[user].as_ref().expect("live").id.clone(),
+                    ts,
+                )
+                .with_role(role);
+                made.push((
+                    Key::Org(org),
+                    Kind::MemberCreated,
+                    sample::membership_created(&m),
+                ));
+                self.world.memberships.push(m);
+                self.world.membership_live.push(true);
+                self.world.membership_pair.push((org, user));
+                self.world.live_members.insert(index);
+                self.world.by_pair.insert((org, user), index);
+                self.world.counts.members_created += 1;
+                self.world.counts.readded += usize::from(readd);
+                true
+            }
+            OrgStep::Role => {
+                let Some(m) = self.world.live_members.pick(self.rng) else {
+                    return false;
+                };
+                let mut membership = self.current_membership(m);
+                let old = membership.role.clone();
+                while membership.role == old {
+                    membership.role = self.role().to_owned();
+                }
+                membership.updated_at = ts;
+                let (org, _) = self.world.membership_pair[m];
+                made.push((
+                    Key::Org(org),
+                    Kind::MemberUpdated,
+                    sample::membership_updated(&membership),
+                ));
+                self.world.memberships[m] = membership;
+                self.world.counts.role_changes += 1;
+                true
+            }
+            OrgStep::Remove => {
+                let Some(m) = self.world.live_members.pick(self.rng) else {
+                    return false;
+                };
+                let pair = self.world.membership_pair[m];
+                self.end_membership(m, ts, true, made);
+                self.world.removed_pairs.push(pair);
+                self.world.counts.removals += 1;
+                true
+            }
+            OrgStep::Delete => {
+                // Keep one organization for the joins.
+                if self.world.live_orgs.len() < 2 {
+                    return false;
+                }
+                let Some(org) = self.world.live_orgs.pick(self.rng) else {
+                    return false;
+                };
+                let members: Vec<usize> = self
+                    .world
+                    .live_members
+                    .items
+                    .iter()
+                    .copied()
+                    .filter(|m| self.world.membership_pair[*m].0 == org)
+                    .collect();
+                let send = self.rng.random_bool(0.5);
+                for m in members {
+                    self.end_membership(m, ts, send, made);
+                    self.world.counts.removed_with_owner += 1;
+                    self.world.counts.removal_events_for_owner += usize::from(send);
+                    ts += i64::from(send);
+                }
+                self.world.organization_deleted[org] = true;
+                self.world.live_orgs.remove(org);
+                let o = &self.world.organizations[org];
+                made.push((
+                    Key::Org(org),
+                    Kind::OrgDeleted,
+                    sample::organization_deleted(&o.id, &o.slug, ts),
+                ));
+                self.world.counts.deleted += 1;
+                true
+            }
+        }
+    }
+
+    /// A user deleted at `ts`: Clerk removes their memberships (sending, half the time, an
+    /// organizationMembership.deleted for each, after the user.deleted).
+    fn user_deleted(&mut self, user: usize, mut ts: i64) -> Vec<Made> {
+        self.live_users.remove(user);
+        let mut made = Vec::new();
+        let members: Vec<usize> = self
+            .world
+            .live_members
+            .items
+            .iter()
+            .copied()
+            .filter(|m| self.world.membership_pair[*m].1 == user)
+            .collect();
+        if members.is_empty() {
+            return made;
+        }
+        let send = self.rng.random_bool(0.5);
+        for m in members {
+            ts += i64::from(send);
+            self.end_membership(m, ts, send, &mut made);
+            self.world.counts.removed_with_owner += 1;
+            self.world.counts.removal_events_for_owner += usize::from(send);
+        }
+        made
+    }
+}
+
+/// A stream slot: the next event of a user's timeline, or an organization step.
+#[derive(Debug, Clone, Copy)]
+enum Ticket {
+    User(usize),
+    Org(OrgStep),
+}
+
 fn build_stream(rng: &mut StdRng, options: &StreamOptions) -> anyhow::Result<Stream> {
     let (pc, _, pd) = options.mix;
     let total = options.events;
@@ -410,12 +906,38 @@ fn build_stream(rng: &mut StdRng, options: &StreamOptions) -> anyhow::Result<Str
     for &user in &order[..deleted] {
         plan[user].push(Kind::Deleted);
     }
-    // A uniformly random interleaving that keeps each user's own order.
-    let mut tickets: Vec<usize> = plan
+    // A uniformly random interleaving that keeps each user's own order, with the
+    // organization slots among them.
+    let mut tickets: Vec<Ticket> = plan
         .iter()
         .enumerate()
-        .flat_map(|(i, p)| std::iter::repeat_n(i, p.len()))
+        .flat_map(|(i, p)| std::iter::repeat_n(Ticket::User(i), p.len()))
         .collect();
+    let org_limit = options.orgs.map_or(0, |o| o.organizations);
+    if let Some(orgs) = options.orgs {
+        let creates = orgs.organizations.min(orgs.events);
+        tickets.extend(std::iter::repeat_n(Ticket::Org(OrgStep::Create), creates));
+        let steps = [
+            OrgStep::Update,
+            OrgStep::Join,
+            OrgStep::Role,
+            OrgStep::Remove,
+            OrgStep::Delete,
+        ];
+        let sum: f64 = orgs.mix.iter().sum();
+        for _ in creates..orgs.events {
+            let mut x = rng.random_range(0.0..sum);
+            let mut step = OrgStep::Join;
+            for (weight, s) in orgs.mix.iter().zip(steps) {
+                if x < *weight {
+                    step = s;
+                    break;
+                }
+                x -= weight;
+            }
+            tickets.push(Ticket::Org(step));
+        }
+    }
     tickets.shuffle(rng);
 
     let mut builder = Builder {
@@ -424,51 +946,70 @@ fn build_stream(rng: &mut StdRng, options: &StreamOptions) -> anyhow::Result<Str
         released_emails: Vec::new(),
         versions: vec![0; created],
         moved_emails: 0,
+        live_users: Bag::default(),
+        world: OrgWorld::default(),
     };
     let mut users: Vec<Option<SampleUser>> = vec![None; created];
     let mut is_deleted = vec![false; created];
     let mut position = vec![0usize; created];
     let mut ts = options.base_ms;
-    let mut events = Vec::with_capacity(total);
-    for (seq, &user) in tickets.iter().enumerate() {
-        let kind = plan[user][position[user]];
-        position[user] += 1;
+    let mut events = Vec::with_capacity(tickets.len());
+    for ticket in tickets {
         ts += builder.rng.random_range(50..400); // ms between changes in Clerk
-        let body = match kind {
-            Kind::Created => {
-                let new = builder.new_user(user, ts);
-                let body = sample::user_created(&new);
-                users[user] = Some(new);
-                body
-            }
-            Kind::Updated => {
-                let mut current = users[user].take().expect("created first");
-                builder.mutate(&mut current, user, ts);
-                let body = sample::user_updated(&current);
-                users[user] = Some(current);
-                body
-            }
-            Kind::Deleted => {
-                let current = users[user].as_ref().expect("created first");
-                is_deleted[user] = true;
-                if options.move_emails > 0.0
-                    && let Some(email) = &current.email
-                {
-                    builder.released_emails.push(email.clone());
+        let made: Vec<Made> = match ticket {
+            Ticket::Org(step) => builder.org_step(step, ts, &users, org_limit),
+            Ticket::User(user) => {
+                let kind = plan[user][position[user]];
+                position[user] += 1;
+                let mut made = Vec::new();
+                let body = match kind {
+                    Kind::Created => {
+                        let new = builder.new_user(user, ts);
+                        let body = sample::user_created(&new);
+                        users[user] = Some(new);
+                        builder.live_users.insert(user);
+                        body
+                    }
+                    Kind::Updated => {
+                        let mut current = users[user].take().expect("created first");
+                        builder.mutate(&mut current, user, ts);
+                        let body = sample::user_updated(&current);
+                        users[user] = Some(current);
+                        body
+                    }
+                    _ => {
+                        let current = users[user].as_ref().expect("created first");
+                        is_deleted[user] = true;
+                        if options.move_emails > 0.0
+                            && let Some(email) = &current.email
+                        {
+                            builder.released_emails.push(email.clone());
+                        }
+                        sample::user_deleted(&current.id, ts)
+                    }
+                };
+                made.push((Key::User(user), kind, body));
+                if kind == Kind::Deleted {
+                    made.extend(builder.user_deleted(user, ts));
                 }
-                sample::user_deleted(&current.id, ts)
+                made
             }
         };
-        let svix_id = seeded_id(builder.rng, "msg");
-        events.push(Event {
-            seq,
-            user,
-            kind,
-            svix_id,
-            body,
-        });
+        // Steps that send several events take a millisecond each.
+        ts += made.len().saturating_sub(1) as i64;
+        for (key, kind, body) in made {
+            let svix_id = seeded_id(builder.rng, "msg");
+            events.push(Event {
+                seq: events.len(),
+                key,
+                kind,
+                svix_id,
+                body,
+            });
+        }
     }
     let moved_emails = builder.moved_emails;
+    let world = builder.world;
     Ok(Stream {
         events,
         model: Model {
@@ -477,11 +1018,16 @@ fn build_stream(rng: &mut StdRng, options: &StreamOptions) -> anyhow::Result<Str
                 .map(|u| u.expect("every user is created"))
                 .collect(),
             deleted: is_deleted,
+            organizations: world.organizations,
+            organization_deleted: world.organization_deleted,
+            memberships: world.memberships,
+            membership_live: world.membership_live,
         },
         created,
         updated,
         deleted,
         moved_emails,
+        orgs: world.counts,
     })
 }
 
@@ -689,16 +1235,20 @@ fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Sends each warm-up user's events in order (untimed), one user per connection at a time.
+/// Sends each user's events of `events` in order (untimed), one user per connection at a time
+/// (the warm-up, and the user events with --preload-users). Other events are left out.
 async fn warm_up(
     clients: &[reqwest::Client],
     url: &reqwest::Url,
     secret: &SigningSecret,
-    stream: &Stream,
+    users: usize,
+    events: &[Event],
 ) -> anyhow::Result<usize> {
-    let mut per_user: Vec<Vec<&Event>> = vec![Vec::new(); stream.model.users.len()];
-    for event in &stream.events {
-        per_user[event.user].push(event);
+    let mut per_user: Vec<Vec<&Event>> = vec![Vec::new(); users];
+    for event in events {
+        if let Key::User(user) = event.key {
+            per_user[user].push(event);
+        }
     }
     let per_user = Arc::new(
         per_user
@@ -1045,6 +1595,212 @@ fn verify(model: &Model, rows: &HashMap<String, Row>) -> Value {
     })
 }
 
+/// A row of `organizations`: name, slug, imageUrl, clerkUpdatedAt (ms), deleted.
+type OrgRow = (String, Option<String>, Option<String>, Option<i64>, bool);
+/// A row of `organization_memberships`: organizationId, userId, role, clerkUpdatedAt (ms).
+type MemberRow = (String, String, String, Option<i64>);
+
+type RawOrgRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+);
+type RawMemberRow = (String, String, String, String, Option<NaiveDateTime>);
+
+/// The organization tables beside `table` (in its schema, if it names one).
+fn organization_tables(table: &str) -> anyhow::Result<(String, String)> {
+    let schema = table.rsplit_once('.').map(|(schema, _)| schema);
+    let name = |t: &str| quoted_table(&schema.map_or(t.to_owned(), |s| format!("{s}.{t}")));
+    Ok((name("organizations")?, name("organization_memberships")?))
+}
+
+async fn fetch_organization_rows(
+    url: &str,
+    table: &str,
+) -> anyhow::Result<(HashMap<String, OrgRow>, HashMap<String, MemberRow>)> {
+    let (organizations, memberships) = organization_tables(table)?;
+    let org_sql = format!(
+        r#"SELECT id, name, slug, "imageUrl", "clerkUpdatedAt", "deletedAt" FROM {organizations}"#
+    );
+    let member_sql = format!(
+        r#"SELECT id, "organizationId", "userId", role, "clerkUpdatedAt" FROM {memberships}"#
+    );
+    let (orgs, members): (Vec<RawOrgRow>, Vec<RawMemberRow>) = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url)
+            .await
+            .with_context(|| "cannot open the SQLite database")?;
+        let orgs = sqlx::query_as(&org_sql).fetch_all(&pool).await;
+        let members = sqlx::query_as(&member_sql).fetch_all(&pool).await;
+        pool.close().await;
+        (
+            orgs.with_context(|| format!("cannot read {organizations}"))?,
+            members.with_context(|| format!("cannot read {memberships}"))?,
+        )
+    } else {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .with_context(|| "cannot connect to the PostgreSQL database")?;
+        let orgs = sqlx::query_as(&org_sql).fetch_all(&pool).await;
+        let members = sqlx::query_as(&member_sql).fetch_all(&pool).await;
+        pool.close().await;
+        (
+            orgs.with_context(|| format!("cannot read {organizations}"))?,
+            members.with_context(|| format!("cannot read {memberships}"))?,
+        )
+    };
+    let ms = |t: Option<NaiveDateTime>| t.map(|t| t.and_utc().timestamp_millis());
+    Ok((
+        orgs.into_iter()
+            .map(|(id, name, slug, image, updated, deleted)| {
+                (id, (name, slug, image, ms(updated), deleted.is_some()))
+            })
+            .collect(),
+        members
+            .into_iter()
+            .map(|(id, org, user, role, updated)| (id, (org, user, role, ms(updated))))
+            .collect(),
+    ))
+}
+
+/// The verdict on rows against a model: what is missing, left over (zombie), older than
+/// Clerk's (stale), or different otherwise, with up to three examples each.
+#[derive(Default)]
+struct Verdict {
+    missing: Vec<String>,
+    zombies: Vec<String>,
+    stale: Vec<String>,
+    mismatched: Vec<String>,
+    fields: BTreeMap<&'static str, usize>,
+}
+
+impl Verdict {
+    /// One thing Clerk holds (`live`) or held, against its row (`None`: absent).
+    fn check(
+        &mut self,
+        id: &str,
+        live: bool,
+        row_updated: Option<Option<i64>>,
+        updated_at: i64,
+        checks: &[(&'static str, bool)],
+    ) {
+        let Some(row_updated) = row_updated else {
+            if live {
+                self.missing.push(id.to_owned());
+            }
+            return;
+        };
+        if !live {
+            self.zombies.push(id.to_owned());
+            return;
+        }
+        let wrong: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        if wrong.is_empty() {
+            return;
+        }
+        for field in &wrong {
+            *self.fields.entry(field).or_default() += 1;
+        }
+        if row_updated.is_some_and(|t| t < updated_at) {
+            self.stale.push(id.to_owned());
+        } else {
+            self.mismatched.push(format!("{id} ({})", wrong.join(", ")));
+        }
+    }
+
+    fn report(self, rows: usize, expected: usize, unknown: usize) -> Value {
+        let first = |v: &Vec<String>| v[..v.len().min(3)].to_vec();
+        json!({
+            "rows_in_table": rows,
+            "expected_rows": expected,
+            "missing": self.missing.len(),
+            "zombies": self.zombies.len(),
+            "stale": self.stale.len(),
+            "field_mismatches": self.mismatched.len(),
+            "mismatches": self.missing.len() + self.zombies.len() + self.stale.len()
+                + self.mismatched.len(),
+            "unknown_rows": unknown,
+            "mismatched_fields": self.fields,
+            "examples": {
+                "missing": first(&self.missing),
+                "zombies": first(&self.zombies),
+                "stale": first(&self.stale),
+                "field_mismatches": first(&self.mismatched),
+            },
+        })
+    }
+}
+
+/// Organizations and memberships against Clerk's final state. A deleted organization's row
+/// (soft mode: "deletedAt" set) counts as absent; memberships are never kept once gone.
+fn verify_organizations(
+    model: &Model,
+    orgs: &HashMap<String, OrgRow>,
+    members: &HashMap<String, MemberRow>,
+) -> Value {
+    let mut verdict = Verdict::default();
+    for (o, &deleted) in model.organizations.iter().zip(&model.organization_deleted) {
+        let row = orgs.get(&o.id).filter(|r| !r.4);
+        verdict.check(
+            &o.id,
+            !deleted,
+            row.map(|r| r.3),
+            o.updated_at,
+            &row.map_or(Vec::new(), |r| {
+                vec![
+                    ("name", r.0 == o.name),
+                    ("slug", r.1.as_deref() == Some(o.slug.as_str())),
+                    ("imageUrl", r.2.as_deref() == Some(o.image_url.as_str())),
+                    ("clerkUpdatedAt", r.3 == Some(o.updated_at)),
+                ]
+            }),
+        );
+    }
+    let known: std::collections::HashSet<&str> =
+        model.organizations.iter().map(|o| o.id.as_str()).collect();
+    let organizations = verdict.report(
+        orgs.values().filter(|r| !r.4).count(),
+        model.organization_deleted.iter().filter(|d| !**d).count(),
+        orgs.iter()
+            .filter(|(id, r)| !r.4 && !known.contains(id.as_str()))
+            .count(),
+    );
+
+    let mut verdict = Verdict::default();
+    for (m, &live) in model.memberships.iter().zip(&model.membership_live) {
+        let row = members.get(&m.id);
+        verdict.check(
+            &m.id,
+            live,
+            row.map(|r| r.3),
+            m.updated_at,
+            &row.map_or(Vec::new(), |r| {
+                vec![
+                    ("organizationId", r.0 == m.organization.id),
+                    ("userId", r.1 == m.user_id),
+                    ("role", r.2 == m.role),
+                    ("clerkUpdatedAt", r.3 == Some(m.updated_at)),
+                ]
+            }),
+        );
+    }
+    let known: std::collections::HashSet<&str> =
+        model.memberships.iter().map(|m| m.id.as_str()).collect();
+    let memberships = verdict.report(
+        members.len(),
+        model.membership_live.iter().filter(|l| **l).count(),
+        members
+            .keys()
+            .filter(|id| !known.contains(id.as_str()))
+            .count(),
+    );
+    json!({"organizations": organizations, "memberships": memberships})
+}
+
 // ------------------------------------------------------------------------------------------
 // Figures
 // ------------------------------------------------------------------------------------------
@@ -1086,6 +1842,27 @@ async fn check_loopback(url: &reqwest::Url) -> anyhow::Result<()> {
         bail!("refusing {host}: loadgen only sends to loopback addresses (127.0.0.0/8, ::1)");
     }
     Ok(())
+}
+
+fn parse_org_mix(mix: &str) -> anyhow::Result<[f64; 5]> {
+    let usage = || {
+        format!(
+            "--org-mix {mix:?}: five weights (organization.updated, membership created, updated, \
+             deleted, organization.deleted), e.g. 0.1,0.44,0.25,0.2,0.01"
+        )
+    };
+    let parts: Vec<f64> = mix
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(usage)?;
+    let Ok(weights) = <[f64; 5]>::try_from(parts) else {
+        bail!(usage());
+    };
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+        bail!("{}: none negative, not all zero", usage());
+    }
+    Ok(weights)
 }
 
 fn parse_mix(mix: &str) -> anyhow::Result<(f64, f64, f64)> {
@@ -1131,6 +1908,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let secret =
         SigningSecret::parse(&args.secret).map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
     let mix = parse_mix(&args.mix)?;
+    let org_mix = parse_org_mix(&args.org_mix)?;
+    if args.preload_users && args.organizations == 0 {
+        bail!("--preload-users times the organization events alone: give --organizations");
+    }
     for (name, value) in [
         ("--duplicates", args.duplicates),
         ("--no-email", args.no_email),
@@ -1165,21 +1946,31 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         move_emails: args.move_emails,
         tag: "",
         base_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+        orgs: (args.organizations > 0).then_some(OrgOptions {
+            organizations: args.organizations,
+            events: args.org_events,
+            mix: org_mix,
+        }),
     };
     let stream = build_stream(&mut rng, &options)?;
-    let (order, duplicates) = delivery_order(
+    let (mut order, mut duplicates) = delivery_order(
         &mut rng,
         &stream.events,
         args.duplicates,
         args.dup_max_lag,
         args.shuffle.then_some(args.shuffle_window),
     );
+    if args.preload_users {
+        // The user events go before the timed phase; only the others are timed.
+        order.retain(|&(i, _)| !matches!(stream.events[i].key, Key::User(_)));
+        duplicates = order.iter().filter(|d| d.1).count();
+    }
     let out_of_order = {
-        let mut newest: HashMap<usize, usize> = HashMap::new();
+        let mut newest: HashMap<Key, usize> = HashMap::new();
         let mut count = 0;
         for &(i, _) in &order {
             let e = &stream.events[i];
-            let last = newest.entry(e.user).or_insert(e.seq);
+            let last = newest.entry(e.key).or_insert(e.seq);
             if e.seq < *last {
                 count += 1;
             }
@@ -1208,13 +1999,41 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             events: args.warmup * 3,
             mix: (1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0),
             tag: "w",
+            orgs: None,
             ..options
         },
     );
     let warmup_failed = match (args.warmup, warm) {
         (0, _) => 0,
-        (_, Ok(warm)) => warm_up(&clients, &url, &secret, &warm).await?,
+        (_, Ok(warm)) => {
+            warm_up(
+                &clients,
+                &url,
+                &secret,
+                warm.model.users.len(),
+                &warm.events,
+            )
+            .await?
+        }
         (_, Err(e)) => return Err(e),
+    };
+    // With --preload-users, the stream's user events, untimed, each user's in order.
+    let preload = if args.preload_users {
+        let started = Instant::now();
+        let users = stream.model.users.len();
+        let failed = warm_up(&clients, &url, &secret, users, &stream.events).await?;
+        let sent = stream
+            .events
+            .iter()
+            .filter(|e| matches!(e.key, Key::User(_)))
+            .count();
+        Some(json!({
+            "events": sent,
+            "non_2xx": failed,
+            "elapsed_s": round3(started.elapsed().as_secs_f64()),
+        }))
+    } else {
+        None
     };
 
     // Sign everything now: the timed phase only sends.
@@ -1285,7 +2104,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed_by_type: BTreeMap<String, usize> = BTreeMap::new();
     let mut samples: Vec<String> = Vec::new();
+    // Per family (user, organization, membership): latencies and outcomes.
+    let mut family_latencies: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut family_outcomes: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     for a in &attempts {
+        let family = stream.events[order[a.index].0].kind.family();
+        family_latencies
+            .entry(family)
+            .or_default()
+            .push(a.latency.as_secs_f64() * 1000.0);
+        if let Some(outcome) = &a.outcome {
+            *family_outcomes
+                .entry(family)
+                .or_default()
+                .entry(outcome.clone())
+                .or_default() += 1;
+        }
         let status = if a.status == 0 {
             "connection error".to_owned()
         } else {
@@ -1317,18 +2151,50 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let failed_final: usize = failed_by_type.values().sum();
     let resent = attempts.len() - order.len();
+    let mut by_family = serde_json::Map::new();
+    for (family, mut latencies) in family_latencies {
+        latencies.sort_by(f64::total_cmp);
+        let deliveries = order
+            .iter()
+            .filter(|&&(i, _)| stream.events[i].kind.family() == family)
+            .count();
+        by_family.insert(
+            family.to_owned(),
+            json!({
+                "deliveries": deliveries,
+                "share": round3(deliveries as f64 / order.len().max(1) as f64),
+                "latency_ms": {
+                    "p50": round3(percentile(&latencies, 50.0)),
+                    "p95": round3(percentile(&latencies, 95.0)),
+                    "p99": round3(percentile(&latencies, 99.0)),
+                },
+                "outcomes": family_outcomes.remove(family).unwrap_or_default(),
+            }),
+        );
+    }
 
-    let verification = match &args.database_url {
+    let (verification, org_verification) = match &args.database_url {
         Some(db) => {
             let rows = fetch_rows(db, &args.table).await?;
-            Some(verify(&stream.model, &rows))
+            let orgs = if args.organizations > 0 {
+                let (orgs, members) = fetch_organization_rows(db, &args.table).await?;
+                Some(verify_organizations(&stream.model, &orgs, &members))
+            } else {
+                None
+            };
+            (Some(verify(&stream.model, &rows)), orgs)
         }
-        None => None,
+        None => (None, None),
     };
     let mismatches = verification
         .as_ref()
         .and_then(|v| v["mismatches"].as_u64())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        + org_verification.as_ref().map_or(0, |v| {
+            v["organizations"]["mismatches"].as_u64().unwrap_or(0)
+                + v["memberships"]["mismatches"].as_u64().unwrap_or(0)
+        });
+    let o = stream.orgs;
 
     let summary = json!({
         "url": url.as_str(),
@@ -1347,6 +2213,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "moved_emails": stream.moved_emails,
             "events_with_non_ascii": non_ascii_events,
             "mean_body_bytes": body_bytes / order.len().max(1),
+            "organizations": (args.organizations > 0).then(|| json!({
+                "created": o.created,
+                "updated": o.updated,
+                "slug_moves": o.slug_moves,
+                "deleted": o.deleted,
+                "memberships_created": o.members_created,
+                "readded": o.readded,
+                "role_changes": o.role_changes,
+                "removals": o.removals,
+                "removed_with_organization_or_user": o.removed_with_owner,
+                "membership_deleted_events_for_those": o.removal_events_for_owner,
+            })),
+            "preloaded_users": preload,
         },
         "presign_s": round3(presign_s),
         "warmup": {"users": args.warmup, "non_2xx": warmup_failed},
@@ -1360,6 +2239,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "max": round3(latencies.last().copied().unwrap_or(0.0)),
             "mean": round3(mean),
         },
+        "by_family": by_family,
         "requests": attempts.len(),
         "status": statuses,
         "outcomes": outcomes,
@@ -1372,6 +2252,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "failure_samples": samples,
         "cpu": cpu_report(&cpu_before, &cpu_after, cores),
         "table": verification,
+        "organization_tables": org_verification,
     });
 
     if args.json {
@@ -1423,6 +2304,31 @@ fn print_text(s: &Value, table: &str) {
         st["moved_emails"],
         st["mean_body_bytes"],
     );
+    let o = &st["organizations"];
+    if !o.is_null() {
+        println!(
+            "  orgs        {} organizations created, {} updated ({} slug moves), {} deleted; \
+             {} memberships created ({} re-adds), {} role changes, {} removals, {} removed with \
+             their organization or user ({} with an event of their own)",
+            o["created"],
+            o["updated"],
+            o["slug_moves"],
+            o["deleted"],
+            o["memberships_created"],
+            o["readded"],
+            o["role_changes"],
+            o["removals"],
+            o["removed_with_organization_or_user"],
+            o["membership_deleted_events_for_those"],
+        );
+    }
+    let p = &st["preloaded_users"];
+    if !p.is_null() {
+        println!(
+            "  preloaded   {} user events before the timed phase, in {} s ({} not 2xx)",
+            p["events"], p["elapsed_s"], p["non_2xx"]
+        );
+    }
     println!(
         "  throughput  {} events/s ({} deliveries in {} s; built and signed in {} s)",
         s["events_per_s"], st["deliveries"], s["elapsed_s"], s["presign_s"]
@@ -1432,6 +2338,22 @@ fn print_text(s: &Value, table: &str) {
         "  latency ms  p50 {}  p95 {}  p99 {}  max {}  mean {}",
         l["p50"], l["p95"], l["p99"], l["max"], l["mean"]
     );
+    if let Some(families) = s["by_family"].as_object()
+        && families.len() > 1
+    {
+        for (family, f) in families {
+            let l = &f["latency_ms"];
+            println!(
+                "  {family:<11} {} deliveries ({} %), latency ms p50 {}  p95 {}  p99 {}; {}",
+                f["deliveries"],
+                round1(f["share"].as_f64().unwrap_or(0.0) * 100.0),
+                l["p50"],
+                l["p95"],
+                l["p99"],
+                counts(&f["outcomes"])
+            );
+        }
+    }
     println!("  answers     {} (per request)", counts(&s["status"]));
     println!("  outcomes    {}", counts(&s["outcomes"]));
     let r = &s["retries"];
@@ -1467,6 +2389,28 @@ fn print_text(s: &Value, table: &str) {
         println!(
             "  table {table}: {} rows, {} expected; missing {}, zombie {}, stale {}, field mismatch {} \
              ({} rows of other users)",
+            t["rows_in_table"],
+            t["expected_rows"],
+            t["missing"],
+            t["zombies"],
+            t["stale"],
+            t["field_mismatches"],
+            t["unknown_rows"],
+        );
+        if t["mismatches"].as_u64() != Some(0) {
+            println!("    fields: {}", counts(&t["mismatched_fields"]));
+            println!("    examples: {}", t["examples"]);
+        }
+    }
+    let o = &s["organization_tables"];
+    for name in ["organizations", "memberships"] {
+        let t = &o[name];
+        if t.is_null() {
+            continue;
+        }
+        println!(
+            "  {name}: {} rows, {} expected; missing {}, zombie {}, stale {}, field mismatch {} \
+             ({} rows of others)",
             t["rows_in_table"],
             t["expected_rows"],
             t["missing"],
