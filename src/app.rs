@@ -36,17 +36,24 @@ pub struct App {
     shutdown_timeout: Duration,
 }
 
+/// Why the service could not start; the text says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The database could not be connected to, checked or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configuration cannot work (e.g. reconciliation without a secret key); the text names
+    /// the variables involved.
     #[error("{0}")]
     Config(String),
     /// `what` says which of the addresses it was (the main one, or the metrics one).
     #[error("cannot listen on {addr} ({what}): {error}{hint}", hint = listen_hint(.error))]
     Listen {
+        /// The address that could not be bound.
         addr: SocketAddr,
+        /// Which address it was, by the variables that set it.
         what: &'static str,
+        /// The operating system's error (address in use, permission denied, ...).
         error: std::io::Error,
     },
 }
@@ -148,6 +155,7 @@ impl App {
             .expect("a bound listener has an address")
     }
 
+    /// The database the service writes to, already connected and migrated.
     pub fn store(&self) -> &Store {
         &self.store
     }

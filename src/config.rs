@@ -195,9 +195,11 @@ fn secret_mistake(part: &str, several: bool) -> Option<String> {
 /// A generated secret for local development.
 #[derive(Debug, Clone)]
 pub struct DevSecret {
+    /// The file the secret is kept in, to tell the developer where it came from.
     pub path: PathBuf,
     /// `whsec_…`, to print for the developer.
     pub text: String,
+    /// The same secret, ready to verify deliveries with.
     pub secret: SigningSecret,
     /// Whether this run created it.
     pub created: bool,
@@ -320,6 +322,7 @@ pub struct ClerkSettings {
     pub authorized_parties: Vec<String>,
     /// `CLERK_SYNC_ALLOW_PENDING_SESSIONS`.
     pub allow_pending_sessions: bool,
+    /// Timeouts and retries of calls to the Backend API.
     pub retry: RetryPolicy,
     /// Fewest time between two fetches of Clerk's signing keys.
     pub jwks_min_refetch: Duration,
@@ -477,7 +480,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Default of [`ServeConfig::inbox_retention`]: a month, well past the day or so Svix keeps
 /// retrying a delivery, and long enough to look into what happened last week.
-pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// Reads `CLERK_SYNC_INBOX_RETENTION`: a duration like `30d`, or `off` (`None`) to keep every
 /// event.
@@ -493,17 +496,26 @@ pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The database holding the users table and clerk-sync's own (`DATABASE_URL`).
     pub database: DatabaseTarget,
+    /// Where the service listens (`CLERK_SYNC_LISTEN`, `--listen`, `PORT`).
     pub listen: SocketAddr,
+    /// Webhook signing secrets; a delivery signed with any of them is accepted, so a secret
+    /// can be rotated (`CLERK_WEBHOOK_SIGNING_SECRET`).
     pub secrets: Vec<SigningSecret>,
     /// Apply pending migrations before serving.
     pub migrate: bool,
+    /// What `user.deleted` does to the row (`CLERK_SYNC_DELETE_MODE`).
     pub delete_mode: DeleteMode,
+    /// Largest webhook body accepted; larger ones get 413 (`CLERK_SYNC_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Database connections (`CLERK_SYNC_DB_MAX_CONNECTIONS` and its timeouts).
     pub pool: PoolSettings,
     /// Transactions writing webhook events at once (`CLERK_SYNC_WRITERS`); `None`: the
-    /// backend's default (see [`crate::store::WriterSettings::default_for`]).
+    /// backend's default (on PostgreSQL up to 3, at most one fewer than the pool; 1 on SQLite,
+    /// whose writes take the file lock).
     pub writers: Option<usize>,
+    /// Clerk's keys and session rules; with none (the default), only webhooks are served.
     pub clerk: ClerkSettings,
     /// Run reconciliation this often (`CLERK_SYNC_RECONCILE_EVERY`); off when `None`.
     pub reconcile_every: Option<Duration>,
@@ -516,6 +528,7 @@ pub struct ServeConfig {
     pub metrics_token: Option<String>,
     /// Opens the `/status` page (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
     pub admin_token: Option<String>,
+    /// Rate limits, timeouts and connection caps (`CLERK_SYNC_RATE_LIMIT_*`, `*_TIMEOUT`, ...).
     pub limits: LimitSettings,
     /// Where the app's users table is (`CLERK_SYNC_USERS_TABLE`, `CLERK_SYNC_USERS_SCHEMA`).
     pub users_table: UsersTable,

@@ -28,6 +28,7 @@
 //! [`http::webhook_router`] shows steps 1 to 3 and 5 running against SQLite;
 //! `examples/embedded.rs` is a complete app.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod clerk;

@@ -6,6 +6,9 @@ use tracing_subscriber::EnvFilter;
 /// drivers log the server's notices, e.g. "schema already exists, skipping", at info).
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tokio_postgres=warn,tower_http=warn";
 
+/// Installs the global log subscriber on stderr: the filter from `RUST_LOG` (else our lines at
+/// info, the libraries' at warn), JSON lines when `CLERK_SYNC_LOG_FORMAT=json`, colours only on a
+/// terminal. A second call, or one in an app that already installed a subscriber, does nothing.
 pub fn init() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

@@ -1,6 +1,7 @@
-//! Prometheus metrics: names, labels, and the recorder. Every series is created at start-up
-//! with a zero value for each of its known labels, so dashboards and alerts work before the
-//! first event. Labels are small closed sets; never a user id or an email.
+//! Prometheus metrics: the names of the series `/metrics` shows and the values their labels
+//! take, for dashboards and alerts; the recorder itself is internal. Every series is created at
+//! start-up with a zero value for each of its known labels, so dashboards and alerts work
+//! before the first event. Labels are small closed sets; never a user id or an email.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -10,27 +11,58 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::sync::Outcome;
 
+/// Counter: webhook requests, labelled `outcome` (one of [`WEBHOOK_OUTCOMES`]).
 pub const WEBHOOK_REQUESTS: &str = "clerk_sync_webhook_requests_total";
+/// Counter: webhook requests refused before processing (e.g. a bad signature or a stale
+/// timestamp), labelled `reason` (one of [`REJECTION_REASONS`]).
 pub const WEBHOOK_REJECTED: &str = "clerk_sync_webhook_rejected_total";
+/// Counter: verified events processed, labelled `event_type` (one of [`EVENT_TYPES`]) and `result`
+/// (an [`Outcome`] other than `duplicate`).
 pub const EVENTS_APPLIED: &str = "clerk_sync_events_applied_total";
+/// Histogram (seconds): time to verify, apply and store one delivery.
 pub const EVENT_PROCESSING: &str = "clerk_sync_event_processing_seconds";
+/// Histogram (seconds): how long after Svix signed a delivery it was stored (now minus
+/// `svix-timestamp`); grows when Svix retries after an outage.
 pub const DELIVERY_LAG: &str = "clerk_sync_delivery_lag_seconds";
+/// Histogram: deliveries committed together in one transaction (group commit).
 pub const WEBHOOK_BATCH: &str = "clerk_sync_webhook_batch_events";
+/// Counter: hard deletions a foreign key of the app's refused; the row was kept with its
+/// personal data erased and `deletedAt` set.
 pub const DELETES_KEPT_BY_FOREIGN_KEY: &str = "clerk_sync_deletes_kept_by_foreign_key_total";
+/// Gauge: Unix time (seconds) of the last event stored; 0 before the first.
 pub const LAST_EVENT: &str = "clerk_sync_last_event_timestamp_seconds";
+/// Counter: calls to Clerk's Backend API, labelled `endpoint` (one of [`CLERK_ENDPOINTS`]) and
+/// `status` (one of [`CLERK_STATUSES`]).
 pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
+/// Counter: users fetched from Clerk because a signed-in user had no row yet, labelled
+/// `result` (one of [`FALLBACK_RESULTS`]).
 pub const FALLBACK_FETCHES: &str = "clerk_sync_fallback_fetches_total";
+/// Counter: session tokens refused, labelled `reason` (one of [`SESSION_REASONS`]).
 pub const SESSION_FAILURES: &str = "clerk_sync_session_verification_failures_total";
+/// Counter: requests clerk-sync answered with 429, labelled `scope` (one of
+/// [`RATE_LIMIT_SCOPES`]).
 pub const RATE_LIMITED: &str = "clerk_sync_rate_limited_total";
+/// Gauge: stored events whose outcome is `failed`, i.e. waiting to be replayed.
 pub const INBOX_FAILED: &str = "clerk_sync_inbox_failed_events";
+/// Gauge: stored events in the inbox, all outcomes, as of the last scrape; on PostgreSQL an
+/// estimate above [`INBOX_EXACT_COUNT_UP_TO`](crate::store::INBOX_EXACT_COUNT_UP_TO) rows.
 pub const INBOX_EVENTS: &str = "clerk_sync_inbox_events";
+/// Counter: client connections or requests cut before they were complete, labelled `reason`
+/// (one of [`CUT_REASONS`]).
 pub const CONNECTIONS_CUT: &str = "clerk_sync_connections_cut_total";
+/// Gauge: database pool connections, labelled `state` (`idle` or `in_use`).
 pub const DB_CONNECTIONS: &str = "clerk_sync_db_pool_connections";
+/// Gauge: the database pool's size limit (`CLERK_SYNC_DB_MAX_CONNECTIONS`).
 pub const DB_MAX_CONNECTIONS: &str = "clerk_sync_db_pool_max_connections";
+/// Gauge: 1 when the database answered the last check, else 0.
 pub const DATABASE_UP: &str = "clerk_sync_database_up";
+/// Gauge: always 1; its `version` label says which clerk-sync version runs.
 pub const BUILD_INFO: &str = "clerk_sync_build_info";
 
-/// Webhook request outcomes.
+/// Values of [`WEBHOOK_REQUESTS`]' `outcome` label: `accepted` (applied), `duplicate` (that
+/// `svix-id` was stored before), `ignored` (an event type not synced), `failed` (stored as
+/// failed, for replay), `rejected` (see [`WEBHOOK_REJECTED`]), `unavailable` (answered 503 so
+/// Svix retries, e.g. the database was away).
 pub const WEBHOOK_OUTCOMES: [&str; 6] = [
     "accepted",
     "duplicate",
@@ -39,7 +71,7 @@ pub const WEBHOOK_OUTCOMES: [&str; 6] = [
     "rejected",
     "unavailable",
 ];
-/// Why webhook requests were rejected.
+/// Values of [`WEBHOOK_REJECTED`]' `reason` label: why a webhook request was refused.
 pub const REJECTION_REASONS: [&str; 8] = [
     "missing_header",
     "malformed_header",
@@ -50,7 +82,8 @@ pub const REJECTION_REASONS: [&str; 8] = [
     "not_an_event",
     "too_large",
 ];
-/// Event types we label by; everything else is `other`.
+/// Values of [`EVENTS_APPLIED`]' `event_type` label: the Clerk event types clerk-sync syncs;
+/// any other type is counted as `other`.
 pub const EVENT_TYPES: [&str; 10] = [
     "user.created",
     "user.updated",
@@ -63,6 +96,7 @@ pub const EVENT_TYPES: [&str; 10] = [
     "organizationMembership.deleted",
     "other",
 ];
+/// Values of [`CLERK_API_REQUESTS`]' `endpoint` label: which Backend API call was made.
 pub const CLERK_ENDPOINTS: [&str; 8] = [
     "get_user",
     "update_user",
@@ -73,8 +107,13 @@ pub const CLERK_ENDPOINTS: [&str; 8] = [
     "jwks",
     "get_instance",
 ];
+/// Values of [`CLERK_API_REQUESTS`]' `status` label: the HTTP status class of Clerk's answer, or
+/// `network` when none came.
 pub const CLERK_STATUSES: [&str; 6] = ["2xx", "404", "429", "4xx", "5xx", "network"];
+/// Values of [`FALLBACK_FETCHES`]' `result` label: `synced` (the row was written), `deleted`
+/// (the user is tombstoned), `not_in_clerk` (Clerk has no such user), `failed`.
 pub const FALLBACK_RESULTS: [&str; 4] = ["synced", "deleted", "not_in_clerk", "failed"];
+/// Values of [`SESSION_FAILURES`]' `reason` label: why a session token was refused.
 pub const SESSION_REASONS: [&str; 14] = [
     "missing",
     "malformed",
@@ -91,13 +130,15 @@ pub const SESSION_REASONS: [&str; 14] = [
     "pending",
     "keys_unavailable",
 ];
-/// Why the server closed a client's connection or request before it was complete.
+/// Values of [`CONNECTIONS_CUT`]' `reason` label: why the server closed a client's connection
+/// or request before it was complete.
 pub const CUT_REASONS: [&str; 4] = [
     "slow_headers",
     "slow_body",
     "too_many_connections",
     "body_budget",
 ];
+/// Values of [`RATE_LIMITED`]' `scope` label: which limit refused the request.
 pub const RATE_LIMIT_SCOPES: [&str; 5] = [
     "webhook_unverified",
     "user",
@@ -110,7 +151,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the recorder once per process and creates every series; returns the handle that
 /// renders `/metrics`.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -275,17 +316,22 @@ fn event_type_label(event_type: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-pub fn webhook_request(outcome: &'static str) {
+pub(crate) fn webhook_request(outcome: &'static str) {
     counter!(WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
 }
 
-pub fn webhook_rejected(reason: &'static str) {
+pub(crate) fn webhook_rejected(reason: &'static str) {
     webhook_request("rejected");
     counter!(WEBHOOK_REJECTED, "reason" => reason).increment(1);
 }
 
 /// A verified delivery was processed.
-pub fn event_processed(event_type: &str, outcome: Outcome, took: Duration, svix_timestamp: i64) {
+pub(crate) fn event_processed(
+    event_type: &str,
+    outcome: Outcome,
+    took: Duration,
+    svix_timestamp: i64,
+) {
     let request_outcome = match outcome {
         Outcome::Duplicate => "duplicate",
         Outcome::Ignored => "ignored",
@@ -304,12 +350,13 @@ pub fn event_processed(event_type: &str, outcome: Outcome, took: Duration, svix_
     gauge!(LAST_EVENT).set(now.timestamp_millis() as f64 / 1000.0);
 }
 
-/// A call to Clerk's API ended with `status` (None: no answer).
-pub fn webhook_batch(events: usize) {
+/// One transaction wrote `events` deliveries.
+pub(crate) fn webhook_batch(events: usize) {
     histogram!(WEBHOOK_BATCH).record(events as f64);
 }
 
-pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
+/// A call to Clerk's API ended with `status` (None: no answer).
+pub(crate) fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
     let class = match status {
         None => "network",
         Some(404) => "404",
@@ -321,32 +368,32 @@ pub fn clerk_api_call(endpoint: &'static str, status: Option<u16>) {
     counter!(CLERK_API_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
 }
 
-pub fn delete_kept_by_foreign_key() {
+pub(crate) fn delete_kept_by_foreign_key() {
     counter!(DELETES_KEPT_BY_FOREIGN_KEY).increment(1);
 }
 
-pub fn connection_cut(reason: &'static str) {
+pub(crate) fn connection_cut(reason: &'static str) {
     counter!(CONNECTIONS_CUT, "reason" => reason).increment(1);
 }
 
-pub fn set_inbox_events(events: u64) {
+pub(crate) fn set_inbox_events(events: u64) {
     gauge!(INBOX_EVENTS).set(events as f64);
 }
 
-pub fn fallback_fetch(result: &'static str) {
+pub(crate) fn fallback_fetch(result: &'static str) {
     counter!(FALLBACK_FETCHES, "result" => result).increment(1);
 }
 
-pub fn session_failure(reason: &'static str) {
+pub(crate) fn session_failure(reason: &'static str) {
     counter!(SESSION_FAILURES, "reason" => reason).increment(1);
 }
 
-pub fn rate_limited(scope: &'static str) {
+pub(crate) fn rate_limited(scope: &'static str) {
     counter!(RATE_LIMITED, "scope" => scope).increment(1);
 }
 
 /// Gauges read from the database and the pool when `/metrics` is scraped.
-pub fn set_database(up: bool, failed_events: Option<u64>, idle: u32, in_use: u32, max: u32) {
+pub(crate) fn set_database(up: bool, failed_events: Option<u64>, idle: u32, in_use: u32, max: u32) {
     gauge!(DATABASE_UP).set(if up { 1.0 } else { 0.0 });
     if let Some(failed) = failed_events {
         gauge!(INBOX_FAILED).set(failed as f64);

@@ -14,10 +14,10 @@ use std::fmt;
 
 mod organizations;
 
-pub use organizations::{
-    MembershipDeletion, MembershipSnapshot, OrganizationEvent, OrganizationPlan,
-    OrganizationSnapshot, OrganizationState, OrganizationWrites, StoredMembership,
-    StoredOrganization, plan_organizations,
+pub use organizations::{MembershipDeletion, MembershipSnapshot, OrganizationSnapshot};
+pub(crate) use organizations::{
+    OrganizationEvent, OrganizationState, OrganizationWrites, StoredMembership, StoredOrganization,
+    plan_organizations,
 };
 
 /// Milliseconds since the Unix epoch, as Clerk stamps `created_at` / `updated_at`.
@@ -30,19 +30,30 @@ const MAX_CLERK_MILLIS: ClerkMillis = 253_402_300_799_999;
 /// A user as Clerk holds it at `updated_at`, reduced to the columns we keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSnapshot {
+    /// Clerk's user id (`user_…`), the row's primary key.
     pub id: String,
+    /// The primary email address; `None` when the user has none, or when a newer user holds
+    /// it (unique values go to the newer snapshot).
     pub email: Option<String>,
+    /// Given name, as entered in Clerk.
     pub first_name: Option<String>,
+    /// Family name, as entered in Clerk.
     pub last_name: Option<String>,
+    /// First and last name joined by [`full_name`]; `None` when both are empty.
     pub name: Option<String>,
+    /// Clerk's URL of the profile image.
     pub image_url: Option<String>,
+    /// The username, unique like `email`; `None` when unset or held by a newer user.
     pub username: Option<String>,
+    /// When Clerk created the user; `None` when Clerk's value is missing or out of range.
     pub created_at: Option<ClerkMillis>,
+    /// The version of this snapshot: of two snapshots of one user, the one with the later
+    /// `updated_at` wins.
     pub updated_at: ClerkMillis,
 }
 
 /// Whether a Clerk timestamp can be stored: not before the epoch and within `TIMESTAMP(3)`.
-pub fn valid_millis(t: ClerkMillis) -> bool {
+pub(crate) fn valid_millis(t: ClerkMillis) -> bool {
     (0..=MAX_CLERK_MILLIS).contains(&t)
 }
 
@@ -89,10 +100,16 @@ impl std::str::FromStr for DeleteMode {
 /// A row of `users` as far as the rules need to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUser {
+    /// Clerk's user id (`user_…`).
     pub id: String,
+    /// The email the row holds now (unique among rows).
     pub email: Option<String>,
+    /// The username the row holds now (unique among rows).
     pub username: Option<String>,
+    /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`); `None`
+    /// for a row clerk-sync did not write, which any snapshot may overwrite.
     pub clerk_updated_at: Option<ClerkMillis>,
+    /// The row is soft-deleted (`deletedAt` is set).
     pub deleted: bool,
 }
 
@@ -100,7 +117,9 @@ pub struct StoredUser {
 /// the user id is tombstoned.
 #[derive(Debug, Clone, Default)]
 pub struct SyncState {
+    /// The rows holding the event's user id, email or username (in any order).
     pub users: Vec<StoredUser>,
+    /// The event's user id was deleted before: nothing brings it back.
     pub tombstoned: bool,
 }
 
@@ -147,6 +166,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, e.g. to set up one metric series or report line per outcome.
     pub const ALL: [Outcome; 10] = [
         Outcome::Created,
         Outcome::Updated,
@@ -160,6 +180,8 @@ impl Outcome {
         Outcome::Duplicate,
     ];
 
+    /// The name stored in the inbox's `outcome` column and used in logs and metric labels
+    /// (`created`, `not_found`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Created => "created",
@@ -175,7 +197,8 @@ impl Outcome {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Outcome> {
+    /// The outcome [`Outcome::as_str`] names; `None` for any other text.
+    pub(crate) fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
@@ -191,28 +214,38 @@ impl fmt::Display for Outcome {
 pub enum Change {
     /// An older row gives up an email that a newer snapshot holds.
     ReleaseEmail {
+        /// The user id of the row that held the email.
         from_user: String,
+        /// The email it gives up (cleared only if the row still holds it).
         email: String,
     },
     /// An older row gives up a username that a newer snapshot holds.
     ReleaseUsername {
+        /// The user id of the row that held the username.
         from_user: String,
+        /// The username it gives up (cleared only if the row still holds it).
         username: String,
     },
     /// Insert the row or overwrite it with this snapshot.
     Upsert(UserSnapshot),
+    /// Remove the row ([`DeleteMode::Hard`]).
     DeleteRow {
+        /// The deleted user's id.
         user_id: String,
     },
     /// Set `deletedAt` and clear email and username.
     SoftDeleteRow {
+        /// The deleted user's id.
         user_id: String,
     },
     /// Set `deletedAt` and clear every personal field (see [`DeleteMode::Erase`]).
     EraseRow {
+        /// The deleted user's id.
         user_id: String,
     },
+    /// Remember the id as deleted for good, so no later snapshot brings the user back.
     Tombstone {
+        /// The deleted user's id.
         user_id: String,
     },
 }
@@ -220,7 +253,9 @@ pub enum Change {
 /// The changes one event makes, and what to call the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The writes, in the order they are to be made; empty when nothing changes.
     pub changes: Vec<Change>,
+    /// What the event did, as stored in the inbox and counted in metrics.
     pub outcome: Outcome,
 }
 
@@ -302,6 +337,7 @@ pub struct RowWrites {
 }
 
 impl RowWrites {
+    /// Nothing to write: no value moves and no row is inserted or overwritten.
     pub fn is_empty(&self) -> bool {
         self.clear_email.is_empty() && self.clear_username.is_empty() && self.upserts.is_empty()
     }
@@ -310,7 +346,9 @@ impl RowWrites {
 /// What a batch does: one outcome per event, in order, and the writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
+    /// One outcome per event, in the order the events were given.
     pub outcomes: Vec<Outcome>,
+    /// The snapshots' writes, made first.
     pub writes: RowWrites,
     /// Deletions' changes (row removals, tombstones), written after `writes`.
     pub deletions: Vec<Change>,
@@ -319,7 +357,9 @@ pub struct BatchPlan {
 /// One event of a batch, as the rules see it.
 #[derive(Debug, Clone, Copy)]
 pub enum Planned<'a> {
+    /// `user.created` / `user.updated`, or a snapshot read from Clerk.
     Snapshot(&'a UserSnapshot),
+    /// `user.deleted` of this user id.
     Deletion(&'a str),
 }
 

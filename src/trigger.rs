@@ -12,8 +12,11 @@ use crate::webhook::{SigningSecret, signed_headers};
 /// What an event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// `*.created`: a new user, organization or membership (new ids unless given).
     Created,
+    /// `*.updated`: an existing one changed, newer than what the database holds.
     Updated,
+    /// `*.deleted`: an existing one removed.
     Deleted,
 }
 
@@ -41,7 +44,7 @@ pub enum TriggerEvent {
 }
 
 /// The event types `trigger` makes up itself.
-pub const EVENT_TYPES: [&str; 9] = [
+pub(crate) const EVENT_TYPES: [&str; 9] = [
     "user.created",
     "user.updated",
     "user.deleted",
@@ -112,11 +115,15 @@ pub struct EventFields {
     /// The user of a `user.*` or `organizationMembership.*` event; the creator of
     /// `organization.created`.
     pub user_id: Option<String>,
+    /// The user's primary email, instead of a made-up one.
     pub email: Option<String>,
     /// Send the user without any email address (phone or username sign-up).
     pub no_email: bool,
+    /// The user's first name, instead of a made-up one.
     pub first_name: Option<String>,
+    /// The user's last name, instead of a made-up one.
     pub last_name: Option<String>,
+    /// The user's username, instead of a made-up one.
     pub username: Option<String>,
     /// The organization of an `organization.*` or `organizationMembership.*` event.
     pub org_id: Option<String>,
@@ -325,28 +332,45 @@ pub fn sample_membership(row: &MembershipRecord) -> SampleMembership {
     }
 }
 
+/// Why `trigger` sent nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
+    /// The event or flags were wrong; the text says what to give instead.
     #[error("{0}")]
     Usage(String),
+    /// The event file could not be read.
     #[error("cannot read {path}: {source}")]
     File {
+        /// The file given as the event.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The server did not answer (not running, wrong address); an answer, even an error, is a
+    /// [`Delivered`].
     #[error("could not reach {url}: {source}. Is `clerk-sync serve` running there?")]
-    Send { url: String, source: reqwest::Error },
+    Send {
+        /// The webhook URL the event was posted to.
+        url: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
 }
 
 /// A signed request ready to send.
 #[derive(Debug, Clone)]
 pub struct SignedEvent {
+    /// The delivery's `svix-id`; sending the same id again is a duplicate to the server.
     pub svix_id: String,
     /// The ids the event is about, as far as trigger made it up (none for a file).
     pub user_id: Option<String>,
+    /// The organization the event is about, for organization and membership events.
     pub organization_id: Option<String>,
+    /// The membership the event is about, for membership events.
     pub membership_id: Option<String>,
+    /// The JSON body, exactly the bytes signed.
     pub body: String,
+    /// `svix-id`, `svix-timestamp` and `svix-signature`, as Svix sends them.
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -572,7 +596,9 @@ fn membership_event(
 /// The answer the server gave.
 #[derive(Debug, Clone)]
 pub struct Delivered {
+    /// The HTTP status; 2xx means the event was accepted.
     pub status: u16,
+    /// The response body: JSON with the `outcome` (`created`, `duplicate`, ...) or the `error`.
     pub body: String,
 }
 

@@ -43,6 +43,8 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 impl SigningSecret {
+    /// Reads one secret: `whsec_` + base64 as Clerk's dashboard shows it (the prefix may be
+    /// left out, lost `=` padding is forgiven). The error never contains the secret.
     pub fn parse(secret: &str) -> Result<Self, String> {
         let encoded = secret.trim();
         let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
@@ -114,6 +116,8 @@ impl fmt::Debug for Verifier {
 /// A delivery whose signature and timestamp checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The message's `svix-id`: the same on every retry of one event, so it identifies
+    /// duplicates.
     pub svix_id: String,
     /// Unix seconds of this delivery attempt (not of the event).
     pub timestamp: i64,
@@ -122,23 +126,32 @@ pub struct Delivery {
 /// Why a delivery was refused. The text is safe to log: it never holds a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// The named header (`svix-id`, `svix-timestamp` or `svix-signature`) is absent, under its
+    /// Svix and its Standard Webhooks name alike.
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    /// The named header is present but unreadable: not text, an empty or overlong id, a
+    /// timestamp that is not a number.
     #[error("malformed {0} header")]
     MalformedHeader(&'static str),
+    /// Signed more than 5 minutes ago: a replay, or a clock far behind.
     #[error("timestamp is more than 5 minutes old")]
     TimestampTooOld,
+    /// Signed more than 5 minutes ahead: a clock far ahead.
     #[error("timestamp is more than 5 minutes in the future")]
     TimestampInFuture,
+    /// No `v1` signature verifies under any configured secret: a wrong secret, or a body
+    /// changed on the way.
     #[error("no signature matches any configured secret")]
     InvalidSignature,
+    /// The body is not UTF-8, which Svix never sends.
     #[error("body is not UTF-8")]
     BodyNotUtf8,
 }
 
 impl Rejection {
     /// A short stable label (for logs and metrics).
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Rejection::MissingHeader(_) => "missing_header",
             Rejection::MalformedHeader(_) => "malformed_header",
@@ -164,6 +177,8 @@ fn header<'a>(
 }
 
 impl Verifier {
+    /// A verifier accepting deliveries signed with any of `secrets` (more than one while a
+    /// secret is rotated). With none, every delivery is refused.
     pub fn new(secrets: &[SigningSecret]) -> Self {
         Verifier {
             webhooks: secrets.iter().map(SigningSecret::webhook).collect(),

@@ -47,6 +47,24 @@ fuzz_target!(|data: &[u8]| {
                 }]
             );
         }
+        EventKind::OrganizationSnapshot(o) => {
+            assert!(event.event_type.starts_with("organization."));
+            assert!(!o.id.is_empty() && valid_millis(o.updated_at));
+            assert!(o.slug.as_deref() != Some(""));
+        }
+        EventKind::OrganizationDeleted { organization_id } => {
+            assert_eq!(event.event_type, "organization.deleted");
+            assert!(!organization_id.is_empty());
+        }
+        EventKind::MembershipSnapshot(m) => {
+            assert!(event.event_type.starts_with("organizationMembership."));
+            assert!(!m.id.is_empty() && !m.user_id.is_empty() && valid_millis(m.updated_at));
+            assert!(valid_millis(m.organization.updated_at) && !m.role.is_empty());
+        }
+        EventKind::MembershipDeleted(d) => {
+            assert_eq!(event.event_type, "organizationMembership.deleted");
+            assert!(valid_millis(d.at) && !d.id.is_empty());
+        }
         EventKind::Unusable { user_id, reason } => {
             assert!(!reason.is_empty());
             let _ = user_id;
@@ -55,7 +73,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 !matches!(
                     event.event_type.as_str(),
-                    "user.created" | "user.updated" | "user.deleted"
+                    "user.created"
+                        | "user.updated"
+                        | "user.deleted"
+                        | "organization.created"
+                        | "organization.updated"
+                        | "organization.deleted"
+                        | "organizationMembership.created"
+                        | "organizationMembership.updated"
+                        | "organizationMembership.deleted"
                 ),
                 "{:?} left unhandled",
                 event.event_type

@@ -16,7 +16,7 @@ use crate::clerk::event::{MembershipData, OrganizationData, UserData};
 
 /// One page of a Clerk list answered as `{"data": [...], "total_count": n}`.
 #[derive(Debug, Deserialize)]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     pub data: Vec<T>,
     pub total_count: u64,
 }
@@ -35,6 +35,8 @@ impl fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
+    /// Checks the key's form (`sk_test_` or `sk_live_`, surrounding whitespace dropped); the
+    /// error says where to copy a right one from. Whether Clerk accepts it shows on first use.
     pub fn parse(key: &str) -> Result<SecretKey, String> {
         let key = key.trim();
         if key.starts_with("sk_test_") || key.starts_with("sk_live_") {
@@ -54,7 +56,9 @@ impl SecretKey {
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub attempts: u32,
+    /// Backoff before the first retry; doubled for each one after it, with random jitter.
     pub base_delay: Duration,
+    /// Longest backoff between two attempts, however many there were.
     pub max_delay: Duration,
     /// A `Retry-After` longer than this is not waited for: the caller gets
     /// [`ClerkApiError::RateLimited`] and decides.
@@ -75,25 +79,39 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Why a call to Clerk's Backend API failed, after the retries [`RetryPolicy`] allows.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClerkApiError {
     /// Clerk answered with an error of its own (4xx other than 429, or 5xx after retries).
     #[error("Clerk answered {status}: {message} (code {code}{trace})", trace = trace_id.as_ref().map(|t| format!(", trace id {t}")).unwrap_or_default())]
     Api {
+        /// The HTTP status Clerk answered with.
         status: u16,
+        /// Clerk's error code (e.g. `resource_not_found`); `unknown` when the body had none.
         code: String,
+        /// Clerk's explanation (its `long_message` when given), or the start of the body.
         message: String,
+        /// Clerk's trace id (else Cloudflare's `cf-ray`), to quote to Clerk's support.
         trace_id: Option<String>,
     },
+    /// `429` with a `Retry-After` longer than the policy waits for, or on the last attempt.
     #[error("Clerk's rate limit is reached; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// How long Clerk asked to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// No answer: the network failed or every attempt timed out. The text names
+    /// `CLERK_API_URL` and the underlying cause (refused connection, DNS, TLS).
     #[error("Clerk's API cannot be reached: {0}")]
     Unavailable(String),
+    /// Clerk answered with success but a body that is not what the call expects.
     #[error("Clerk's answer could not be read: {0}")]
     Decode(String),
 }
 
 impl ClerkApiError {
+    /// The HTTP status Clerk answered with (`429` when rate-limited); `None` when there was no
+    /// usable answer.
     pub fn status(&self) -> Option<u16> {
         match self {
             ClerkApiError::Api { status, .. } => Some(*status),
@@ -121,7 +139,7 @@ struct ClerkErrorItem {
 
 /// The profile fields clerk-sync writes through to Clerk.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct UserUpdate {
+pub(crate) struct UserUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +159,7 @@ pub const EXAMPLE_INSTANCE_ID: &str = "ins_2g7np7Hrk0SN6kj5EDMLDaKNL0S";
 /// The Clerk instance a secret key belongs to (`GET /v1/instance`); webhook envelopes carry
 /// the same id as `instance_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Instance {
+pub(crate) struct Instance {
     pub id: String,
     /// `development` or `production`.
     #[serde(default)]
@@ -158,6 +176,8 @@ pub struct ClerkApi {
 }
 
 impl ClerkApi {
+    /// A client for the Backend API at `base_url` (normally [`DEFAULT_API_URL`]) with the
+    /// instance's secret key. Nothing is sent yet; the error says what is wrong with the URL.
     pub fn new(
         base_url: &str,
         secret_key: SecretKey,
@@ -188,12 +208,12 @@ impl ClerkApi {
     }
 
     /// `CLERK_API_URL` as configured (without a trailing slash), for messages.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base
     }
 
     /// Whether the key is a production one (`sk_live_`); Clerk's rate limits differ.
-    pub fn is_production(&self) -> bool {
+    pub(crate) fn is_production(&self) -> bool {
         self.secret_key.0.starts_with("sk_live_")
     }
 
@@ -220,7 +240,7 @@ impl ClerkApi {
     }
 
     /// `PATCH /v1/users/{id}`: Clerk answers with the updated user.
-    pub async fn update_user(
+    pub(crate) async fn update_user(
         &self,
         user_id: &str,
         update: &UserUpdate,
@@ -235,7 +255,7 @@ impl ClerkApi {
     }
 
     /// `GET /v1/users` in creation order (oldest first), `limit` at a time after the cursor.
-    pub async fn list_users(
+    pub(crate) async fn list_users(
         &self,
         limit: u32,
         starting_after: Option<&str>,
@@ -259,7 +279,7 @@ impl ClerkApi {
 
     /// `GET /v1/organizations`, oldest first, `limit` at a time from `offset`, with Clerk's
     /// total count. Offset paging is all Clerk offers for organizations.
-    pub async fn list_organizations(
+    pub(crate) async fn list_organizations(
         &self,
         limit: u32,
         offset: u64,
@@ -270,7 +290,7 @@ impl ClerkApi {
 
     /// `GET /v1/organization_memberships`: every membership of the instance, each with its
     /// organization, oldest first, `limit` at a time from `offset`.
-    pub async fn list_memberships(
+    pub(crate) async fn list_memberships(
         &self,
         limit: u32,
         offset: u64,
@@ -307,7 +327,7 @@ impl ClerkApi {
     }
 
     /// `GET /v1/users/count`.
-    pub async fn count_users(&self) -> Result<u64, ClerkApiError> {
+    pub(crate) async fn count_users(&self) -> Result<u64, ClerkApiError> {
         let url = self.url(&["users", "count"]);
         let response = self
             .call("count_users", || self.http.request(Method::GET, &url))
@@ -317,7 +337,7 @@ impl ClerkApi {
 
     /// `GET /v1/instance`: the instance this key belongs to; `None` when the API does not
     /// answer that question (404), so callers treat the instance as unknown.
-    pub async fn instance(&self) -> Result<Option<Instance>, ClerkApiError> {
+    pub(crate) async fn instance(&self) -> Result<Option<Instance>, ClerkApiError> {
         let url = self.url(&["instance"]);
         match self
             .call("get_instance", || self.http.request(Method::GET, &url))
@@ -330,7 +350,7 @@ impl ClerkApi {
     }
 
     /// `GET /v1/jwks`: the keys Clerk signs session tokens with.
-    pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, ClerkApiError> {
+    pub(crate) async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, ClerkApiError> {
         let url = self.url(&["jwks"]);
         let response = self
             .call("jwks", || self.http.request(Method::GET, &url))

@@ -16,8 +16,10 @@ use crate::sync::{
 /// A verified body that is not a Clerk event envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
+    /// The body does not parse as JSON at all.
     #[error("body is not JSON: {0}")]
     NotJson(serde_json::Error),
+    /// JSON, but without a string `type` and a `data` object.
     #[error(
         "body is JSON but not an event envelope (it needs a string \"type\" and a \"data\" object)"
     )]
@@ -29,19 +31,28 @@ pub enum EnvelopeError {
 pub struct ClerkEvent {
     /// Clerk's event type, e.g. `user.created`.
     pub event_type: String,
+    /// What the event means for the tables, with the data it carries.
     pub kind: EventKind,
 }
 
+/// What an event asks of the tables: a snapshot to apply, a deletion, nothing (a type not
+/// synced), or a failure to record (data that cannot be applied).
 #[derive(Debug, Clone)]
 pub enum EventKind {
     /// `user.created` / `user.updated`: the whole user as Clerk holds it now.
     UserSnapshot(UserSnapshot),
     /// `user.deleted`: only the id survives.
-    UserDeleted { user_id: String },
+    UserDeleted {
+        /// Clerk's user id (`user_…`).
+        user_id: String,
+    },
     /// `organization.created` / `organization.updated`: the whole organization.
     OrganizationSnapshot(OrganizationSnapshot),
     /// `organization.deleted`: only the id (and slug) survive.
-    OrganizationDeleted { organization_id: String },
+    OrganizationDeleted {
+        /// Clerk's organization id (`org_…`).
+        organization_id: String,
+    },
     /// `organizationMembership.created` / `.updated`: the whole membership and its organization.
     MembershipSnapshot(MembershipSnapshot),
     /// `organizationMembership.deleted`, at the time Clerk sent it.
@@ -50,7 +61,9 @@ pub enum EventKind {
     Unhandled,
     /// A user event whose `data` we cannot apply; the reason is kept with the stored event.
     Unusable {
+        /// The user the event names, when even that much could be read.
         user_id: Option<String>,
+        /// What is wrong with `data`, for the operator (stored as the event's error).
         reason: String,
     },
 }
@@ -71,7 +84,7 @@ impl ClerkEvent {
     }
 
     /// The Clerk organization this event is about, when it names one.
-    pub fn organization_id(&self) -> Option<&str> {
+    pub(crate) fn organization_id(&self) -> Option<&str> {
         match &self.kind {
             EventKind::OrganizationSnapshot(o) => Some(&o.id),
             EventKind::OrganizationDeleted { organization_id } => Some(organization_id),
@@ -82,7 +95,7 @@ impl ClerkEvent {
     }
 
     /// The Clerk membership this event is about, when it names one.
-    pub fn membership_id(&self) -> Option<&str> {
+    pub(crate) fn membership_id(&self) -> Option<&str> {
         match &self.kind {
             EventKind::MembershipSnapshot(m) => Some(&m.id),
             EventKind::MembershipDeleted(m) => Some(&m.id),
@@ -105,28 +118,42 @@ struct Envelope<'a> {
 /// The part of Clerk's User object that ends up in the `users` table.
 #[derive(Debug, Deserialize)]
 pub struct UserData {
+    /// Clerk's user id (`user_…`); a user without one cannot be stored.
     pub id: Option<String>,
+    /// Which of `email_addresses` is the primary one (`idn_…`); `None` for a user without
+    /// email (phone or username sign-up).
     #[serde(default)]
     pub primary_email_address_id: Option<String>,
+    /// Every address of the user, verified or not; only the primary one is stored.
     #[serde(default)]
     pub email_addresses: Option<Vec<EmailAddress>>,
+    /// Given name, as the user entered it.
     #[serde(default)]
     pub first_name: Option<String>,
+    /// Family name, as the user entered it.
     #[serde(default)]
     pub last_name: Option<String>,
+    /// Set only when the instance has usernames turned on.
     #[serde(default)]
     pub username: Option<String>,
+    /// The profile image's URL as Clerk serves it (a generated avatar when none was uploaded).
     #[serde(default)]
     pub image_url: Option<String>,
+    /// When the user was created in Clerk, in Unix milliseconds.
     #[serde(default)]
     pub created_at: Option<i64>,
+    /// When Clerk last changed the user, in Unix milliseconds: what orders snapshots of the
+    /// same user, so one without it cannot be applied.
     #[serde(default)]
     pub updated_at: Option<i64>,
 }
 
+/// One of a user's email addresses in Clerk's User object.
 #[derive(Debug, Deserialize)]
 pub struct EmailAddress {
+    /// The address's id (`idn_…`), which `primary_email_address_id` refers to.
     pub id: Option<String>,
+    /// The address itself.
     pub email_address: Option<String>,
 }
 
@@ -215,8 +242,10 @@ fn user_snapshot_kind(data: &RawValue) -> EventKind {
 
 /// Why a Clerk user object cannot become a snapshot.
 #[derive(Debug)]
-pub struct UnusableUser {
+pub(crate) struct UnusableUser {
+    /// The user's id, when the object has one.
     pub user_id: Option<String>,
+    /// What is missing or invalid, for the log and the stored event.
     pub reason: String,
 }
 
@@ -225,7 +254,7 @@ pub struct UnusableUser {
 impl UserSnapshot {
     /// Reads Clerk's user object the way Clerk means it: the primary email is the address whose
     /// id is `primary_email_address_id` (never simply the first one), and there may be none.
-    pub fn from_clerk(user: UserData) -> Result<Self, UnusableUser> {
+    pub(crate) fn from_clerk(user: UserData) -> Result<Self, UnusableUser> {
         let id = match user.id {
             Some(id) if !id.is_empty() => id,
             _ => {
@@ -268,18 +297,26 @@ impl UserSnapshot {
 
 /// The part of Clerk's Organization object that ends up in the `organizations` table.
 #[derive(Debug, Deserialize)]
-pub struct OrganizationData {
+pub(crate) struct OrganizationData {
+    /// Clerk's organization id (`org_…`); one without it cannot be stored.
     pub id: Option<String>,
+    /// Display name; required to store the organization.
     #[serde(default)]
     pub name: Option<String>,
+    /// URL-friendly name, unique within the instance; may be absent or empty.
     #[serde(default)]
     pub slug: Option<String>,
+    /// The logo's URL.
     #[serde(default)]
     pub image_url: Option<String>,
+    /// Id of the user who created the organization (`user_…`).
     #[serde(default)]
     pub created_by: Option<String>,
+    /// When the organization was created in Clerk, in Unix milliseconds.
     #[serde(default)]
     pub created_at: Option<i64>,
+    /// When Clerk last changed the organization, in Unix milliseconds: what orders snapshots of
+    /// it, so one without it cannot be applied.
     #[serde(default)]
     pub updated_at: Option<i64>,
 }
@@ -287,29 +324,38 @@ pub struct OrganizationData {
 /// The part of Clerk's OrganizationMembership object that ends up in
 /// `organization_memberships` (and, through the organization it embeds, `organizations`).
 #[derive(Debug, Deserialize)]
-pub struct MembershipData {
+pub(crate) struct MembershipData {
+    /// Clerk's membership id (`orgmem_…`); one without it cannot be stored.
     pub id: Option<String>,
+    /// The member's role key: `org:admin`, `org:member` or a custom `org:<key>`.
     #[serde(default)]
     pub role: Option<String>,
+    /// The organization, embedded whole; it is stored (or updated) along with the membership.
     #[serde(default)]
     pub organization: Option<OrganizationData>,
+    /// Who the member is; only the user id is read.
     #[serde(default)]
     pub public_user_data: Option<PublicUserData>,
+    /// When the membership was created in Clerk, in Unix milliseconds.
     #[serde(default)]
     pub created_at: Option<i64>,
+    /// When Clerk last changed the membership, in Unix milliseconds: what orders snapshots of
+    /// it. Clerk does not bump it on deletion.
     #[serde(default)]
     pub updated_at: Option<i64>,
 }
 
+/// The member as a membership describes them (`public_user_data`).
 #[derive(Debug, Deserialize)]
-pub struct PublicUserData {
+pub(crate) struct PublicUserData {
+    /// The member's Clerk user id (`user_…`); a membership without it cannot be stored.
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
 impl OrganizationSnapshot {
     /// Reads Clerk's organization object; the reason when it cannot be stored.
-    pub fn from_clerk(data: OrganizationData) -> Result<Self, String> {
+    pub(crate) fn from_clerk(data: OrganizationData) -> Result<Self, String> {
         let Some(id) = data.id.filter(|id| !id.is_empty()) else {
             return Err("organization data has no id".into());
         };
@@ -337,7 +383,7 @@ impl OrganizationSnapshot {
 impl MembershipSnapshot {
     /// Reads Clerk's membership object, the organization it embeds included; the reason when
     /// it cannot be stored.
-    pub fn from_clerk(data: MembershipData) -> Result<Self, String> {
+    pub(crate) fn from_clerk(data: MembershipData) -> Result<Self, String> {
         let Some(id) = data.id.filter(|id| !id.is_empty()) else {
             return Err("membership data has no id".into());
         };

@@ -6,6 +6,5 @@ pub mod event;
 pub mod sample;
 pub mod session;
 
-pub use event::{
-    ClerkEvent, EnvelopeError, EventKind, MembershipData, OrganizationData, UserData, parse_event,
-};
+pub use event::{ClerkEvent, EnvelopeError, EventKind, UserData, parse_event};
+pub(crate) use event::{MembershipData, OrganizationData};

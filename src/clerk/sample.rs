@@ -7,14 +7,22 @@ use serde_json::{Value, json};
 /// The user a sample event describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleUser {
+    /// Clerk's user id (`user_…`).
     pub id: String,
     /// Primary email; `None` for a user who signed up with a phone number or a username.
     pub email: Option<String>,
+    /// Sent as `first_name`; `None` sends `null`.
     pub first_name: Option<String>,
+    /// Sent as `last_name`; `None` sends `null`.
     pub last_name: Option<String>,
+    /// Sent as `username`; `None` as for an instance without usernames.
     pub username: Option<String>,
+    /// Sent as both `image_url` and `profile_image_url`.
     pub image_url: String,
+    /// Clerk's creation time, Unix milliseconds.
     pub created_at: i64,
+    /// Clerk's last change, Unix milliseconds; also the envelope's `timestamp` of the user's
+    /// created and updated events. Raise it to make an update newer than the last.
     pub updated_at: i64,
 }
 
@@ -145,17 +153,23 @@ pub fn user_deleted(user_id: &str, timestamp_ms: i64) -> String {
 /// field as in Clerk's `organization.created` example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleOrganization {
+    /// Clerk's organization id (`org_…`).
     pub id: String,
+    /// Display name.
     pub name: String,
     /// Unique within an instance, as Clerk's slugs are.
     pub slug: String,
+    /// The logo's URL.
     pub image_url: String,
     /// The id of the user who created it.
     pub created_by: String,
     /// What the object claims. Clerk counts the memberships, and so does the Clerk emulator,
     /// whatever this says.
     pub members_count: u64,
+    /// Clerk's creation time, Unix milliseconds.
     pub created_at: i64,
+    /// Clerk's last change, Unix milliseconds; also the envelope's `timestamp` of the
+    /// organization's created and updated events.
     pub updated_at: i64,
 }
 
@@ -204,13 +218,18 @@ impl SampleOrganization {
 /// field for field as in Clerk's `organizationMembership.created` example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleMembership {
+    /// Clerk's membership id (`orgmem_…`).
     pub id: String,
     /// Embedded whole in the object, as Clerk embeds it.
     pub organization: SampleOrganization,
+    /// The member's Clerk user id, sent in `public_user_data`.
     pub user_id: String,
     /// `org:admin`, `org:member` or a custom `org:<key>`.
     pub role: String,
+    /// Clerk's creation time, Unix milliseconds.
     pub created_at: i64,
+    /// Clerk's last change, Unix milliseconds; also the envelope's `timestamp` of the
+    /// membership's created and updated events (not of its deletion).
     pub updated_at: i64,
 }
 

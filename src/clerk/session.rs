@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::clerk::api::{ClerkApi, ClerkApiError};
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`, as Clerk's SDK allows.
-pub const CLOCK_SKEW_SECONDS: u64 = 5;
+pub(crate) const CLOCK_SKEW_SECONDS: u64 = 5;
 /// How long fetched keys are trusted before they are fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// Fewest seconds between two JWKS fetches, whatever the tokens say.
@@ -45,30 +45,47 @@ pub struct Session {
 /// Why a token was refused. Logged; never sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// Neither an `Authorization` header nor a `__session` cookie carried a token.
     #[error("no session token (Authorization: Bearer or __session cookie)")]
     Missing,
+    /// Not a readable JWT: not three base64url parts, or a header or claims that are not the
+    /// JSON expected.
     #[error("token is not a well-formed JWT")]
     Malformed,
+    /// The header's `alg` (given) is not RS256, the only algorithm Clerk signs with.
     #[error("algorithm {0} is not accepted (RS256 only)")]
     UnsupportedAlgorithm(String),
+    /// The header's `cat` (given) marks another kind of Clerk token (machine-to-machine, JWT
+    /// template), signed with the same key.
     #[error("token category {0} is not a session token")]
     NotASessionToken(String),
+    /// The header names no `kid` (given, if any), or none of Clerk's fetched keys has it (they
+    /// are refetched for it at most every [`SessionRules::jwks_min_refetch`]).
     #[error("no signing key with kid {0:?}")]
     UnknownKey(Option<String>),
+    /// The signature does not match the token under its key: forged or altered.
     #[error("signature does not verify")]
     BadSignature,
+    /// Past `exp`, beyond the allowed clock skew.
     #[error("token expired")]
     Expired,
+    /// Before `nbf`, beyond the allowed clock skew.
     #[error("token not valid yet (nbf)")]
     NotYetValid,
+    /// `iat` lies in the future, beyond the allowed clock skew.
     #[error("token issued in the future (iat)")]
     IssuedInFuture,
+    /// No `sub`, so no user to speak of.
     #[error("token has no subject (sub)")]
     MissingSubject,
+    /// The token's `azp` (given, if any) is not among [`SessionRules::authorized_parties`].
     #[error("authorized party {0:?} is not allowed")]
     UnauthorizedParty(Option<String>),
+    /// The token's `iss` (given, if any) is not [`SessionRules::issuer`].
     #[error("issuer {0:?} is not this Clerk instance")]
     WrongIssuer(Option<String>),
+    /// The session's status is `pending` (e.g. an organization still to choose) and
+    /// [`SessionRules::allow_pending`] is off.
     #[error("session is pending")]
     PendingSession,
     /// The signing keys cannot be fetched: not the client's fault.
@@ -78,7 +95,7 @@ pub enum SessionError {
 
 impl SessionError {
     /// A short stable label (for logs and metrics).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             SessionError::Missing => "missing",
             SessionError::Malformed => "malformed",
@@ -100,7 +117,7 @@ impl SessionError {
 
 /// The Frontend API URL (the `iss` of the instance's tokens) encoded in a publishable key:
 /// `pk_test_` / `pk_live_` + base64 of `<host>$`.
-pub fn issuer_from_publishable_key(key: &str) -> Result<String, String> {
+pub(crate) fn issuer_from_publishable_key(key: &str) -> Result<String, String> {
     let key = key.trim();
     let encoded = key
         .strip_prefix("pk_test_")
@@ -218,6 +235,9 @@ struct CheckedClaims {
 }
 
 impl SessionVerifier {
+    /// A verifier that takes its keys from `source` and applies `rules`. A PEM key is parsed
+    /// here (the error says what to copy from Clerk's dashboard); JWKS keys are fetched on the
+    /// first token.
     pub fn new(source: KeySource, rules: SessionRules) -> Result<SessionVerifier, String> {
         let keys = match source {
             KeySource::Pem(pem) => {

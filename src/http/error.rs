@@ -22,25 +22,36 @@ pub(crate) fn retry_later(message: &str) -> Response {
         .into_response()
 }
 
+/// Why the user API or an extractor ([`super::SyncedUser`], [`super::ClerkSession`]) refused a
+/// request; as a response, a status code and a JSON `{"error": ...}` body safe to show the
+/// client.
 #[derive(Debug)]
 pub enum ApiError {
     /// No session token at all.
     SignInRequired,
     /// A token that does not prove a session (the reason is logged, not told).
     InvalidSession,
+    /// `404`: the user is deleted, or not in the table and cannot be fetched; the text says
+    /// which.
     NotFound(String),
     /// Input that fails validation; names the field.
     Invalid {
+        /// The field at fault (e.g. `firstName`), or `body` when the body as a whole is wrong.
         field: String,
+        /// What is wrong with it.
         message: String,
     },
     /// Clerk refused the change for a reason of its own.
     Rejected(String),
+    /// `429`: over the per-user or per-address limit, or Clerk's; `Retry-After` says how long
+    /// to wait (one second when unknown).
     RateLimited(Option<Duration>),
     /// A dependency (database, Clerk) is away; retrying later can work.
     Unavailable(String),
     /// The server lacks the configuration for this; the message says what to set.
     NotConfigured(String),
+    /// `500`: what should not happen (e.g. Clerk sent a user that cannot be stored); the
+    /// detail is only logged.
     Internal,
 }
 

@@ -116,7 +116,7 @@ impl IpNet {
     }
 
     /// An IPv4 block never contains an IPv6 address, nor the reverse.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&ip)
     }
 }
@@ -128,7 +128,7 @@ impl From<ipnet::IpNet> for IpNet {
 }
 
 /// The limiters the handlers share.
-pub struct RateLimiters {
+pub(crate) struct RateLimiters {
     unverified: DefaultKeyedRateLimiter<IpAddr>,
     per_user: DefaultKeyedRateLimiter<String>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,

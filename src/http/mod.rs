@@ -9,13 +9,15 @@ mod log_throttle;
 mod metrics;
 mod openapi;
 mod status;
-pub mod users;
+mod users;
 mod webhook;
 
 pub(crate) use connections::{ConnectionLimits, bind, serve};
 pub use error::ApiError;
-pub use limits::{IpNet, LimitSettings, RateLimiters};
-pub use users::{ClerkSession, SyncedUser, Users, ensure_user_exists, user_json};
+pub(crate) use limits::RateLimiters;
+pub use limits::{IpNet, LimitSettings};
+pub(crate) use users::Users;
+pub use users::{ClerkSession, SyncedUser};
 
 use std::sync::Arc;
 
@@ -39,23 +41,24 @@ pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
 /// [`DeliveryQueue::shutdown`]) and only then `store.close()`.
 #[derive(Clone, Debug)]
 pub struct AppState {
+    /// The database the handlers read and write; closed last on shutdown.
     pub store: Store,
     /// Where the webhook endpoint hands verified events to be written (group commit). Its
     /// writers hold database connections until [`DeliveryQueue::shutdown`] stops them.
     pub deliveries: DeliveryQueue,
-    pub verifier: Arc<Verifier>,
-    pub delete_mode: DeleteMode,
-    pub users: Arc<Users>,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) delete_mode: DeleteMode,
+    pub(crate) users: Arc<Users>,
     /// Bearer token `/metrics` requires, if any.
-    pub metrics_token: Option<Arc<str>>,
+    pub(crate) metrics_token: Option<Arc<str>>,
     /// Token that opens `/status` (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
-    pub admin_token: Option<Arc<str>>,
-    pub limiters: Arc<RateLimiters>,
+    pub(crate) admin_token: Option<Arc<str>>,
+    pub(crate) limiters: Arc<RateLimiters>,
     /// Longest time one database operation may take before the request gets 503.
-    pub db_timeout: std::time::Duration,
+    pub(crate) db_timeout: std::time::Duration,
     /// Origins a browser may call the user API from (`CLERK_AUTHORIZED_PARTIES`). Shared, not
     /// copied: the state is cloned for every request that extracts it.
-    pub cors_origins: Arc<[String]>,
+    pub(crate) cors_origins: Arc<[String]>,
 }
 
 /// Everything `clerk-sync serve` answers on one address, under one set of global layers: the

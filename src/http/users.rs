@@ -32,7 +32,7 @@ const MAX_NAME_CHARS: usize = 256;
 
 /// What the user API needs besides the store.
 #[derive(Debug, Default)]
-pub struct Users {
+pub(crate) struct Users {
     /// `None` when neither `CLERK_JWT_KEY` nor `CLERK_SECRET_KEY` is set.
     pub sessions: Option<SessionVerifier>,
     /// `None` without `CLERK_SECRET_KEY`: no fallback fetch, no profile updates.
@@ -63,7 +63,9 @@ pub struct ClerkSession(pub Session);
 /// A verified session whose user row exists (fetched from Clerk if its webhook has not arrived).
 #[derive(Debug, Clone)]
 pub struct SyncedUser {
+    /// The verified session, as [`ClerkSession`] gives it.
     pub session: Session,
+    /// The user's row, never a deleted one (the extractor answers 404 for those).
     pub user: UserRecord,
 }
 
@@ -167,7 +169,10 @@ fn session_token(parts: &Parts) -> Option<&str> {
 
 /// The design's `ensureUserExists`, done right: the row, or the user fetched from Clerk and
 /// applied like a webhook; never a deleted user brought back.
-pub async fn ensure_user_exists(state: &AppState, user_id: &str) -> Result<UserRecord, ApiError> {
+pub(crate) async fn ensure_user_exists(
+    state: &AppState,
+    user_id: &str,
+) -> Result<UserRecord, ApiError> {
     let (row, tombstoned) = state.store.user(user_id).await.map_err(store_unavailable)?;
     if tombstoned || row.as_ref().is_some_and(|r| r.deleted_at.is_some()) {
         return Err(ApiError::NotFound("this user has been deleted".into()));
@@ -334,7 +339,7 @@ fn time(t: &chrono::NaiveDateTime) -> String {
 
 /// The row as a Prisma client hands it to an app: the table's camelCase names, times as ISO
 /// 8601 UTC strings with milliseconds.
-pub fn user_json(user: &UserRecord) -> Value {
+pub(crate) fn user_json(user: &UserRecord) -> Value {
     json!({
         "id": user.id,
         "email": user.email,
@@ -352,7 +357,7 @@ pub fn user_json(user: &UserRecord) -> Value {
 }
 
 /// A row of `organizations` as a Prisma client hands it to an app, like [`user_json`].
-pub fn organization_json(organization: &OrganizationRecord) -> Value {
+pub(crate) fn organization_json(organization: &OrganizationRecord) -> Value {
     json!({
         "id": organization.id,
         "name": organization.name,
@@ -369,7 +374,7 @@ pub fn organization_json(organization: &OrganizationRecord) -> Value {
 
 /// A row of `organization_memberships` with its organization, as Prisma's
 /// `findMany({ include: { organization: true } })` hands it to an app (see [`user_json`]).
-pub fn membership_json(membership: &MembershipRecord) -> Value {
+pub(crate) fn membership_json(membership: &MembershipRecord) -> Value {
     json!({
         "id": membership.id,
         "organizationId": membership.organization_id,

@@ -18,6 +18,7 @@ use crate::store::Store;
 /// State key of the checkpoint.
 const CHECKPOINT: &str = "backfill";
 
+/// How a backfill runs (`clerk-sync backfill`'s flags).
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
     /// Users, organizations or memberships per request (at most 500, Clerk's largest page;
@@ -68,21 +69,28 @@ pub struct Resumed {
 /// What a backfill did.
 #[derive(Debug, Clone, Default)]
 pub struct BackfillReport {
-    /// The users.
+    /// What became of the users this run read.
     pub summary: Summary,
     /// The user cursor the run resumed after, if it continued an interrupted one in the users.
     pub resumed_after: Option<String>,
     /// Pages of users.
     pub pages: u64,
+    /// The organizations this run read (a resumed run counts only those after its checkpoint).
     pub organizations: Summary,
+    /// The memberships, counted like the organizations.
     pub memberships: Summary,
-    /// Pages of organizations and of memberships that held something new.
+    /// Pages of organizations that held something new.
     pub organization_pages: u64,
+    /// Pages of memberships that held something new.
     pub membership_pages: u64,
     /// Set when the run continued an interrupted one past the users.
     pub resumed_in: Option<Resumed>,
 }
 
+/// Runs a backfill under the `backfill` lease: users, then organizations, then memberships,
+/// continuing an interrupted run unless [`BackfillOptions::restart`] says otherwise. Refused
+/// ([`JobError::WrongInstance`]) when the key belongs to another instance than the stored
+/// webhooks, and [`JobError::LeaseHeld`] while another process runs a backfill.
 pub async fn run(
     store: &Store,
     api: &ClerkApi,

@@ -21,7 +21,10 @@ fn time(t: &chrono::NaiveDateTime) -> String {
 /// organization of `organization.*` events, the organization and the membership of
 /// `organizationMembership.*` ones (`None` for other events, or what a payload does not say).
 /// Read from the JSON alone, so events that failed to apply show them too.
-pub fn organization_ids(event_type: &str, payload: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn organization_ids(
+    event_type: &str,
+    payload: &str,
+) -> (Option<String>, Option<String>) {
     let family = event_type.split_once('.').map(|(family, _)| family);
     if !matches!(family, Some("organization" | "organizationMembership")) {
         return (None, None);
@@ -144,11 +147,11 @@ pub async fn replay_failed(
 
 /// Rows removed per statement: each chunk is one short transaction, so deliveries waiting for
 /// the same tables (SQLite has one writer) wait a fraction of a second, not minutes.
-pub const PRUNE_CHUNK_ROWS: u32 = 5_000;
+pub(crate) const PRUNE_CHUNK_ROWS: u32 = 5_000;
 /// A breath between chunks, in which waiting deliveries take their turn.
 const PAUSE_BETWEEN_CHUNKS: Duration = Duration::from_millis(20);
 /// How often `serve` applies its inbox retention.
-pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// What `clerk-sync events prune` removes.
 #[derive(Debug, Clone)]
@@ -168,8 +171,11 @@ pub struct PruneOptions {
 pub struct PruneReport {
     /// Events received before this time (UTC) were removed.
     pub cutoff: NaiveDateTime,
+    /// Events removed; in a dry run, how many would be.
     pub removed: u64,
+    /// Nothing was removed ([`PruneOptions::dry_run`]).
     pub dry_run: bool,
+    /// Failed events were removed too ([`PruneOptions::include_failed`]).
     pub include_failed: bool,
 }
 
@@ -245,7 +251,7 @@ pub async fn prune(store: &Store, options: &PruneOptions) -> Result<PruneReport,
 /// `serve`'s inbox retention: removes events older than `retention` at start and then every
 /// [`RETENTION_EVERY`], failed ones never. Every process on a database may run it: the chunks
 /// are idempotent and skip rows another process is removing.
-pub async fn apply_retention(store: Store, retention: Duration) {
+pub(crate) async fn apply_retention(store: Store, retention: Duration) {
     let mut ticker = tokio::time::interval(RETENTION_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

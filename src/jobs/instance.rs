@@ -62,7 +62,7 @@ pub async fn check_key_instance(store: &Store, api: &ClerkApi) -> Result<KeyInst
 /// stored webhooks (logged as an error that says what is off). A Clerk that does not answer
 /// within `wait`, or answers with an error, leaves the key in use: start-up never waits on
 /// Clerk, and each scheduled reconciliation checks again before it reads anything.
-pub async fn key_fits_stored_events(store: &Store, api: &ClerkApi, wait: Duration) -> bool {
+pub(crate) async fn key_fits_stored_events(store: &Store, api: &ClerkApi, wait: Duration) -> bool {
     match tokio::time::timeout(wait, check_key_instance(store, api)).await {
         Ok(Ok(KeyInstance::Confirmed(instance))) => {
             tracing::info!(

@@ -82,7 +82,7 @@ impl<'a> Lease<'a> {
 
     /// Extends the lease; fails if another process took it meanwhile (this one stalled past
     /// the lease's lifetime), so two runs never interleave.
-    pub async fn renew(&self) -> Result<(), JobError> {
+    pub(crate) async fn renew(&self) -> Result<(), JobError> {
         if self
             .store
             .acquire_lease(self.name, &self.holder, LEASE_TTL)
@@ -97,6 +97,7 @@ impl<'a> Lease<'a> {
         }
     }
 
+    /// Gives the lease up at the end of the job, so the next run need not wait for it to expire.
     pub async fn release(self) -> Result<(), JobError> {
         self.store.release_lease(self.name, &self.holder).await?;
         Ok(())

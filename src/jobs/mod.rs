@@ -10,7 +10,8 @@ mod organizations;
 mod pages;
 pub mod reconcile;
 
-pub use instance::{KeyInstance, check_key_instance, key_fits_stored_events};
+pub(crate) use instance::key_fits_stored_events;
+pub use instance::{KeyInstance, check_key_instance};
 pub use lease::Lease;
 
 use std::fmt;
@@ -32,29 +33,40 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 /// How many long rate-limit waits a job sits out before giving up.
 const MAX_RATE_LIMIT_WAITS: u32 = 20;
 
+/// Why a job stopped. Pages committed before the error stay committed; a backfill continues
+/// from them when run again.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
+    /// Clerk's API failed (after its retries, and after the job waited out rate limits).
     #[error(transparent)]
     Clerk(#[from] ClerkApiError),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Another process holds the job's lease (and is alive, or runs elsewhere).
     #[error("{}", lease::held_message(.job, .holder, .expires_at, .expires_in))]
     LeaseHeld {
+        /// The job's lease name: `backfill` or `reconcile`.
         job: &'static str,
         /// The holder as stored: `host/pid 4242/run_…/…`.
         holder: String,
+        /// When the lease runs out unless its holder renews it (UTC).
         expires_at: chrono::DateTime<chrono::Utc>,
         /// Until the lease expires, unless its holder renews it.
         expires_in: Duration,
     },
+    /// The job stopped rather than risk a wrong change, and the text says why and what to do:
+    /// the lease was lost, Clerk's list kept moving or was incomplete, or the deletions would
+    /// empty a large share of a table.
     #[error("{0}")]
     Refused(String),
     /// The secret key belongs to another Clerk instance than the stored webhooks: the job
     /// changed nothing.
     #[error("{}", instance::wrong_instance_message(.key_instance, .environment.as_deref(), .events_instances, .api_url))]
     WrongInstance {
+        /// The key's instance id (`ins_…`), as Clerk's API gave it.
         key_instance: String,
+        /// The key's environment (`development` or `production`), when Clerk said.
         environment: Option<String>,
         /// The instances the newest stored webhooks came from.
         events_instances: Vec<String>,
@@ -76,17 +88,22 @@ impl JobError {
 /// What a job did, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Rows that were missing and were written (in a dry run: would be).
     pub created: u64,
+    /// Rows older than the snapshot, written over.
     pub updated: u64,
+    /// Snapshots that changed nothing: the row was as new or newer, or the event a duplicate.
     pub unchanged: u64,
+    /// Deletions: rows removed (or soft-deleted), and users we never had, now tombstoned.
     pub deleted: u64,
     /// Users skipped because they are deleted here (tombstoned), or events not for us.
     pub skipped: u64,
+    /// Items that could not be applied (logged each, with the reason).
     pub failed: u64,
 }
 
 impl Summary {
-    pub fn record(&mut self, outcome: Outcome) {
+    pub(crate) fn record(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Created => self.created += 1,
             Outcome::Updated => self.updated += 1,
@@ -97,6 +114,7 @@ impl Summary {
         }
     }
 
+    /// Every item the job went through, whatever became of it.
     pub fn total(&self) -> u64 {
         self.created + self.updated + self.unchanged + self.deleted + self.skipped + self.failed
     }
@@ -122,6 +140,8 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer letting through `requests_per_10s` requests per 10 seconds, evenly spaced (at
+    /// least one).
     pub fn new(requests_per_10s: u32) -> Pacer {
         let interval = Duration::from_secs(10) / requests_per_10s.max(1);
         let quota = Quota::with_period(interval)
@@ -137,6 +157,7 @@ impl Pacer {
         if api.is_production() { 500 } else { 50 }
     }
 
+    /// Waits until the next request may go.
     pub async fn wait(&mut self) {
         self.limiter.until_ready().await;
     }
@@ -201,7 +222,7 @@ fn snapshots_of(page: Vec<UserData>, summary: &mut Summary) -> Vec<crate::sync::
 
 /// Progress of a long job: a bar with count, rate and ETA on a terminal, a log line per page
 /// otherwise (and when quiet, nothing).
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
     job: &'static str,

@@ -36,6 +36,8 @@ use crate::sync::{DeleteMode, MembershipDeletion, Outcome, UserSnapshot};
 /// size of the other instance).
 const MAX_HELD_USERS: usize = 5_000;
 
+/// How a reconciliation runs (`clerk-sync reconcile`'s flags; `serve`'s scheduled runs use
+/// their own).
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
     /// Report what would change; change nothing.
@@ -44,23 +46,31 @@ pub struct ReconcileOptions {
     /// all of it, when Clerk lists none of the table's rows, if the key's instance is the
     /// stored webhooks'.
     pub allow_mass_delete: bool,
+    /// Requests to Clerk per 10 seconds (see [`crate::jobs::Pacer::default_budget`]).
     pub requests_per_10s: u32,
+    /// Users, organizations or memberships per request (at most 500, Clerk's largest page).
     pub page_size: u32,
+    /// What deleting a row Clerk no longer has does to it (the webhook's `user.deleted` rule).
     pub delete_mode: DeleteMode,
+    /// No progress output.
     pub quiet: bool,
 }
 
 /// What reconciliation does to one user, organization or membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Missing from the table: written from Clerk's snapshot.
     Create,
+    /// Older in the table than in Clerk: overwritten with Clerk's snapshot.
     Update,
+    /// In the table but no longer in Clerk (confirmed): deleted.
     Delete,
+    /// Deleted here (tombstoned) but still listed by Clerk: left alone, never brought back.
     Skip,
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
             Action::Update => "update",
@@ -73,35 +83,46 @@ impl Action {
 /// One difference between the table and Clerk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
+    /// What reconciliation does (in a dry run: would do) about it.
     pub action: Action,
+    /// Clerk's user id (`user_…`).
     pub user_id: String,
+    /// The difference in words, e.g. which `updated_at` the table and Clerk have.
     pub detail: String,
 }
 
 /// One difference between the organizations' or memberships' table and Clerk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemDrift {
+    /// What reconciliation does (in a dry run: would do) about it.
     pub action: Action,
     /// The organization's or membership's id.
     pub id: String,
+    /// The difference in words, naming the organization or membership.
     pub detail: String,
 }
 
 /// What reconciliation found and did for organizations, or for memberships.
 #[derive(Debug, Clone, Default)]
 pub struct ListReport {
+    /// What became of each one read, counted.
     pub summary: Summary,
+    /// Each difference found, in the order found.
     pub drift: Vec<ItemDrift>,
 }
 
+/// What a reconciliation found and did; [`ReconcileReport::table`] shows it to a person.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileReport {
-    /// The users.
+    /// What became of the users read from Clerk, and of the table's users it no longer has.
     pub summary: Summary,
     /// The users' drift.
     pub drift: Vec<Drift>,
+    /// The run changed nothing: the summary and drift say what it would have done.
     pub dry_run: bool,
+    /// The organizations' summary and drift.
     pub organizations: ListReport,
+    /// The memberships' summary and drift.
     pub memberships: ListReport,
 }
 
@@ -161,6 +182,10 @@ fn iso(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Runs a reconciliation under the `reconcile` lease: walks Clerk's users, organizations and
+/// memberships, applies what the tables lack or hold older, and deletes what Clerk no longer
+/// has, within the safeguards this module describes. [`JobError::LeaseHeld`] while another
+/// process reconciles.
 pub async fn run(
     store: &Store,
     api: &ClerkApi,
@@ -693,7 +718,12 @@ fn none_listed_list_message(
 
 /// Runs reconciliation every `every` inside `serve`. Several processes may run this; the lease
 /// lets one at a time work, the others skip that round.
-pub async fn schedule(store: Store, api: ClerkApi, every: Duration, options: ReconcileOptions) {
+pub(crate) async fn schedule(
+    store: Store,
+    api: ClerkApi,
+    every: Duration,
+    options: ReconcileOptions,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

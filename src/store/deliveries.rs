@@ -16,7 +16,7 @@ use crate::sync::{DeleteMode, Outcome};
 
 /// A verified delivery, owned, on its way to a writer.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub event: ClerkEvent,
     pub svix_id: String,
     pub svix_timestamp: i64,
@@ -28,7 +28,7 @@ type Job = (Delivery, oneshot::Sender<Result<Outcome, StoreError>>);
 
 /// How deliveries are written (`CLERK_SYNC_WRITERS`, and the largest batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterSettings {
+pub(crate) struct WriterSettings {
     /// Transactions writing deliveries at the same time.
     pub writers: usize,
     /// Most deliveries one transaction takes.
@@ -44,7 +44,7 @@ impl WriterSettings {
     /// but not from many on a small machine, and every writer not busy leaves events to batch.
     /// A PostgreSQL writer holds a connection while it writes: at least one of the pool's
     /// `max_connections` stays for everything else.
-    pub fn default_for(store: &Store, max_connections: u32) -> WriterSettings {
+    pub(crate) fn default_for(store: &Store, max_connections: u32) -> WriterSettings {
         let postgres = (max_connections.saturating_sub(1) as usize).clamp(1, 3);
         WriterSettings {
             writers: if store.backend() == "sqlite" {
@@ -77,7 +77,7 @@ struct Writers {
 
 impl DeliveryQueue {
     /// Starts the writers on the current Tokio runtime.
-    pub fn start(store: Store, mode: DeleteMode, settings: WriterSettings) -> DeliveryQueue {
+    pub(crate) fn start(store: Store, mode: DeleteMode, settings: WriterSettings) -> DeliveryQueue {
         let (sender, receiver) = mpsc::channel::<Job>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
         let (closing, _) = watch::channel(false);
@@ -140,9 +140,8 @@ impl DeliveryQueue {
 
     /// Stops the writers: deliveries offered from now on are refused (the webhook answers 503,
     /// so Svix delivers them again later), those already queued are written, and each writer
-    /// then ends. Returns once all have ended; bound it
-    /// with a timeout of your own if need be (each batch takes at most
-    /// [`WriterSettings::timeout`]).
+    /// then ends. Returns once all have ended; bound it with a timeout of your own if need be
+    /// (each batch takes at most the database timeout, `CLERK_SYNC_DB_TIMEOUT`).
     ///
     /// An app embedding clerk-sync calls this before `Store::close`, so that the events
     /// already accepted are written before the pool goes; `App::run_until` does so on
@@ -163,7 +162,7 @@ impl DeliveryQueue {
     }
 
     /// Writes one delivery (with whatever else is waiting) and returns its outcome.
-    pub async fn record(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+    pub(crate) async fn record(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
         if self.sender.send((delivery, reply)).await.is_err() {
             return Err(StoreError::Setup("clerk-sync is shutting down".into()));

@@ -125,7 +125,7 @@ impl DatabaseError {
     }
 
     /// The SQLSTATE (PostgreSQL) or extended result code (SQLite).
-    pub fn code(&self) -> Option<String> {
+    pub(crate) fn code(&self) -> Option<String> {
         match &self.0 {
             Inner::Postgres(error) => error.code().map(|c| c.code().to_owned()),
             Inner::Pool(_) => None,
@@ -137,7 +137,7 @@ impl DatabaseError {
     }
 
     /// The constraint that refused the statement, when the database names it.
-    pub fn constraint(&self) -> Option<&str> {
+    pub(crate) fn constraint(&self) -> Option<&str> {
         match &self.0 {
             Inner::Postgres(error) => error.as_db_error().and_then(|db| db.constraint()),
             Inner::Pool(_) => None,
@@ -146,7 +146,7 @@ impl DatabaseError {
     }
 
     /// The table the refused statement was about, when the database names it.
-    pub fn table(&self) -> Option<&str> {
+    pub(crate) fn table(&self) -> Option<&str> {
         match &self.0 {
             Inner::Postgres(error) => error.as_db_error().and_then(|db| db.table()),
             Inner::Pool(_) => None,

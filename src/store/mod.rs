@@ -30,14 +30,15 @@ use crate::clerk::{ClerkEvent, EventKind, parse_event};
 use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
 use flow::Item;
 
-pub use deliveries::{Delivery, DeliveryQueue, WriterSettings};
+pub use deliveries::DeliveryQueue;
+pub(crate) use deliveries::{Delivery, WriterSettings};
 use error::Refusal;
 pub use error::{DatabaseError, StoreError};
 pub use migrations::MigrationReport;
 pub use organizations::{MembershipRecord, OrganizationRecord};
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
 use statements::Statements;
-pub use status::{EventSummary, MinuteCount, OrganizationCounts, StatusFigures, UserCounts};
+pub(crate) use status::{EventSummary, OrganizationCounts};
 pub use target::DatabaseTarget;
 pub use tombstones::{Tombstone, TombstoneRemoval};
 pub use users_table::UsersTable;
@@ -80,10 +81,15 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Pool settings.
+/// How [`Store::connect`] reaches the database: pool size and timeouts.
+/// `PoolSettings::default()` suits one small server.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
+    /// Most connections the pool holds at once (`CLERK_SYNC_DB_MAX_CONNECTIONS`); webhook
+    /// writers, API requests and jobs share them.
     pub max_connections: u32,
+    /// Longest an operation waits for a free connection of the pool before it fails as
+    /// unavailable.
     pub acquire_timeout: Duration,
     /// Longest wait for a new connection to answer when checking the database at start
     /// (`CLERK_SYNC_DB_CONNECT_TIMEOUT`): a server behind a firewall or a paused compute may
@@ -106,23 +112,30 @@ impl Default for PoolSettings {
 }
 
 /// Default of [`PoolSettings::connect_timeout`].
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`PoolSettings::migrate_timeout`].
-pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A Clerk event to apply, and where it came from. Every source goes through the same rules.
+/// A Clerk event to apply, and where it came from ([`Store::record_event`]). Every source goes
+/// through the same rules.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent<'a> {
+    /// The event, as [`crate::clerk::parse_event`] read it.
     pub event: &'a ClerkEvent,
+    /// Where it came from: decides whether it is deduplicated and kept in the inbox.
     pub source: Source<'a>,
 }
 
+/// Where an event came from, which decides what the inbox keeps of it.
 #[derive(Debug, Clone)]
 pub enum Source<'a> {
     /// A verified webhook delivery: deduplicated by `svix-id` and stored in the inbox.
     Delivery(DeliveryRecord<'a>),
     /// A stored event applied again: its inbox row gets the new outcome.
-    Replay { svix_id: &'a str },
+    Replay {
+        /// The stored event's `svix-id`.
+        svix_id: &'a str,
+    },
     /// Read from Clerk's API (fallback fetch, profile update, reconciliation): not stored.
     Clerk,
 }
@@ -130,7 +143,10 @@ pub enum Source<'a> {
 /// What the inbox keeps of a verified webhook delivery.
 #[derive(Debug, Clone, Copy)]
 pub struct DeliveryRecord<'a> {
+    /// The `svix-id` header: the same for every attempt of one message, so a redelivery is
+    /// recognised as a duplicate.
     pub svix_id: &'a str,
+    /// The `svix-timestamp` header: Unix seconds when Svix signed this attempt.
     pub svix_timestamp: i64,
     /// The raw body, kept for inspection and replay.
     pub payload: &'a str,
@@ -139,26 +155,35 @@ pub struct DeliveryRecord<'a> {
 /// An event as the inbox holds it: one row of the inbox, whoever reads it.
 ///
 /// `P` is the payload: the raw body (`String`, the default) where a row is read whole, `()`
-/// where a query leaves the payload out on purpose ([`EventSummary`]: the status page lists
+/// where a query leaves the payload out on purpose (the status page's summaries: it lists
 /// up to a hundred rows and shows no payload, and payloads can be large). A row read without
 /// its payload therefore cannot be replayed or shown in full by mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent<P = String> {
+    /// The delivery's `svix-id`, the inbox's key (what `clerk-sync events replay` takes).
     pub svix_id: String,
+    /// Clerk's event type, e.g. `user.updated`.
     pub event_type: String,
+    /// The Clerk user the event is about (the member, for a membership event), when it names
+    /// one.
     pub user_id: Option<String>,
+    /// What applying it did, as [`Outcome::as_str`] names it (`created`, `failed`, …).
     pub outcome: String,
+    /// Why it failed, when `outcome` is `failed`.
     pub error: Option<String>,
+    /// The raw body, or `()` where it was left out (see above).
     pub payload: P,
     /// Unix seconds of the delivery attempt, as Svix signed it.
     pub svix_timestamp: i64,
+    /// When clerk-sync stored it (UTC).
     pub received_at: NaiveDateTime,
+    /// When a replay last applied it again (UTC); `None` if it never was.
     pub replayed_at: Option<NaiveDateTime>,
 }
 
 impl<P> StoredEvent<P> {
     /// `received_at` minus `svix_timestamp`, in milliseconds.
-    pub fn delivery_lag_ms(&self) -> i64 {
+    pub(crate) fn delivery_lag_ms(&self) -> i64 {
         datetime_to_millis(self.received_at) - self.svix_timestamp.saturating_mul(1000)
     }
 }
@@ -166,7 +191,9 @@ impl<P> StoredEvent<P> {
 /// What applying one snapshot of a page did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// The snapshot's user id.
     pub user_id: String,
+    /// What applying it did (in a dry run: would do).
     pub outcome: Outcome,
     /// The row's `clerkUpdatedAt` before (ms), if there was a row.
     pub previous: Option<ClerkMillis>,
@@ -177,17 +204,32 @@ pub struct Applied {
 /// A row of the `users` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// Clerk's user id (`user_…`), the primary key.
     pub id: String,
+    /// The primary email address (unique); `None` when the user has none, when a newer user
+    /// holds it, or once the user is deleted.
     pub email: Option<String>,
+    /// Given name (`firstName`).
     pub first_name: Option<String>,
+    /// Family name (`lastName`).
     pub last_name: Option<String>,
+    /// First and last name joined with a space (see [`crate::sync::full_name`]).
     pub name: Option<String>,
+    /// Clerk's URL of the profile image (`imageUrl`).
     pub image_url: Option<String>,
+    /// The username (unique); `None` as for `email`.
     pub username: Option<String>,
+    /// When Clerk created the user (`clerkCreatedAt`, UTC).
     pub clerk_created_at: Option<NaiveDateTime>,
+    /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
+    /// row's version, which only a newer snapshot replaces.
     pub clerk_updated_at: Option<NaiveDateTime>,
+    /// When the row was first written (`createdAt`, UTC).
     pub created_at: NaiveDateTime,
+    /// When the row was last written (`updatedAt`, UTC).
     pub updated_at: NaiveDateTime,
+    /// Set when the user was deleted and the row kept (soft delete, or a foreign key of the
+    /// app's kept it); `None` for a live user.
     pub deleted_at: Option<NaiveDateTime>,
 }
 
@@ -311,7 +353,8 @@ impl Store {
         &self.users
     }
 
-    pub fn backend(&self) -> &'static str {
+    /// Which database this is: `postgres` or `sqlite`.
+    pub(crate) fn backend(&self) -> &'static str {
         match &self.pool {
             Pool::Postgres(_) => "postgres",
             Pool::Sqlite(_) => "sqlite",
@@ -549,7 +592,7 @@ impl Store {
     }
 
     /// Deletes a user Clerk no longer has (reconciliation), by the rules of `user.deleted`.
-    pub async fn apply_deletion(
+    pub(crate) async fn apply_deletion(
         &self,
         user_id: &str,
         mode: DeleteMode,
@@ -643,6 +686,7 @@ impl Store {
         )
     }
 
+    /// The inbox row of `svix_id`, payload included; `None` when there is none.
     pub async fn stored_event(&self, svix_id: &str) -> Result<Option<StoredEvent>, StoreError> {
         on_connection!(
             self,
@@ -651,7 +695,8 @@ impl Store {
         )
     }
 
-    /// The newest events first.
+    /// Up to `limit` stored events, the newest first; only those whose outcome is `failed`
+    /// when `failed_only`.
     pub async fn stored_events(
         &self,
         failed_only: bool,
@@ -664,6 +709,8 @@ impl Store {
         )
     }
 
+    /// The value clerk-sync keeps under `key` in its state table (e.g. a backfill's
+    /// checkpoint); `None` when unset.
     pub async fn state(&self, key: &str) -> Result<Option<String>, StoreError> {
         on_connection!(
             self,
@@ -672,7 +719,8 @@ impl Store {
         )
     }
 
-    pub async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+    /// Sets the state `key` to `value`, or removes it (`None`).
+    pub(crate) async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let now = now();
         on_connection!(
             self,
@@ -699,6 +747,7 @@ impl Store {
         )
     }
 
+    /// Gives the lease `name` up, if `holder` holds it, so another process can take it at once.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         on_connection!(
             self,
@@ -708,7 +757,7 @@ impl Store {
     }
 
     /// Stored events whose outcome is `failed`.
-    pub async fn failed_event_count(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn failed_event_count(&self) -> Result<u64, StoreError> {
         on_connection!(
             self,
             |client| postgres::queries::failed_event_count(client),
@@ -718,7 +767,7 @@ impl Store {
     }
 
     /// Connections in the pool: (idle, in use, limit).
-    pub fn pool_stats(&self) -> (u32, u32, u32) {
+    pub(crate) fn pool_stats(&self) -> (u32, u32, u32) {
         let (size, idle, max) = match &self.pool {
             Pool::Postgres(pool) => {
                 let status = pool.status();
@@ -777,7 +826,10 @@ impl Store {
     }
 
     /// Ids of live rows first written before `before`.
-    pub async fn live_user_ids(&self, before: NaiveDateTime) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn live_user_ids(
+        &self,
+        before: NaiveDateTime,
+    ) -> Result<Vec<String>, StoreError> {
         on_connection!(
             self,
             |client| postgres::queries::live_user_ids(client, &self.users, before),

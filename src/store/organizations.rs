@@ -402,15 +402,28 @@ impl OrganizationTexts {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationRecord {
+    /// Clerk's organization id (`org_…`), the primary key.
     pub id: String,
+    /// Display name.
     pub name: String,
+    /// The URL-friendly name (unique); `None` when unset, when a newer organization holds it,
+    /// or once the organization is deleted.
     pub slug: Option<String>,
+    /// Clerk's URL of the organization's logo (`imageUrl`).
     pub image_url: Option<String>,
+    /// Id of the user who created it (`createdBy`, `user_…`).
     pub created_by: Option<String>,
+    /// When Clerk created the organization (`clerkCreatedAt`, UTC).
     pub clerk_created_at: Option<NaiveDateTime>,
+    /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
+    /// row's version, which only a newer snapshot replaces.
     pub clerk_updated_at: Option<NaiveDateTime>,
+    /// When the row was first written (`createdAt`, UTC).
     pub created_at: NaiveDateTime,
+    /// When the row was last written (`updatedAt`, UTC).
     pub updated_at: NaiveDateTime,
+    /// Set when the organization was deleted but a foreign key of the app's kept its row (or
+    /// soft delete is configured); `None` for a live organization.
     pub deleted_at: Option<NaiveDateTime>,
 }
 
@@ -419,14 +432,24 @@ pub struct OrganizationRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MembershipRecord {
+    /// Clerk's membership id (`orgmem_…`), the primary key.
     pub id: String,
+    /// The organization's id (`organizationId`, `org_…`).
     pub organization_id: String,
+    /// The member's user id (`userId`, `user_…`).
     pub user_id: String,
+    /// Clerk's role key, e.g. `org:admin`.
     pub role: String,
+    /// When the user joined the organization in Clerk (`clerkCreatedAt`, UTC).
     pub clerk_created_at: Option<NaiveDateTime>,
+    /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
+    /// row's version, which only a newer snapshot replaces.
     pub clerk_updated_at: Option<NaiveDateTime>,
+    /// When the row was first written (`createdAt`, UTC).
     pub created_at: NaiveDateTime,
+    /// When the row was last written (`updatedAt`, UTC).
     pub updated_at: NaiveDateTime,
+    /// The organization's row, as a Prisma `include` nests it.
     pub organization: OrganizationRecord,
 }
 
@@ -494,7 +517,7 @@ use crate::sync::MembershipDeletion;
 impl Store {
     /// Applies a page of organizations read from Clerk in one transaction, by the webhook
     /// rules, with the job's checkpoint (see [`Store::apply_snapshots`]).
-    pub async fn apply_organizations(
+    pub(crate) async fn apply_organizations(
         &self,
         organizations: &[OrganizationSnapshot],
         checkpoint: Option<(&str, &str)>,
@@ -524,7 +547,7 @@ impl Store {
 
     /// Deletes an organization Clerk no longer has (reconciliation), by the rules of
     /// `organization.deleted`.
-    pub async fn apply_organization_deletion(
+    pub(crate) async fn apply_organization_deletion(
         &self,
         organization_id: &str,
         mode: DeleteMode,
@@ -535,7 +558,7 @@ impl Store {
 
     /// Deletes a membership Clerk no longer has (reconciliation), by the rules of
     /// `organizationMembership.deleted`.
-    pub async fn apply_membership_deletion(
+    pub(crate) async fn apply_membership_deletion(
         &self,
         deletion: &MembershipDeletion,
         mode: DeleteMode,
@@ -575,7 +598,7 @@ impl Store {
 
     /// Ids of live organizations first written before `before` (candidates for
     /// reconciliation's deletion phase).
-    pub async fn live_organization_ids(
+    pub(crate) async fn live_organization_ids(
         &self,
         before: NaiveDateTime,
     ) -> Result<Vec<String>, StoreError> {
@@ -595,7 +618,7 @@ impl Store {
     }
 
     /// Memberships first written before `before`, as (id, organization id, user id).
-    pub async fn live_memberships(
+    pub(crate) async fn live_memberships(
         &self,
         before: NaiveDateTime,
     ) -> Result<Vec<(String, String, String)>, StoreError> {

@@ -26,11 +26,11 @@ const STATEMENT_TIMEOUT_MS: u32 = 2_000;
 type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// An inbox row read without its payload (see [`StoredEvent`]).
-pub type EventSummary = StoredEvent<()>;
+pub(crate) type EventSummary = StoredEvent<()>;
 
 /// Events of one outcome received in one minute.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MinuteCount {
+pub(crate) struct MinuteCount {
     /// Minutes since the Unix epoch (UTC).
     pub minute: i64,
     pub outcome: String,
@@ -40,7 +40,7 @@ pub struct MinuteCount {
 /// Rows of the `users` table: counted, or (when counting takes longer than the statement
 /// timeout) PostgreSQL's estimate of all rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserCounts {
+pub(crate) struct UserCounts {
     /// `None` when not counted.
     pub live: Option<u64>,
     pub soft_deleted: Option<u64>,
@@ -63,7 +63,7 @@ impl UserCounts {
 /// longer than the statement timeout) PostgreSQL's estimates of all rows. All `None` when they
 /// could not be read at all (e.g. a database not migrated to the organization tables yet).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OrganizationCounts {
+pub(crate) struct OrganizationCounts {
     /// `None` when not counted.
     pub live: Option<u64>,
     pub soft_deleted: Option<u64>,
@@ -78,7 +78,7 @@ pub struct OrganizationCounts {
 
 /// Everything the page shows from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusFigures {
+pub(crate) struct StatusFigures {
     pub per_minute: Vec<MinuteCount>,
     /// Newest first.
     pub latest: Vec<EventSummary>,
@@ -230,7 +230,7 @@ impl Store {
     /// received in `[since, until)` counted per minute and outcome, the `latest` newest events,
     /// the `failed` newest failed ones, the failed events counted up to `count_failed_up_to`,
     /// and the users.
-    pub async fn status_figures(
+    pub(crate) async fn status_figures(
         &self,
         since: NaiveDateTime,
         until: NaiveDateTime,

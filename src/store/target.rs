@@ -9,8 +9,17 @@ use std::path::PathBuf;
 /// Where the `users` table lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
-    Postgres { url: String },
-    Sqlite { path: PathBuf },
+    /// A PostgreSQL server (Neon, Supabase, RDS, a local one, …).
+    Postgres {
+        /// The connection URL as given (`postgresql://user:password@host/db?sslmode=…`),
+        /// password included: shown only through `Display`, which masks it.
+        url: String,
+    },
+    /// A SQLite database file.
+    Sqlite {
+        /// The file's path; the file is created if missing, its directory must exist.
+        path: PathBuf,
+    },
 }
 
 impl fmt::Debug for DatabaseTarget {

@@ -14,7 +14,9 @@ use super::{DatabaseError, Pool, Store, StoreError, now, sqlite};
 /// A deleted user id, remembered so a late event cannot bring the user back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
+    /// The deleted user's Clerk id (`user_…`).
     pub user_id: String,
+    /// When clerk-sync applied the deletion (UTC).
     pub deleted_at: NaiveDateTime,
 }
 
@@ -140,7 +142,7 @@ impl Store {
 
     /// The Clerk instance ids the `events` newest stored events carry, newest first, each
     /// once. Empty when no stored event names one.
-    pub async fn recent_instance_ids(&self, events: i64) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn recent_instance_ids(&self, events: i64) -> Result<Vec<String>, StoreError> {
         let sql = format!(
             "SELECT payload FROM {} ORDER BY received_at DESC, svix_id LIMIT $1",
             self.own_table("inbox")

@@ -53,17 +53,17 @@ impl UsersTable {
     }
 
     /// The table name as configured.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The schema, when one is configured (else the connection's current schema).
-    pub fn schema(&self) -> Option<&str> {
+    pub(crate) fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
     }
 
     /// The quoted, schema-qualified identifier to put in SQL.
-    pub fn quoted(&self) -> &str {
+    pub(crate) fn quoted(&self) -> &str {
         &self.quoted
     }
 

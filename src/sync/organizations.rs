@@ -21,40 +21,62 @@ use super::{ClerkMillis, Outcome};
 /// An organization as Clerk holds it at `updated_at`, reduced to the columns we keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationSnapshot {
+    /// Clerk's organization id (`org_…`), the row's primary key.
     pub id: String,
+    /// Display name.
     pub name: String,
+    /// The URL-friendly name, unique among organizations; `None` when unset or held by a newer
+    /// organization (it moves to the newer one, like an email between users).
     pub slug: Option<String>,
+    /// Clerk's URL of the organization's logo.
     pub image_url: Option<String>,
-    /// The user who created it.
+    /// Id of the user who created it (`user_…`).
     pub created_by: Option<String>,
+    /// When Clerk created the organization; `None` when Clerk's value is missing or out of
+    /// range.
     pub created_at: Option<ClerkMillis>,
+    /// The version of this snapshot: of two snapshots of one organization, the one with the
+    /// later `updated_at` wins.
     pub updated_at: ClerkMillis,
 }
 
 /// A membership as Clerk holds it at `updated_at`, with the organization it embeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipSnapshot {
+    /// Clerk's membership id (`orgmem_…`), the row's primary key.
     pub id: String,
+    /// The organization, as embedded in the membership; it is applied first, by its own
+    /// `updated_at`.
     pub organization: OrganizationSnapshot,
+    /// The member's Clerk user id (`user_…`).
     pub user_id: String,
     /// Clerk's role key, e.g. `org:admin`.
     pub role: String,
+    /// When the user joined the organization; `None` when Clerk's value is missing or out of
+    /// range.
     pub created_at: Option<ClerkMillis>,
+    /// The version of this snapshot: of two snapshots of one membership, the one with the
+    /// later `updated_at` wins.
     pub updated_at: ClerkMillis,
 }
 
 /// A membership removed at `at` (Clerk's time of the deletion, in ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipDeletion {
+    /// Clerk's membership id (`orgmem_…`).
     pub id: String,
+    /// The organization the user left (`org_…`).
     pub organization_id: String,
+    /// The user who left it (`user_…`).
     pub user_id: String,
+    /// When Clerk sent the deletion (never before the membership's last `updated_at`): only a
+    /// snapshot newer than this brings the membership back.
     pub at: ClerkMillis,
 }
 
 /// A row of `organizations` as far as the rules need to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredOrganization {
+pub(crate) struct StoredOrganization {
     pub id: String,
     pub slug: Option<String>,
     pub clerk_updated_at: Option<ClerkMillis>,
@@ -62,7 +84,7 @@ pub struct StoredOrganization {
 
 /// A row of `organization_memberships` as far as the rules need to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMembership {
+pub(crate) struct StoredMembership {
     pub id: String,
     pub organization_id: String,
     pub user_id: String,
@@ -73,7 +95,7 @@ pub struct StoredMembership {
 /// Everything organization events can touch: the rows holding their ids, slugs and (organization,
 /// user) pairs, and the tombstones of organizations, memberships and users among them.
 #[derive(Debug, Clone, Default)]
-pub struct OrganizationState {
+pub(crate) struct OrganizationState {
     pub organizations: Vec<StoredOrganization>,
     pub memberships: Vec<StoredMembership>,
     pub organization_tombstones: HashSet<String>,
@@ -85,7 +107,7 @@ pub struct OrganizationState {
 
 /// One organization event of a transaction, as the rules see it.
 #[derive(Debug, Clone, Copy)]
-pub enum OrganizationEvent<'a> {
+pub(crate) enum OrganizationEvent<'a> {
     Organization(&'a OrganizationSnapshot),
     OrganizationDeletion(&'a str),
     Membership(&'a MembershipSnapshot),
@@ -94,7 +116,7 @@ pub enum OrganizationEvent<'a> {
 
 /// What a batch of organization events writes, in this order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrganizationWrites {
+pub(crate) struct OrganizationWrites {
     /// Existing organizations that give up their slug, with the slug they held when read
     /// (cleared only if they still hold it).
     pub clear_slugs: Vec<(String, String)>,
@@ -112,15 +134,9 @@ pub struct OrganizationWrites {
     pub membership_tombstones: Vec<MembershipDeletion>,
 }
 
-impl OrganizationWrites {
-    pub fn is_empty(&self) -> bool {
-        *self == OrganizationWrites::default()
-    }
-}
-
 /// Outcomes per event, in order, and the writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrganizationPlan {
+pub(crate) struct OrganizationPlan {
     pub outcomes: Vec<Outcome>,
     pub writes: OrganizationWrites,
 }
@@ -142,7 +158,7 @@ struct Planner<'s> {
 /// order, then the deletions in theirs (an order Svix could have delivered them in, as for
 /// users; see [`super::plan_batch`]). `deleted_users` are users deleted earlier in the same
 /// batch's order: their memberships are removed by the user deletion itself.
-pub fn plan_organizations(
+pub(crate) fn plan_organizations(
     events: &[OrganizationEvent<'_>],
     state: &OrganizationState,
 ) -> OrganizationPlan {
