@@ -12,9 +12,10 @@ use crate::clerk::api::{ClerkApi, RetryPolicy, SecretKey};
 use crate::clerk::session::{KeySource, SessionRules, SessionVerifier};
 use crate::config::{ClerkSettings, ServeConfig};
 use crate::http::{AppState, ConnectionLimits, RateLimiters, Users};
+use crate::ingest::{DeliveryQueue, WriterSettings};
 use crate::jobs::reconcile::{self, ReconcileOptions};
 use crate::jobs::{MAX_PAGE_SIZE, Pacer, events};
-use crate::store::{DeliveryQueue, Store, StoreError, WriterSettings};
+use crate::store::{Store, StoreError};
 use crate::webhook::Verifier;
 
 /// A service bound to its address, ready to run.

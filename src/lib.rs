@@ -1,9 +1,12 @@
-//! clerk-sync keeps an application's `users` table (PostgreSQL, e.g. Neon, or SQLite) in step
-//! with Clerk: Svix-signed webhooks in, the newest snapshot of each user out, exactly once.
+//! clerk-sync keeps an application's `users` table, and its `organizations` and
+//! `organization_memberships` tables (PostgreSQL, e.g. Neon, or SQLite), in step with Clerk:
+//! Svix-signed webhooks in, the newest snapshot of each user, organization and membership out,
+//! exactly once.
 //!
 //! The layout follows the chain: [`clerk`] (Clerk's wire formats), [`webhook`] (Svix
-//! verification), [`sync`] (the rules), [`store`] (the database), [`http`] (axum), [`app`]
-//! (start-up), [`config`] (environment and flags).
+//! verification), [`sync`] (the rules), [`ingest`] (what happens to an event, from any
+//! source), [`store`] (the database), [`http`] (axum), [`app`] (start-up), [`config`]
+//! (environment and flags).
 //!
 //! # In an app of your own
 //!
@@ -22,7 +25,7 @@
 //!    the whole bundle `serve` uses.
 //! 4. Handlers: the extractors [`http::SyncedUser`] (a signed-in user whose row exists) and
 //!    [`http::ClerkSession`] (a verified session token).
-//! 5. Shutdown: stop serving, then [`store::DeliveryQueue::shutdown`], then
+//! 5. Shutdown: stop serving, then [`ingest::DeliveryQueue::shutdown`], then
 //!    [`store::Store::close`].
 //!
 //! [`http::webhook_router`] shows steps 1 to 3 and 5 running against SQLite;
@@ -34,6 +37,7 @@ pub mod app;
 pub mod clerk;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;

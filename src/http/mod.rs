@@ -28,7 +28,8 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use crate::store::{DeliveryQueue, Store};
+use crate::ingest::DeliveryQueue;
+use crate::store::Store;
 use crate::sync::DeleteMode;
 use crate::webhook::Verifier;
 

@@ -18,7 +18,8 @@ use super::{AppState, WEBHOOK_PATH};
 use crate::clerk::{EventKind, parse_event};
 use crate::http::ApiError;
 use crate::http::log_throttle::LogThrottle;
-use crate::store::{Delivery, StoreError};
+use crate::ingest::Delivery;
+use crate::store::StoreError;
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
 

@@ -9,7 +9,8 @@ use std::future::Future;
 use super::{JobError, Lease, Pacer, Progress, Summary, paced};
 use crate::clerk::UserData;
 use crate::clerk::api::{ClerkApi, ClerkApiError};
-use crate::store::{Applied, Store};
+use crate::ingest::Applied;
+use crate::store::Store;
 use crate::sync::UserSnapshot;
 
 /// Runs `job` holding the lease `name`, released afterwards whether the job succeeded or not,

@@ -1,15 +1,13 @@
-//! Persistence: the `users` table and clerk-sync's own bookkeeping, on PostgreSQL or SQLite.
-//!
-//! One event is one transaction: read what the event touches, let [`crate::sync`] decide, write
-//! the decision and the inbox row together, so an event's effect and its `svix-id` land
-//! atomically (exactly-once effect over at-least-once delivery). The flows live in `flow` once;
-//! the SQL both backends share in `statements`; the dialect modules say how to reach their
-//! database and write what each writes its own way.
+//! Persistence: the app's tables (`users`, `organizations`, `organization_memberships`) and
+//! clerk-sync's own bookkeeping, on PostgreSQL or SQLite: connections, migrations, statements,
+//! and the two-round transaction (`transaction`) that [`crate::ingest`] drives. What an event
+//! does is decided above (in `ingest` and [`crate::sync`]); this module sees domain values
+//! only, never Clerk's wire types. The SQL both backends share is in `statements` and
+//! `organizations`; the dialect modules say how to reach their database and write what each
+//! writes its own way.
 
 mod adopt;
-mod deliveries;
 mod error;
-mod flow;
 mod migrations;
 mod organizations;
 mod postgres;
@@ -19,6 +17,7 @@ mod statements;
 mod status;
 mod target;
 mod tombstones;
+mod transaction;
 mod users_table;
 
 use std::future::Future;
@@ -26,21 +25,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::clerk::{ClerkEvent, EventKind, parse_event};
-use crate::sync::{ClerkMillis, DeleteMode, Outcome, UserSnapshot};
-use flow::Item;
+use crate::sync::{ClerkMillis, Outcome};
 
-pub use deliveries::DeliveryQueue;
-pub(crate) use deliveries::{Delivery, WriterSettings};
 use error::Refusal;
 pub use error::{DatabaseError, StoreError};
 pub use migrations::MigrationReport;
 pub use organizations::{MembershipRecord, OrganizationRecord};
 pub use retention::INBOX_EXACT_COUNT_UP_TO;
+pub(crate) use statements::StateKeys;
 use statements::Statements;
 pub(crate) use status::{EventSummary, OrganizationCounts};
 pub use target::DatabaseTarget;
 pub use tombstones::{Tombstone, TombstoneRemoval};
+pub(crate) use transaction::{InboxUpdate, Transaction, Writes};
 pub use users_table::UsersTable;
 
 /// How often a transaction that lost a race (deadlock, serialization failure, busy SQLite file)
@@ -116,42 +113,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`PoolSettings::migrate_timeout`].
 const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A Clerk event to apply, and where it came from ([`Store::record_event`]). Every source goes
-/// through the same rules.
-#[derive(Debug, Clone)]
-pub struct IncomingEvent<'a> {
-    /// The event, as [`crate::clerk::parse_event`] read it.
-    pub event: &'a ClerkEvent,
-    /// Where it came from: decides whether it is deduplicated and kept in the inbox.
-    pub source: Source<'a>,
-}
-
-/// Where an event came from, which decides what the inbox keeps of it.
-#[derive(Debug, Clone)]
-pub enum Source<'a> {
-    /// A verified webhook delivery: deduplicated by `svix-id` and stored in the inbox.
-    Delivery(DeliveryRecord<'a>),
-    /// A stored event applied again: its inbox row gets the new outcome.
-    Replay {
-        /// The stored event's `svix-id`.
-        svix_id: &'a str,
-    },
-    /// Read from Clerk's API (fallback fetch, profile update, reconciliation): not stored.
-    Clerk,
-}
-
-/// What the inbox keeps of a verified webhook delivery.
-#[derive(Debug, Clone, Copy)]
-pub struct DeliveryRecord<'a> {
-    /// The `svix-id` header: the same for every attempt of one message, so a redelivery is
-    /// recognised as a duplicate.
-    pub svix_id: &'a str,
-    /// The `svix-timestamp` header: Unix seconds when Svix signed this attempt.
-    pub svix_timestamp: i64,
-    /// The raw body, kept for inspection and replay.
-    pub payload: &'a str,
-}
-
 /// An event as the inbox holds it: one row of the inbox, whoever reads it.
 ///
 /// `P` is the payload: the raw body (`String`, the default) where a row is read whole, `()`
@@ -188,19 +149,6 @@ impl<P> StoredEvent<P> {
     }
 }
 
-/// What applying one snapshot of a page did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    /// The snapshot's user id.
-    pub user_id: String,
-    /// What applying it did (in a dry run: would do).
-    pub outcome: Outcome,
-    /// The row's `clerkUpdatedAt` before (ms), if there was a row.
-    pub previous: Option<ClerkMillis>,
-    /// The snapshot's `updated_at` (ms).
-    pub clerk_updated_at: ClerkMillis,
-}
-
 /// A row of the `users` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -235,14 +183,14 @@ pub struct UserRecord {
 
 /// Row written to the inbox for every processed event.
 pub(crate) struct InboxRecord<'a> {
-    svix_id: &'a str,
-    event_type: &'a str,
-    user_id: Option<&'a str>,
-    outcome: Outcome,
-    error: Option<&'a str>,
-    payload: &'a str,
-    svix_timestamp: i64,
-    received_at: NaiveDateTime,
+    pub(crate) svix_id: &'a str,
+    pub(crate) event_type: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) payload: &'a str,
+    pub(crate) svix_timestamp: i64,
+    pub(crate) received_at: NaiveDateTime,
 }
 
 /// A users-table row from a database row of either driver (by column name), its id read
@@ -447,236 +395,6 @@ impl Store {
         )
     }
 
-    /// Runs the one flow (`flow::run`) for `items`, trying again after a lost race.
-    async fn run(
-        &self,
-        items: &[Item<'_>],
-        mode: DeleteMode,
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
-    ) -> Result<flow::Done, DatabaseError> {
-        retrying(|| flow::run(self, items, mode, checkpoint, dry_run)).await
-    }
-
-    /// Applies one event exactly once. Races with concurrent events are retried here; an
-    /// event the database refuses for its content is stored as failed; anything else is
-    /// [`StoreError::Unavailable`], and the sender should try again later.
-    pub async fn record_event(
-        &self,
-        event: &IncomingEvent<'_>,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        self.record_item(&Item::event(event.event, event.source.clone()), mode)
-            .await
-    }
-
-    pub(super) async fn record_item(
-        &self,
-        item: &Item<'_>,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        let items = std::slice::from_ref(item);
-        let mut result = self.run(items, mode, None, false).await;
-        if let (Err(error), flow::Effect::OrganizationDeletion(organization_id), DeleteMode::Hard) =
-            (&result, item.effect, mode)
-            && error.is_foreign_key_violation()
-        {
-            // As for users below: an app's table points at the organization, so its row stays,
-            // marked deleted (memberships removed, slug freed).
-            tracing::warn!(
-                organization_id = %organization_id,
-                constraint = error.constraint().unwrap_or("(not named by SQLite)"),
-                table = error.table().unwrap_or("(not named by SQLite)"),
-                "organization.deleted: a foreign key keeps the organization's row, so it was \
-                 kept with deletedAt set; choose ON DELETE CASCADE or SET NULL for that \
-                 reference to delete such rows"
-            );
-            crate::metrics::delete_kept_by_foreign_key();
-            result = self.run(items, DeleteMode::Soft, None, false).await;
-        }
-        if let (Err(error), flow::Effect::Deletion(user_id), DeleteMode::Hard) =
-            (&result, item.effect, mode)
-            && error.is_foreign_key_violation()
-        {
-            // The app's own table still points at the user (e.g. Prisma's default ON DELETE
-            // RESTRICT): no retry can delete the row, so its personal data goes instead.
-            tracing::warn!(
-                user_id = %user_id,
-                constraint = error.constraint().unwrap_or("(not named by SQLite)"),
-                table = error.table().unwrap_or("(not named by SQLite)"),
-                "user.deleted: a foreign key keeps the user's row, so it was kept with its \
-                 personal data erased and deletedAt set; choose ON DELETE CASCADE or SET NULL \
-                 for that reference to delete such rows (docs/migrating-from-nextjs.md)"
-            );
-            crate::metrics::delete_kept_by_foreign_key();
-            result = self.run(items, DeleteMode::Erase, None, false).await;
-        }
-        match result {
-            Ok(done) => Ok(done.outcomes[0]),
-            Err(error) if error.is_rejected_data() => {
-                let refusal = error.refusal_reason();
-                if matches!(item.source, Source::Clerk) {
-                    return Err(StoreError::Rejected(refusal));
-                }
-                let reason = match item.effect {
-                    flow::Effect::Failed(reason) => format!("{reason}; then {refusal}"),
-                    _ => refusal,
-                };
-                self.record_refused(item, &reason).await
-            }
-            Err(error) => Err(StoreError::Unavailable(error)),
-        }
-    }
-
-    /// Stores an event the database refused as failed, in a transaction of its own (the
-    /// refused one rolled back), so it is answered 200 and a redelivery is a duplicate. Values
-    /// the inbox itself cannot hold are stored in a form it can (see `flow::record_refused`).
-    async fn record_refused(&self, item: &Item<'_>, reason: &str) -> Result<Outcome, StoreError> {
-        match retrying(|| flow::record_refused(self, item, reason)).await {
-            Ok(Outcome::Duplicate) => Ok(Outcome::Duplicate),
-            Ok(outcome) => {
-                tracing::warn!(error = %reason, "event stored as failed");
-                Ok(outcome)
-            }
-            Err(error) => {
-                tracing::error!(
-                    error = %error, refused = %reason,
-                    "the database refused an event, and then storing it as failed"
-                );
-                Err(StoreError::Unavailable(error))
-            }
-        }
-    }
-
-    /// Applies deliveries that arrived together in one transaction, one result each. When the
-    /// database refuses the batch for something one event carries, each event is applied on
-    /// its own, so one bad event cannot hold back the others; when the database is away,
-    /// every event gets that error.
-    pub async fn record_deliveries(
-        &self,
-        deliveries: &[(&ClerkEvent, DeliveryRecord<'_>)],
-        mode: DeleteMode,
-    ) -> Vec<Result<Outcome, StoreError>> {
-        let items: Vec<Item<'_>> = deliveries
-            .iter()
-            .map(|(event, delivery)| Item::delivery(event, *delivery))
-            .collect();
-        match self.run(&items, mode, None, false).await {
-            Ok(done) => return done.outcomes.into_iter().map(Ok).collect(),
-            Err(error) if error.is_refusal_by_database() => {
-                tracing::debug!(%error, "batch refused; applying its events one by one");
-            }
-            Err(error) => {
-                let error = std::sync::Arc::new(error);
-                return items
-                    .iter()
-                    .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
-                    .collect();
-            }
-        }
-        let mut results = Vec::with_capacity(items.len());
-        for item in &items {
-            results.push(self.record_item(item, mode).await);
-        }
-        results
-    }
-
-    /// Applies a user snapshot read from Clerk (fallback fetch, profile update) through the
-    /// same rules as a webhook.
-    pub async fn apply_snapshot(
-        &self,
-        snapshot: &UserSnapshot,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        self.record_item(&Item::snapshot(snapshot), mode).await
-    }
-
-    /// Deletes a user Clerk no longer has (reconciliation), by the rules of `user.deleted`.
-    pub(crate) async fn apply_deletion(
-        &self,
-        user_id: &str,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        let item = Item {
-            event_type: "user.deleted",
-            user_id: Some(user_id),
-            effect: flow::Effect::Deletion(user_id),
-            source: Source::Clerk,
-        };
-        self.record_item(&item, mode).await
-    }
-
-    /// Applies a page of snapshots in one transaction, snapshot by snapshot by the webhook
-    /// rules. With a checkpoint, its state key is written in the same transaction, so a
-    /// resumed run starts exactly after the last page that landed. A dry run decides and
-    /// writes nothing.
-    pub async fn apply_snapshots(
-        &self,
-        snapshots: &[UserSnapshot],
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
-    ) -> Result<Vec<Applied>, StoreError> {
-        let items: Vec<Item<'_>> = snapshots.iter().map(Item::snapshot).collect();
-        let done = self
-            .apply_page(&items, "a user's", checkpoint, dry_run)
-            .await?;
-        Ok(snapshots
-            .iter()
-            .zip(done.outcomes)
-            .map(|(snapshot, outcome)| Applied {
-                user_id: snapshot.id.clone(),
-                outcome,
-                previous: done.previous.get(&snapshot.id).copied().flatten(),
-                clerk_updated_at: snapshot.updated_at,
-            })
-            .collect())
-    }
-
-    /// A page read from Clerk's API in one transaction (see [`Store::apply_snapshots`]);
-    /// `what` names whose data the database refused, for the message.
-    pub(super) async fn apply_page(
-        &self,
-        items: &[Item<'_>],
-        what: &str,
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
-    ) -> Result<flow::Done, StoreError> {
-        self.run(items, DeleteMode::Hard, checkpoint, dry_run)
-            .await
-            .map_err(|e| {
-                if e.is_rejected_data() {
-                    StoreError::Rejected(format!("the database refused {what} data: {e}"))
-                } else {
-                    StoreError::Unavailable(e)
-                }
-            })
-    }
-
-    /// Re-applies a stored event by the same rules as its first delivery; `None` when there
-    /// is no such event.
-    pub async fn replay(
-        &self,
-        svix_id: &str,
-        mode: DeleteMode,
-    ) -> Result<Option<Outcome>, StoreError> {
-        let Some(stored) = self.stored_event(svix_id).await? else {
-            return Ok(None);
-        };
-        let event = match parse_event(stored.payload.as_bytes()) {
-            Ok(event) => event,
-            Err(e) => ClerkEvent {
-                event_type: stored.event_type.clone(),
-                kind: EventKind::Unusable {
-                    user_id: stored.user_id.clone(),
-                    reason: e.to_string(),
-                },
-            },
-        };
-        self.record_item(&Item::event(&event, Source::Replay { svix_id }), mode)
-            .await
-            .map(Some)
-    }
-
     /// The user's row (soft-deleted ones included) and whether the id is tombstoned.
     pub async fn user(&self, id: &str) -> Result<(Option<UserRecord>, bool), StoreError> {
         on_connection!(
@@ -850,7 +568,7 @@ fn humanize(d: Duration) -> String {
 /// be such a race (another transaction inserted the value first), but one that recurs is the
 /// event's data against a constraint clerk-sync does not manage (an app's own unique index,
 /// say): it is tried again only [`UNIQUE_VIOLATION_RETRIES`] times, then counts as data.
-async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, DatabaseError>
+pub(crate) async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, DatabaseError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DatabaseError>>,

@@ -510,63 +510,9 @@ fn live_memberships_sql(users: &UsersTable) -> String {
     )
 }
 
-use super::flow::{Effect, Item};
-use super::{DeleteMode, Outcome, Store, StoreError, on_connection};
-use crate::sync::MembershipDeletion;
+use super::{Store, StoreError, on_connection};
 
 impl Store {
-    /// Applies a page of organizations read from Clerk in one transaction, by the webhook
-    /// rules, with the job's checkpoint (see [`Store::apply_snapshots`]).
-    pub(crate) async fn apply_organizations(
-        &self,
-        organizations: &[OrganizationSnapshot],
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let items: Vec<Item<'_>> = organizations.iter().map(Item::organization).collect();
-        let done = self
-            .apply_page(&items, "an organization's", checkpoint, dry_run)
-            .await?;
-        Ok(done.outcomes)
-    }
-
-    /// Applies a page of memberships read from Clerk (each with its organization) in one
-    /// transaction, by the webhook rules, with the job's checkpoint.
-    pub async fn apply_memberships(
-        &self,
-        memberships: &[MembershipSnapshot],
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let items: Vec<Item<'_>> = memberships.iter().map(Item::membership).collect();
-        let done = self
-            .apply_page(&items, "a membership's", checkpoint, dry_run)
-            .await?;
-        Ok(done.outcomes)
-    }
-
-    /// Deletes an organization Clerk no longer has (reconciliation), by the rules of
-    /// `organization.deleted`.
-    pub(crate) async fn apply_organization_deletion(
-        &self,
-        organization_id: &str,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        let item = Item::reconciled(Effect::OrganizationDeletion(organization_id));
-        self.record_item(&item, mode).await
-    }
-
-    /// Deletes a membership Clerk no longer has (reconciliation), by the rules of
-    /// `organizationMembership.deleted`.
-    pub(crate) async fn apply_membership_deletion(
-        &self,
-        deletion: &MembershipDeletion,
-        mode: DeleteMode,
-    ) -> Result<Outcome, StoreError> {
-        let item = Item::reconciled(Effect::MembershipDeletion(deletion));
-        self.record_item(&item, mode).await
-    }
-
     /// A user's memberships, each with its organization, newest first.
     pub async fn user_memberships(
         &self,

@@ -12,9 +12,9 @@ use sqlx::sqlite::{
 use std::collections::HashSet;
 
 use super::error::DatabaseError;
-use super::flow::Writes;
 use super::organizations::{self, OrganizationTexts, Value};
 use super::statements::{self, LoadedState, StateKeys, Statements};
+use super::transaction::Writes;
 use super::{PoolSettings, StoreError, UsersTable};
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads

@@ -5,7 +5,7 @@
 
 use clerk_sync::clerk::sample::{self, SampleUser, random_id};
 use clerk_sync::clerk::{ClerkEvent, parse_event};
-use clerk_sync::store::DeliveryRecord;
+use clerk_sync::ingest::DeliveryRecord;
 use clerk_sync::sync::{DeleteMode, Outcome};
 use serde_json::json;
 

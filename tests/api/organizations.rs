@@ -5,7 +5,7 @@ use std::path::Path;
 use chrono::NaiveDateTime;
 use clerk_sync::clerk::sample::{self, SampleMembership, SampleOrganization, SampleUser};
 use clerk_sync::clerk::{ClerkEvent, EventKind, parse_event};
-use clerk_sync::store::DeliveryRecord;
+use clerk_sync::ingest::DeliveryRecord;
 use clerk_sync::sync::{DeleteMode, MembershipSnapshot, Outcome};
 use serde_json::{Value, json};
 

@@ -23,12 +23,12 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::error::DatabaseError;
-use super::flow::Writes;
 use super::organizations::{self, OrganizationTexts, Value};
 use super::statements::{
     LoadedState, StateKeys, UPSERT_INTO, UPSERT_ON_CONFLICT, insert_inbox_sql, is_single,
     load_state_sql, upsert_one_sql,
 };
+use super::transaction::Writes;
 use super::{PoolSettings, StoreError, UsersTable, datetime_to_millis, millis_to_datetime};
 use crate::sync::{Change, UserSnapshot};
 

@@ -1,18 +1,17 @@
-//! What one transaction does, the same for every source of user changes (webhook deliveries,
+//! What one transaction does, the same for every source of changes (webhook deliveries,
 //! a single event or a batch; the fallback fetch; a backfill or reconcile page; a replay) and
 //! on both backends: lock what the events touch and read it (round trip one), let
 //! [`crate::sync`] decide, then write the decision, the inbox rows and any checkpoint and
 //! commit (round trip two). An event's effect and its `svix-id` land atomically.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use chrono::NaiveDateTime;
-
-use super::error::DatabaseError;
-use super::statements::{LoadedState, StateKeys};
-use super::{DeliveryRecord, InboxRecord, Source, Store, now};
+use super::{DeliveryRecord, Source};
 use crate::clerk::{ClerkEvent, EventKind};
+use crate::store::{
+    DatabaseError, InboxRecord, InboxUpdate, StateKeys, Store, Transaction, Writes, now,
+};
 use crate::sync::{
     self, Change, ClerkMillis, DeleteMode, MembershipDeletion, MembershipSnapshot,
     OrganizationEvent, OrganizationSnapshot, OrganizationWrites, Outcome, Planned, RowWrites,
@@ -113,82 +112,6 @@ impl<'a> Item<'a> {
             user_id: None,
             effect,
             source: Source::Clerk,
-        }
-    }
-}
-
-/// A replayed event's new outcome, for its inbox row.
-pub(crate) struct InboxUpdate<'a> {
-    pub svix_id: &'a str,
-    pub outcome: Outcome,
-    pub error: Option<&'a str>,
-}
-
-/// What a transaction writes, decided under its locks, in the order written.
-pub(crate) struct Writes<'a> {
-    pub rows: &'a RowWrites,
-    pub deletions: &'a [Change],
-    pub organizations: &'a OrganizationWrites,
-    /// Users deleted by this transaction: their memberships go too.
-    pub deleted_users: &'a [&'a str],
-    /// Whether a deleted organization's row stays (soft delete) or goes.
-    pub keep_organization_rows: bool,
-    /// One row per delivery not seen before.
-    pub inbox: &'a [InboxRecord<'a>],
-    pub replays: &'a [InboxUpdate<'a>],
-    /// A job's state key, written with the page it follows.
-    pub checkpoint: Option<(&'a str, &'a str)>,
-    pub now: NaiveDateTime,
-}
-
-/// A transaction on either backend.
-pub(crate) enum Transaction {
-    Postgres(super::postgres::Transaction),
-    Sqlite(super::sqlite::Transaction),
-}
-
-impl Transaction {
-    pub async fn begin(store: &Store) -> Result<Transaction, DatabaseError> {
-        Ok(match &store.pool {
-            super::Pool::Postgres(pool) => {
-                Transaction::Postgres(super::postgres::Transaction::begin(pool).await?)
-            }
-            super::Pool::Sqlite(pool) => {
-                Transaction::Sqlite(super::sqlite::Transaction::begin(pool))
-            }
-        })
-    }
-
-    /// Takes the locks and reads what the decision needs.
-    async fn read(
-        &mut self,
-        store: &Store,
-        locks: &[String],
-        svix_ids: &[String],
-        keys: &StateKeys,
-    ) -> Result<LoadedState, DatabaseError> {
-        match self {
-            Transaction::Postgres(tx) => tx.read(&store.texts, locks, svix_ids, keys).await,
-            Transaction::Sqlite(tx) => tx.read(&store.users, svix_ids, keys).await,
-        }
-    }
-
-    /// Writes and commits; the `svix-id`s whose inbox rows were inserted.
-    async fn write(
-        &mut self,
-        store: &Store,
-        writes: &Writes<'_>,
-    ) -> Result<HashSet<String>, DatabaseError> {
-        match self {
-            Transaction::Postgres(tx) => tx.write(&store.texts, writes).await,
-            Transaction::Sqlite(tx) => tx.write(&store.users, writes).await,
-        }
-    }
-
-    async fn rollback(&mut self) {
-        match self {
-            Transaction::Postgres(tx) => tx.rollback().await,
-            Transaction::Sqlite(tx) => tx.rollback().await,
         }
     }
 }

@@ -1,0 +1,89 @@
+//! The transaction every source of changes runs in, on either backend: round one takes the
+//! locks and reads what the events touch, round two writes what the rules decided, the inbox
+//! rows and any checkpoint, and commits. What to read and what to write is decided above, in
+//! `crate::ingest`; this module only says how each backend does it.
+
+use std::collections::HashSet;
+
+use chrono::NaiveDateTime;
+
+use super::error::DatabaseError;
+use super::statements::{LoadedState, StateKeys};
+use super::{InboxRecord, Store};
+use crate::sync::{Change, OrganizationWrites, Outcome, RowWrites};
+
+/// A replayed event's new outcome, for its inbox row.
+pub(crate) struct InboxUpdate<'a> {
+    pub svix_id: &'a str,
+    pub outcome: Outcome,
+    pub error: Option<&'a str>,
+}
+
+/// What a transaction writes, decided under its locks, in the order written.
+pub(crate) struct Writes<'a> {
+    pub rows: &'a RowWrites,
+    pub deletions: &'a [Change],
+    pub organizations: &'a OrganizationWrites,
+    /// Users deleted by this transaction: their memberships go too.
+    pub deleted_users: &'a [&'a str],
+    /// Whether a deleted organization's row stays (soft delete) or goes.
+    pub keep_organization_rows: bool,
+    /// One row per delivery not seen before.
+    pub inbox: &'a [InboxRecord<'a>],
+    pub replays: &'a [InboxUpdate<'a>],
+    /// A job's state key, written with the page it follows.
+    pub checkpoint: Option<(&'a str, &'a str)>,
+    pub now: NaiveDateTime,
+}
+
+/// A transaction on either backend.
+pub(crate) enum Transaction {
+    Postgres(super::postgres::Transaction),
+    Sqlite(super::sqlite::Transaction),
+}
+
+impl Transaction {
+    pub async fn begin(store: &Store) -> Result<Transaction, DatabaseError> {
+        Ok(match &store.pool {
+            super::Pool::Postgres(pool) => {
+                Transaction::Postgres(super::postgres::Transaction::begin(pool).await?)
+            }
+            super::Pool::Sqlite(pool) => {
+                Transaction::Sqlite(super::sqlite::Transaction::begin(pool))
+            }
+        })
+    }
+
+    /// Takes the locks and reads what the decision needs.
+    pub(crate) async fn read(
+        &mut self,
+        store: &Store,
+        locks: &[String],
+        svix_ids: &[String],
+        keys: &StateKeys,
+    ) -> Result<LoadedState, DatabaseError> {
+        match self {
+            Transaction::Postgres(tx) => tx.read(&store.texts, locks, svix_ids, keys).await,
+            Transaction::Sqlite(tx) => tx.read(&store.users, svix_ids, keys).await,
+        }
+    }
+
+    /// Writes and commits; the `svix-id`s whose inbox rows were inserted.
+    pub(crate) async fn write(
+        &mut self,
+        store: &Store,
+        writes: &Writes<'_>,
+    ) -> Result<HashSet<String>, DatabaseError> {
+        match self {
+            Transaction::Postgres(tx) => tx.write(&store.texts, writes).await,
+            Transaction::Sqlite(tx) => tx.write(&store.users, writes).await,
+        }
+    }
+
+    pub(crate) async fn rollback(&mut self) {
+        match self {
+            Transaction::Postgres(tx) => tx.rollback().await,
+            Transaction::Sqlite(tx) => tx.rollback().await,
+        }
+    }
+}
