@@ -158,6 +158,15 @@ pub(crate) struct Statement<'a> {
     pub values: Vec<Value<'a>>,
 }
 
+impl<'a> Statement<'a> {
+    /// A statement whose values are an id and, for soft deletes and tombstones, the time.
+    fn by_id(sql: &'a str, id: &'a str, now: Option<NaiveDateTime>) -> Self {
+        let mut values = vec![Value::Text(Some(id))];
+        values.extend(now.map(|now| Value::Time(Some(now))));
+        Statement { sql, values }
+    }
+}
+
 /// The statement texts of the organization tables, made once per store and dialect.
 #[derive(Debug)]
 pub(crate) struct OrganizationTexts {
@@ -286,10 +295,7 @@ impl OrganizationTexts {
             statements.push(self.upsert_organization(organization, now));
         }
         for id in &writes.replaced_memberships {
-            statements.push(Statement {
-                sql: &self.delete_membership,
-                values: vec![Value::Text(Some(id))],
-            });
+            statements.push(Statement::by_id(&self.delete_membership, id, None));
         }
         for membership in &writes.memberships {
             statements.push(self.upsert_membership(membership, now));
@@ -348,39 +354,33 @@ impl OrganizationTexts {
     ) -> Vec<Statement<'a>> {
         let mut statements = Vec::new();
         for user_id in deleted_users {
-            statements.push(Statement {
-                sql: &self.memberships_of_user,
-                values: vec![Value::Text(Some(user_id))],
-            });
+            statements.push(Statement::by_id(&self.memberships_of_user, user_id, None));
         }
         for id in &writes.deleted_organizations {
             if keep_rows {
-                statements.push(Statement {
-                    sql: &self.soft_delete_organization,
-                    values: vec![Value::Text(Some(id)), Value::Time(Some(now))],
-                });
-                statements.push(Statement {
-                    sql: &self.memberships_of_organization,
-                    values: vec![Value::Text(Some(id))],
-                });
+                statements.push(Statement::by_id(
+                    &self.soft_delete_organization,
+                    id,
+                    Some(now),
+                ));
+                statements.push(Statement::by_id(
+                    &self.memberships_of_organization,
+                    id,
+                    None,
+                ));
             } else {
-                statements.push(Statement {
-                    sql: &self.delete_organization,
-                    values: vec![Value::Text(Some(id))],
-                });
+                statements.push(Statement::by_id(&self.delete_organization, id, None));
             }
         }
         for id in &writes.organization_tombstones {
-            statements.push(Statement {
-                sql: &self.organization_tombstone,
-                values: vec![Value::Text(Some(id)), Value::Time(Some(now))],
-            });
+            statements.push(Statement::by_id(
+                &self.organization_tombstone,
+                id,
+                Some(now),
+            ));
         }
         for id in &writes.deleted_memberships {
-            statements.push(Statement {
-                sql: &self.delete_membership,
-                values: vec![Value::Text(Some(id))],
-            });
+            statements.push(Statement::by_id(&self.delete_membership, id, None));
         }
         for tombstone in &writes.membership_tombstones {
             statements.push(Statement {
