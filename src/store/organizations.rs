@@ -399,8 +399,7 @@ impl OrganizationTexts {
 }
 
 /// A row of `organizations`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationRecord {
     /// Clerk's organization id (`org_…`), the primary key.
     pub id: String,
@@ -429,8 +428,7 @@ pub struct OrganizationRecord {
 
 /// A row of `organization_memberships` with its organization's row, as a Prisma `include`
 /// returns it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipRecord {
     /// Clerk's membership id (`orgmem_…`), the primary key.
     pub id: String,
@@ -453,6 +451,25 @@ pub struct MembershipRecord {
     pub organization: OrganizationRecord,
 }
 
+/// An organization's row from a database row of either driver: `$id` names the id column and
+/// `$p` prefixes the others (`""` for the table's own columns, `"o_"` where a join aliases them).
+macro_rules! organization_record_from {
+    ($row:expr, $id:literal, $p:literal) => {
+        OrganizationRecord {
+            id: $row.try_get($id)?,
+            name: $row.try_get(concat!($p, "name"))?,
+            slug: $row.try_get(concat!($p, "slug"))?,
+            image_url: $row.try_get(concat!($p, "imageUrl"))?,
+            created_by: $row.try_get(concat!($p, "createdBy"))?,
+            clerk_created_at: $row.try_get(concat!($p, "clerkCreatedAt"))?,
+            clerk_updated_at: $row.try_get(concat!($p, "clerkUpdatedAt"))?,
+            created_at: $row.try_get(concat!($p, "createdAt"))?,
+            updated_at: $row.try_get(concat!($p, "updatedAt"))?,
+            deleted_at: $row.try_get(concat!($p, "deletedAt"))?,
+        }
+    };
+}
+
 /// A membership with its organization, from a row of [`user_memberships_sql`].
 macro_rules! membership_record_from {
     ($row:expr) => {
@@ -465,21 +482,14 @@ macro_rules! membership_record_from {
             clerk_updated_at: $row.try_get("clerkUpdatedAt")?,
             created_at: $row.try_get("createdAt")?,
             updated_at: $row.try_get("updatedAt")?,
-            organization: OrganizationRecord {
-                id: $row.try_get("organizationId")?,
-                name: $row.try_get("o_name")?,
-                slug: $row.try_get("o_slug")?,
-                image_url: $row.try_get("o_imageUrl")?,
-                created_by: $row.try_get("o_createdBy")?,
-                clerk_created_at: $row.try_get("o_clerkCreatedAt")?,
-                clerk_updated_at: $row.try_get("o_clerkUpdatedAt")?,
-                created_at: $row.try_get("o_createdAt")?,
-                updated_at: $row.try_get("o_updatedAt")?,
-                deleted_at: $row.try_get("o_deletedAt")?,
-            },
+            organization: organization_record_from!($row, "organizationId", "o_"),
         }
     };
 }
+
+/// One organization's row (soft-deleted or not); `$1` its id.
+const ORGANIZATION: &str = r#"SELECT id, name, slug, "imageUrl", "createdBy", "clerkCreatedAt",
+    "clerkUpdatedAt", "createdAt", "updatedAt", "deletedAt" FROM {organizations} WHERE id = $1"#;
 
 /// A user's memberships (`$1` the user id) with their organizations, newest first.
 fn user_memberships_sql(users: &UsersTable) -> String {
@@ -513,6 +523,33 @@ fn live_memberships_sql(users: &UsersTable) -> String {
 use super::{Store, StoreError, on_connection};
 
 impl Store {
+    /// An organization's row (soft-deleted or not), for `clerk-sync trigger`: an
+    /// `organization.updated` it makes up starts from what the row holds.
+    pub async fn organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
+        let sql = self.users.sql(ORGANIZATION);
+        on_connection!(
+            self,
+            |client| async {
+                client
+                    .query_typed_opt(&sql, &[(&id, tokio_postgres::types::Type::TEXT)])
+                    .await?
+                    .map(|row| Ok(organization_record_from!(row, "id", "")))
+                    .transpose()
+                    .map_err(|e: tokio_postgres::Error| e)
+            },
+            |conn| async {
+                use sqlx::Row;
+                sqlx::query(&sql)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|row| Ok(organization_record_from!(row, "id", "")))
+                    .transpose()
+                    .map_err(|e: sqlx::Error| e)
+            }
+        )
+    }
+
     /// A user's memberships, each with its organization, newest first.
     pub async fn user_memberships(
         &self,

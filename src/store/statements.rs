@@ -277,7 +277,8 @@ pub(crate) trait Statements {
 
     /// Inserts a batch's inbox rows; returns the `svix-id`s that were not there yet. Row by
     /// row: only SQLite writes batches through this trait (no network, so a statement per row
-    /// costs little); PostgreSQL's writers send one bulk insert (`postgres::DeliveryWriter`).
+    /// costs little); PostgreSQL sends one bulk insert in the transaction's second round
+    /// (`postgres::Transaction::write`).
     async fn insert_inbox_rows(
         &mut self,
         records: &[InboxRecord<'_>],

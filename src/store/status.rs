@@ -17,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::migrations::ClosingTransaction;
-use super::{DatabaseError, OrganizationRecord, Pool, Store, StoreError, StoredEvent};
+use super::{DatabaseError, Pool, Store, StoreError, StoredEvent};
 
 /// Longest any one of the page's statements may run on PostgreSQL.
 const STATEMENT_TIMEOUT_MS: u32 = 2_000;
@@ -203,28 +203,6 @@ const COUNT_ORGANIZATIONS: &str = r#"SELECT count(*) AS total, count("deletedAt"
 /// PostgreSQL's estimate of a table's rows; `$1` the table's (quoted) name.
 const ESTIMATE_ROWS: &str = "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)";
 
-/// One organization's row; `$1` its id.
-const ORGANIZATION: &str = r#"SELECT id, name, slug, "imageUrl", "createdBy", "clerkCreatedAt",
-    "clerkUpdatedAt", "createdAt", "updatedAt", "deletedAt" FROM {organizations} WHERE id = $1"#;
-
-/// An organization from a row of [`ORGANIZATION`].
-macro_rules! organization_from {
-    ($row:expr) => {
-        OrganizationRecord {
-            id: $row.try_get("id")?,
-            name: $row.try_get("name")?,
-            slug: $row.try_get("slug")?,
-            image_url: $row.try_get("imageUrl")?,
-            created_by: $row.try_get("createdBy")?,
-            clerk_created_at: $row.try_get("clerkCreatedAt")?,
-            clerk_updated_at: $row.try_get("clerkUpdatedAt")?,
-            created_at: $row.try_get("createdAt")?,
-            updated_at: $row.try_get("updatedAt")?,
-            deleted_at: $row.try_get("deletedAt")?,
-        }
-    };
-}
-
 impl Store {
     /// The status page's figures, from one consistent snapshot of the database: events
     /// received in `[since, until)` counted per minute and outcome, the `latest` newest events,
@@ -402,30 +380,6 @@ impl Store {
         };
         let rows = estimate.await.map_err(StoreError::unavailable)?;
         Ok(rows.filter(|r| *r >= 0.0).map(|r| r as u64))
-    }
-
-    /// An organization's row (soft-deleted or not), for `clerk-sync trigger`: an
-    /// `organization.updated` it makes up starts from what the row holds.
-    pub async fn organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
-        let sql = self.users.sql(ORGANIZATION);
-        super::on_connection!(
-            self,
-            |client| async {
-                client
-                    .query_typed_opt(&sql, &[(&id, Type::TEXT)])
-                    .await?
-                    .map(|row| Ok::<_, tokio_postgres::Error>(organization_from!(row)))
-                    .transpose()
-            },
-            |conn| async {
-                sqlx::query(&sql)
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .map(|row| Ok::<_, sqlx::Error>(organization_from!(row)))
-                    .transpose()
-            }
-        )
     }
 }
 
