@@ -16,7 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{ClerkMillis, Outcome};
+use super::outcome::Outcome;
+use super::time::ClerkMillis;
 
 /// An organization as Clerk holds it at `updated_at`, reduced to the columns we keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
