@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{DeliveryRecord, Store, StoreError};
+use super::flow::DeliveryRecord;
+use crate::store::{Store, StoreError};
 
 use crate::clerk::ClerkEvent;
 use crate::sync::{DeleteMode, Outcome};

@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::{DeliveryRecord, Source};
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::store::{
     DatabaseError, InboxRecord, InboxUpdate, StateKeys, Store, Transaction, Writes, now,
@@ -17,6 +16,32 @@ use crate::sync::{
     OrganizationEvent, OrganizationSnapshot, OrganizationWrites, Outcome, Planned, RowWrites,
     UserSnapshot,
 };
+
+/// Where an event came from, which decides what the inbox keeps of it.
+#[derive(Debug, Clone)]
+pub(crate) enum Source<'a> {
+    /// A verified webhook delivery: deduplicated by `svix-id` and stored in the inbox.
+    Delivery(DeliveryRecord<'a>),
+    /// A stored event applied again: its inbox row gets the new outcome.
+    Replay {
+        /// The stored event's `svix-id`.
+        svix_id: &'a str,
+    },
+    /// Read from Clerk's API (fallback fetch, profile update, reconciliation): not stored.
+    Clerk,
+}
+
+/// What the inbox keeps of a verified webhook delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryRecord<'a> {
+    /// The `svix-id` header: the same for every attempt of one message, so a redelivery is
+    /// recognised as a duplicate.
+    pub svix_id: &'a str,
+    /// The `svix-timestamp` header: Unix seconds when Svix signed this attempt.
+    pub svix_timestamp: i64,
+    /// The raw body, kept for inspection and replay.
+    pub payload: &'a str,
+}
 
 /// One event of a transaction: what the rules see, and where it came from.
 #[derive(Debug, Clone)]

@@ -19,33 +19,8 @@ use crate::sync::{
 };
 pub use deliveries::DeliveryQueue;
 pub(crate) use deliveries::{Delivery, WriterSettings};
-use flow::{Effect, Item};
-
-/// Where an event came from, which decides what the inbox keeps of it.
-#[derive(Debug, Clone)]
-pub(crate) enum Source<'a> {
-    /// A verified webhook delivery: deduplicated by `svix-id` and stored in the inbox.
-    Delivery(DeliveryRecord<'a>),
-    /// A stored event applied again: its inbox row gets the new outcome.
-    Replay {
-        /// The stored event's `svix-id`.
-        svix_id: &'a str,
-    },
-    /// Read from Clerk's API (fallback fetch, profile update, reconciliation): not stored.
-    Clerk,
-}
-
-/// What the inbox keeps of a verified webhook delivery.
-#[derive(Debug, Clone, Copy)]
-pub struct DeliveryRecord<'a> {
-    /// The `svix-id` header: the same for every attempt of one message, so a redelivery is
-    /// recognised as a duplicate.
-    pub svix_id: &'a str,
-    /// The `svix-timestamp` header: Unix seconds when Svix signed this attempt.
-    pub svix_timestamp: i64,
-    /// The raw body, kept for inspection and replay.
-    pub payload: &'a str,
-}
+pub use flow::DeliveryRecord;
+use flow::{Effect, Item, Source};
 
 /// What applying one snapshot of a page did.
 #[derive(Debug, Clone, PartialEq, Eq)]

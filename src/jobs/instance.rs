@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::JobError;
+use super::error::JobError;
 use crate::clerk::api::{ClerkApi, EXAMPLE_INSTANCE_ID};
 use crate::store::Store;
 
@@ -96,26 +96,4 @@ pub(crate) async fn key_fits_stored_events(store: &Store, api: &ClerkApi, wait: 
             true
         }
     }
-}
-
-/// What [`JobError::WrongInstance`] says: what is wrong, that nothing changed, how to check.
-pub(super) fn wrong_instance_message(
-    key_instance: &str,
-    environment: Option<&str>,
-    events_instances: &[String],
-    api_url: &str,
-) -> String {
-    let environment = environment.map(|e| format!(" ({e})")).unwrap_or_default();
-    format!(
-        "CLERK_SECRET_KEY belongs to Clerk instance {key_instance}{environment}, but the \
-         webhooks this database received come from {events}: the key is most likely another \
-         instance's (development instead of production, or another application). Nothing was \
-         changed. To check: `curl -s -H \"Authorization: Bearer $CLERK_SECRET_KEY\" \
-         {api_url}/v1/instance` shows the key's instance, `clerk-sync events show SVIX_ID` a \
-         stored webhook's instance_id. Use the secret key of the instance whose webhooks reach \
-         this endpoint (Clerk's dashboard: Configure, API keys). If this database follows \
-         another instance now on purpose, the check passes once a webhook of that instance \
-         has arrived.",
-        events = events_instances.join(" and ")
-    )
 }

@@ -3,13 +3,16 @@
 //! of snapshots, same rules: every snapshot goes through the store's one flow.
 
 pub mod backfill;
+mod error;
 pub mod events;
+mod holder;
 mod instance;
 mod lease;
 mod organizations;
 mod pages;
 pub mod reconcile;
 
+pub use error::JobError;
 pub(crate) use instance::key_fits_stored_events;
 pub use instance::{KeyInstance, check_key_instance};
 pub use lease::Lease;
@@ -25,65 +28,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clerk::UserData;
 use crate::clerk::api::{ClerkApi, ClerkApiError};
-use crate::store::StoreError;
 use crate::sync::Outcome;
 
 /// Clerk's largest page.
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// How many long rate-limit waits a job sits out before giving up.
 const MAX_RATE_LIMIT_WAITS: u32 = 20;
-
-/// Why a job stopped. Pages committed before the error stay committed; a backfill continues
-/// from them when run again.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Clerk's API failed (after its retries, and after the job waited out rate limits).
-    #[error(transparent)]
-    Clerk(#[from] ClerkApiError),
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Another process holds the job's lease (and is alive, or runs elsewhere).
-    #[error("{}", lease::held_message(.job, .holder, .expires_at, .expires_in))]
-    LeaseHeld {
-        /// The job's lease name: `backfill` or `reconcile`.
-        job: &'static str,
-        /// The holder as stored: `host/pid 4242/run_…/…`.
-        holder: String,
-        /// When the lease runs out unless its holder renews it (UTC).
-        expires_at: chrono::DateTime<chrono::Utc>,
-        /// Until the lease expires, unless its holder renews it.
-        expires_in: Duration,
-    },
-    /// The job stopped rather than risk a wrong change, and the text says why and what to do:
-    /// the lease was lost, Clerk's list kept moving or was incomplete, or the deletions would
-    /// empty a large share of a table.
-    #[error("{0}")]
-    Refused(String),
-    /// The secret key belongs to another Clerk instance than the stored webhooks: the job
-    /// changed nothing.
-    #[error("{}", instance::wrong_instance_message(.key_instance, .environment.as_deref(), .events_instances, .api_url))]
-    WrongInstance {
-        /// The key's instance id (`ins_…`), as Clerk's API gave it.
-        key_instance: String,
-        /// The key's environment (`development` or `production`), when Clerk said.
-        environment: Option<String>,
-        /// The instances the newest stored webhooks came from.
-        events_instances: Vec<String>,
-        /// `CLERK_API_URL`, for the command that shows a key's instance.
-        api_url: String,
-    },
-}
-
-impl JobError {
-    /// Exit code for scripts: 3 when another process holds the job's lease, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            JobError::LeaseHeld { .. } => 3,
-            _ => 1,
-        }
-    }
-}
 
 /// What a job did, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
