@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::state::AppState;
 
 /// The challenge a browser answers by asking for a user name and password.
 const CHALLENGE: &str = r#"Basic realm="clerk-sync", charset="UTF-8""#;

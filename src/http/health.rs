@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// Long enough for a Neon compute to wake up, short enough for a load balancer's probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::AppState;
 use super::admin::{bearer_token, same_secret};
+use super::state::AppState;
 
 /// A scrape must not hang on a database that is away.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

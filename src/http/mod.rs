@@ -1,25 +1,28 @@
 //! HTTP: one module per resource, merged into the service's router here.
 
 mod admin;
+mod body_first;
 mod connections;
 mod error;
+mod fallback;
 mod health;
 mod limits;
 mod log_throttle;
 mod metrics;
 mod openapi;
+mod state;
 mod status;
 mod users;
 mod webhook;
 
 pub(crate) use connections::{ConnectionLimits, bind, serve};
 pub use error::ApiError;
+pub(crate) use fallback::Users;
 pub(crate) use limits::RateLimiters;
 pub use limits::{IpNet, LimitSettings};
-pub(crate) use users::Users;
+pub use state::AppState;
 pub use users::{ClerkSession, SyncedUser};
-
-use std::sync::Arc;
+pub use webhook::WEBHOOK_PATH;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,40 +30,6 @@ use axum::http::{HeaderValue, Method, header};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-
-use crate::ingest::DeliveryQueue;
-use crate::store::Store;
-use crate::sync::DeleteMode;
-use crate::webhook::Verifier;
-
-/// The path Clerk's dashboard is pointed at.
-pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
-
-/// What the handlers share. An app embedding clerk-sync keeps one in its own state and
-/// implements `FromRef` for it, so the extractors ([`ClerkSession`], [`SyncedUser`]) work in
-/// its handlers. On shutdown it stops serving, then calls `deliveries.shutdown()` (see
-/// [`DeliveryQueue::shutdown`]) and only then `store.close()`.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The database the handlers read and write; closed last on shutdown.
-    pub store: Store,
-    /// Where the webhook endpoint hands verified events to be written (group commit). Its
-    /// writers hold database connections until [`DeliveryQueue::shutdown`] stops them.
-    pub deliveries: DeliveryQueue,
-    pub(crate) verifier: Arc<Verifier>,
-    pub(crate) delete_mode: DeleteMode,
-    pub(crate) users: Arc<Users>,
-    /// Bearer token `/metrics` requires, if any.
-    pub(crate) metrics_token: Option<Arc<str>>,
-    /// Token that opens `/status` (`CLERK_SYNC_ADMIN_TOKEN`); the page is off without it.
-    pub(crate) admin_token: Option<Arc<str>>,
-    pub(crate) limiters: Arc<RateLimiters>,
-    /// Longest time one database operation may take before the request gets 503.
-    pub(crate) db_timeout: std::time::Duration,
-    /// Origins a browser may call the user API from (`CLERK_AUTHORIZED_PARTIES`). Shared, not
-    /// copied: the state is cloned for every request that extracts it.
-    pub(crate) cors_origins: Arc<[String]>,
-}
 
 /// Everything `clerk-sync serve` answers on one address, under one set of global layers: the
 /// webhook endpoint, the current-user API, `/healthz` and `/readyz`, `/metrics`, `/status` and
@@ -115,7 +84,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// ```
 pub fn webhook_router(state: AppState, max_body_bytes: usize) -> Router {
     let limits = LimitSettings::default();
-    let body_first = limits::BodyFirst {
+    let body_first = body_first::BodyFirst {
         state: state.clone(),
         max_body_bytes,
         request_timeout: limits.request_timeout,
@@ -128,7 +97,7 @@ pub fn webhook_router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             body_first,
-            limits::read_body_first,
+            body_first::read_body_first,
         ))
         .route_layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn(webhook::count_oversized))
@@ -225,7 +194,7 @@ pub(crate) fn routes(
         Router::new()
     };
     let cors = cors(&state.cors_origins);
-    let body_first = limits::BodyFirst {
+    let body_first = body_first::BodyFirst {
         state: state.clone(),
         max_body_bytes,
         request_timeout: limits.request_timeout,
@@ -245,7 +214,7 @@ pub(crate) fn routes(
         // (413) is enforced there too; axum's own default would cap at 2 MiB regardless.
         .layer(axum::middleware::from_fn_with_state(
             body_first,
-            limits::read_body_first,
+            body_first::read_body_first,
         ))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(webhook::count_oversized))

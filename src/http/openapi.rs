@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::AppState;
+use super::state::AppState;
 
 /// The OpenAPI 3.1 document of clerk-sync's HTTP API.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");

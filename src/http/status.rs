@@ -20,43 +20,26 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 
 use super::admin::{Admin, FormRefused};
-use super::{AppState, Users};
-use crate::store::{EventSummary, OrganizationCounts};
+use super::fallback::Users;
+use super::state::AppState;
 
 mod html;
+mod page;
 
 use html::{flash, render};
+use page::{CHART_MINUTES, ClerkHealth, FAILED_COUNTED_UP_TO, Figures, OUTCOMES, PageData};
 
-/// Minutes the chart covers, the current one included.
-const CHART_MINUTES: i64 = 60;
 /// Events listed.
 const LATEST_EVENTS: usize = 20;
 /// Events the delivery lag is measured over.
 const LAG_SAMPLE: i64 = 100;
 /// Failed events listed (the oldest beyond that are counted, not listed).
 const FAILED_LISTED: i64 = 50;
-/// Failed events are counted up to this many (the page says "10,000+").
-const FAILED_COUNTED_UP_TO: u64 = 10_000;
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(5);
 const CLERK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Clerk's API is asked at most this often, however often the page is loaded.
 const CLERK_CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// Outcomes in the chart's stacking order, with their colour. `duplicate` is never stored.
-const OUTCOMES: [(&str, &str); 9] = [
-    ("created", "#2e7d32"),
-    ("updated", "#1e88e5"),
-    ("unchanged", "#90a4ae"),
-    ("stale", "#f9a825"),
-    ("tombstoned", "#8e24aa"),
-    ("deleted", "#ef6c00"),
-    ("not_found", "#8d6e63"),
-    ("ignored", "#cfd8dc"),
-    ("failed", "#d32f2f"),
-];
-/// Any outcome a later version might add.
-const OTHER: (&str, &str) = ("other", "#546e7a");
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -121,45 +104,6 @@ async fn replay(
 
 // ---------------------------------------------------------------------------------------------
 // What the page shows
-
-/// The figures read from the database.
-struct Figures {
-    /// `counts[minute][series]`: minute 0 is the oldest, series index into `OUTCOMES`, then
-    /// `OTHER`.
-    counts: Vec<[u64; OUTCOMES.len() + 1]>,
-    latest: Vec<EventSummary>,
-    failed: Vec<EventSummary>,
-    failed_count: u64,
-    /// Delivery lags (ms) of the newest events.
-    lags_ms: Vec<i64>,
-    live_users: Option<u64>,
-    soft_deleted_users: Option<u64>,
-    estimated_users: Option<u64>,
-    /// Organizations and memberships, counted or estimated like the users.
-    organizations: OrganizationCounts,
-}
-
-/// Clerk's API, as last checked.
-#[derive(Debug, Clone)]
-enum ClerkHealth {
-    NotConfigured,
-    Checked {
-        at: Instant,
-        /// Users Clerk has, or why it could not say.
-        result: Result<u64, String>,
-    },
-}
-
-struct PageData {
-    now: DateTime<Utc>,
-    /// Minutes since the epoch of the chart's first minute.
-    first_minute: i64,
-    backend: &'static str,
-    /// Round trip of `SELECT 1`, or why there was none.
-    database: Result<Duration, String>,
-    figures: Result<Figures, String>,
-    clerk: ClerkHealth,
-}
 
 async fn page(admin: Admin, State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let now = Utc::now();

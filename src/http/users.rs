@@ -7,10 +7,6 @@
 //! the same newest-snapshot-wins rules as a webhook, so the two never fight. Profile updates go
 //! to Clerk first (the source of truth) and the row is written from Clerk's answer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::header::{AUTHORIZATION, COOKIE};
@@ -18,37 +14,16 @@ use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
-use super::AppState;
 use super::error::ApiError;
-use crate::clerk::api::{ClerkApi, ClerkApiError, UserUpdate};
-use crate::clerk::session::{Session, SessionError, SessionVerifier};
+use super::fallback::{FetchError, Fetched, apply_clerk_user};
+use super::state::AppState;
+use crate::clerk::api::{ClerkApiError, UserUpdate};
+use crate::clerk::session::{Session, SessionError};
 use crate::store::{MembershipRecord, OrganizationRecord, StoreError, UserRecord};
-use crate::sync::{Outcome, UserSnapshot};
 
 /// Longest first or last name accepted, in characters.
 const MAX_NAME_CHARS: usize = 256;
-
-/// What the user API needs besides the store.
-#[derive(Debug, Default)]
-pub(crate) struct Users {
-    /// `None` when neither `CLERK_JWT_KEY` nor `CLERK_SECRET_KEY` is set.
-    pub sessions: Option<SessionVerifier>,
-    /// `None` without `CLERK_SECRET_KEY`: no fallback fetch, no profile updates.
-    pub clerk: Option<ClerkApi>,
-    fetches: FetchOnce,
-}
-
-impl Users {
-    pub fn new(sessions: Option<SessionVerifier>, clerk: Option<ClerkApi>) -> Users {
-        Users {
-            sessions,
-            clerk,
-            fetches: FetchOnce::default(),
-        }
-    }
-}
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -87,7 +62,7 @@ where
         };
         let client = state
             .limiters
-            .client_address(super::RateLimiters::peer(parts), &parts.headers);
+            .client_address(super::limits::RateLimiters::peer(parts), &parts.headers);
         if let Some(wait) = client.and_then(|c| state.limiters.address(c).err()) {
             crate::metrics::rate_limited("address");
             return Err(ApiError::RateLimited(Some(wait)));
@@ -189,8 +164,7 @@ pub(crate) async fn ensure_user_exists(
     };
     match state
         .users
-        .fetches
-        .run(user_id, || fetch_and_apply(state, clerk, user_id))
+        .fetch(&state.store, state.delete_mode, clerk, user_id)
         .await
     {
         Fetched::Synced => {}
@@ -208,128 +182,9 @@ pub(crate) async fn ensure_user_exists(
     }
 }
 
-/// The shared result of one fetch.
-#[derive(Debug, Clone)]
-enum Fetched {
-    Synced,
-    Deleted,
-    NotInClerk,
-    Failed(FetchError),
-}
-
-#[derive(Debug, Clone)]
-enum FetchError {
-    Clerk(ClerkApiError),
-    Store(String),
-    Unusable(String),
-}
-
-impl FetchError {
-    fn into_api_error(self) -> ApiError {
-        match self {
-            FetchError::Clerk(ClerkApiError::RateLimited { retry_after }) => {
-                ApiError::RateLimited(retry_after)
-            }
-            FetchError::Clerk(e) => {
-                tracing::warn!(error = %e, "fallback fetch from Clerk failed");
-                ApiError::Unavailable("cannot reach Clerk to load this user; retry later".into())
-            }
-            FetchError::Store(e) => {
-                tracing::error!(error = %e, "fallback fetch could not be stored");
-                ApiError::Unavailable("database unavailable, retry later".into())
-            }
-            FetchError::Unusable(e) => {
-                tracing::error!(error = %e, "Clerk's user data cannot be applied");
-                ApiError::Internal
-            }
-        }
-    }
-}
-
-async fn fetch_and_apply(state: &AppState, clerk: &ClerkApi, user_id: &str) -> Fetched {
-    let fetched = fetch_and_apply_once(state, clerk, user_id).await;
-    crate::metrics::fallback_fetch(match fetched {
-        Fetched::Synced => "synced",
-        Fetched::Deleted => "deleted",
-        Fetched::NotInClerk => "not_in_clerk",
-        Fetched::Failed(_) => "failed",
-    });
-    fetched
-}
-
-async fn fetch_and_apply_once(state: &AppState, clerk: &ClerkApi, user_id: &str) -> Fetched {
-    let started = Instant::now();
-    let data = match clerk.get_user(user_id).await {
-        Ok(Some(data)) => data,
-        Ok(None) => return Fetched::NotInClerk,
-        Err(e) => return Fetched::Failed(FetchError::Clerk(e)),
-    };
-    let outcome = match apply_clerk_user(state, data).await {
-        Ok(outcome) => outcome,
-        Err(e) => return Fetched::Failed(e),
-    };
-    tracing::info!(
-        source = "fallback_fetch",
-        user_id,
-        outcome = outcome.as_str(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "user fetched from Clerk"
-    );
-    match outcome {
-        Outcome::Tombstoned => Fetched::Deleted,
-        _ => Fetched::Synced,
-    }
-}
-
-async fn apply_clerk_user(
-    state: &AppState,
-    data: crate::clerk::UserData,
-) -> Result<Outcome, FetchError> {
-    let snapshot = UserSnapshot::from_clerk(data).map_err(|e| FetchError::Unusable(e.reason))?;
-    state
-        .store
-        .apply_snapshot(&snapshot, state.delete_mode)
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))
-}
-
 fn store_unavailable(error: StoreError) -> ApiError {
     tracing::error!(error = %error, "database unavailable");
     ApiError::Unavailable("database unavailable, retry later".into())
-}
-
-/// Runs at most one fetch per user at a time; concurrent callers share its result.
-#[derive(Debug, Default)]
-struct FetchOnce {
-    in_flight: Mutex<HashMap<String, Arc<OnceCell<Fetched>>>>,
-}
-
-impl FetchOnce {
-    async fn run<F, Fut>(&self, user_id: &str, fetch: F) -> Fetched
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Fetched>,
-    {
-        let cell = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(user_id.to_owned())
-            .or_default()
-            .clone();
-        let result = cell.get_or_init(fetch).await.clone();
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if in_flight
-            .get(user_id)
-            .is_some_and(|c| Arc::ptr_eq(c, &cell))
-        {
-            in_flight.remove(user_id);
-        }
-        result
-    }
 }
 
 /// A `TIMESTAMP(3)` as a Prisma client hands it to an app: ISO 8601 UTC with milliseconds.
@@ -453,7 +308,7 @@ async fn update_me(
                 )
             }
         })?;
-    let outcome = apply_clerk_user(&state, data)
+    let outcome = apply_clerk_user(&state.store, state.delete_mode, data)
         .await
         .map_err(FetchError::into_api_error)?;
     tracing::info!(source = "profile_update", user_id = %session.user_id, outcome = outcome.as_str(), "profile written through to Clerk");

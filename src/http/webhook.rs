@@ -14,14 +14,17 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{AppState, WEBHOOK_PATH};
+use super::error::ApiError;
+use super::log_throttle::LogThrottle;
+use super::state::AppState;
 use crate::clerk::{EventKind, parse_event};
-use crate::http::ApiError;
-use crate::http::log_throttle::LogThrottle;
 use crate::ingest::Delivery;
 use crate::store::StoreError;
 use crate::sync::Outcome;
 use crate::webhook::Rejection;
+
+/// The path Clerk's dashboard is pointed at.
+pub const WEBHOOK_PATH: &str = "/api/webhooks/clerk";
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route(WEBHOOK_PATH, post(receive))

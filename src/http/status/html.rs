@@ -10,7 +10,9 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveDateTime};
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
-use super::{CHART_MINUTES, ClerkHealth, FAILED_COUNTED_UP_TO, Figures, OTHER, OUTCOMES, PageData};
+use super::page::{
+    CHART_MINUTES, ClerkHealth, FAILED_COUNTED_UP_TO, Figures, OTHER, OUTCOMES, PageData,
+};
 use crate::sync::Outcome;
 
 /// Longest text shown of an id or an error (they come from the network).
