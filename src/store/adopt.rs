@@ -185,11 +185,16 @@ fn unfilled_problem(quoted: &str, columns: &[String]) -> (String, String) {
     (problem, fix)
 }
 
-fn unfilled_error(quoted: &str, columns: &[String]) -> StoreError {
+/// Refuses a users table clerk-sync already manages that has such columns.
+fn refuse_unfilled(target: &UsersTable, columns: &[String]) -> Result<(), StoreError> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let quoted = target.quoted();
     let (problem, fix) = unfilled_problem(quoted, columns);
-    StoreError::Setup(format!(
+    Err(StoreError::Setup(format!(
         "the {quoted} table's {problem}: {fix} Nothing was changed."
-    ))
+    )))
 }
 
 /// Refuses a users table clerk-sync already manages when the app has since added a column
@@ -201,11 +206,7 @@ pub(super) async fn check_app_columns(
     let unfilled = unfilled_app_columns(client, target.schema(), target.name())
         .await
         .map_err(StoreError::unavailable)?;
-    if unfilled.is_empty() {
-        Ok(())
-    } else {
-        Err(unfilled_error(target.quoted(), &unfilled))
-    }
+    refuse_unfilled(target, &unfilled)
 }
 
 /// [`check_app_columns`] on SQLite. Its `ALTER TABLE` cannot add such a column, but a table
@@ -225,11 +226,7 @@ pub(super) async fn check_app_columns_sqlite(
         .into_iter()
         .filter(|c| !is_model_column(c))
         .collect();
-    if unfilled.is_empty() {
-        Ok(())
-    } else {
-        Err(unfilled_error(target.quoted(), &unfilled))
-    }
+    refuse_unfilled(target, &unfilled)
 }
 
 /// Why an existing table is not adopted, and what to do about it.

@@ -5,7 +5,7 @@
 //! app's schema, and several processes starting at once must not trip over each other.
 
 use deadpool_postgres::Object;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Sqlite, SqlitePool};
 use tokio_postgres::types::Type;
 
 use super::error::DatabaseError;
@@ -170,61 +170,6 @@ fn existing_organization_tables(users: &UsersTable, found: &[(String, String)]) 
     ))
 }
 
-async fn refuse_existing_organization_tables(
-    client: &tokio_postgres::Client,
-    users: &UsersTable,
-) -> Result<(), StoreError> {
-    let found: Vec<(String, String)> = client
-        .query_typed(
-            "SELECT c.relname::text,
-                    CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'
-                                   WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                                   WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
-                                   WHEN 'i' THEN 'index' WHEN 'I' THEN 'index'
-                                   ELSE 'relation' END
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = coalesce($1, current_schema()) AND c.relname IN ($2, $3)
-             ORDER BY c.relname DESC",
-            &[
-                (&users.schema(), Type::TEXT),
-                (&ORGANIZATION_TABLES[0], Type::TEXT),
-                (&ORGANIZATION_TABLES[1], Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(StoreError::unavailable)?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(StoreError::unavailable)?;
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(existing_organization_tables(users, &found))
-    }
-}
-
-async fn refuse_existing_organization_tables_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    users: &UsersTable,
-) -> Result<(), StoreError> {
-    let found: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, type FROM sqlite_master
-         WHERE name COLLATE NOCASE IN ($1, $2) AND type IN ('table', 'view', 'index')
-         ORDER BY name COLLATE NOCASE DESC",
-    )
-    .bind(ORGANIZATION_TABLES[0])
-    .bind(ORGANIZATION_TABLES[1])
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(StoreError::unavailable)?;
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(existing_organization_tables(users, &found))
-    }
-}
-
 /// A transaction on a pooled PostgreSQL connection (`BEGIN` and the rest through the simple
 /// protocol, no values). Dropped before [`ClosingTransaction::commit`] or
 /// [`ClosingTransaction::rollback`] ended it (its future dropped at a timeout, an error on the
@@ -280,67 +225,87 @@ impl Drop for ClosingTransaction {
     }
 }
 
-pub(super) async fn run_postgres(
-    pool: &postgres::Pool,
+/// One dialect's migration transaction, begun, locked and with its bookkeeping table: what
+/// differs between the dialects within a run; [`run`] holds the rest, the same on both.
+trait MigrationTransaction {
+    /// The dialect's migrations, oldest first.
+    const MIGRATIONS: &'static [Migration];
+
+    /// The versions the bookkeeping table has.
+    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError>;
+
+    /// Checks the users table before anything runs; `managed` once migration 1 has created
+    /// (or adopted) it.
+    async fn check_users_table(
+        &mut self,
+        users: &UsersTable,
+        managed: bool,
+    ) -> Result<(), StoreError>;
+
+    /// The relations of the app's named as [`ORGANIZATION_TABLES`], with their kinds.
+    async fn organization_tables(
+        &mut self,
+        users: &UsersTable,
+    ) -> Result<Vec<(String, String)>, DatabaseError>;
+
+    /// Takes over a users table the app already has, before migration 1 (dry: only plans
+    /// it), and says what that changes. By default there is none: `check_users_table`
+    /// refused it.
+    async fn adopt(
+        &mut self,
+        _users: &UsersTable,
+        _dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Readies the database for `migration`, and gives the part of its SQL to run: by
+    /// default all of it, with nothing to ready.
+    async fn prepare(
+        &mut self,
+        migration: &'static Migration,
+        _users: &UsersTable,
+    ) -> Result<&'static str, DatabaseError> {
+        Ok(migration.sql)
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError>;
+
+    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError>;
+
+    async fn commit(self) -> Result<(), DatabaseError>;
+
+    async fn rollback(self) -> Result<(), DatabaseError>;
+}
+
+/// A migration run on either dialect: the pending migrations, or (dry) only their report.
+async fn run<T: MigrationTransaction>(
+    mut tx: T,
     users: &UsersTable,
     dry_run: bool,
 ) -> Result<MigrationReport, StoreError> {
-    // Without the server's NOTICEs ("schema \"clerk_sync\" already exists, skipping" on every
-    // run): tokio-postgres logs each at info.
-    let tx = ClosingTransaction::begin(pool, "BEGIN; SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(StoreError::unavailable)?;
-    let client = tx.client();
-    // A transaction-scoped lock, so it also works through a transaction-mode pooler.
-    client
-        .execute_typed(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[(&MIGRATION_LOCK_KEY, Type::INT8)],
-        )
-        .await
-        .map_err(StoreError::unavailable)?;
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS clerk_sync;
-             CREATE TABLE IF NOT EXISTS clerk_sync.migrations (
-                 version BIGINT PRIMARY KEY,
-                 description TEXT NOT NULL,
-                 applied_at TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
-             );",
-        )
-        .await
-        .map_err(StoreError::unavailable)?;
-    let applied: Vec<i64> = client
-        .query_typed("SELECT version FROM clerk_sync.migrations", &[])
-        .await
-        .map_err(StoreError::unavailable)?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::unavailable)?;
-    let pending = pending(POSTGRES, &applied)?;
+    let applied = tx.applied().await.map_err(StoreError::unavailable)?;
+    let pending = pending(T::MIGRATIONS, &applied)?;
     let mut report = MigrationReport {
         version: applied.iter().copied().max().unwrap_or(0),
         dry_run,
         ..MigrationReport::default()
     };
-    if applied.contains(&1) {
-        // The app may have added a column since; one nothing fills would fail every new
-        // user's insert, so it is better refused here, once, than on each event.
-        super::adopt::check_app_columns(client, users).await?;
-    }
+    let managed = applied.contains(&1);
+    tx.check_users_table(users, managed).await?;
     if pending.iter().any(|m| m.version == ORGANIZATIONS_VERSION) {
-        refuse_existing_organization_tables(client, users).await?;
-    }
-    let mut adopted = false;
-    if !applied.contains(&1)
-        && let Some(adoption) = super::adopt::plan(client, users).await?
-    {
-        if !dry_run {
-            super::adopt::apply(client, &adoption).await?;
+        let found = tx
+            .organization_tables(users)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if !found.is_empty() {
+            return Err(existing_organization_tables(users, &found));
         }
-        report.adopted = adoption.changes;
-        adopted = true;
+    }
+    // After the organization tables' refusal, which is what a database with both an
+    // unadoptable users table and an organization table of its own is told first.
+    if !managed {
+        report.adopted = tx.adopt(users, dry_run).await?;
     }
     for migration in pending {
         report
@@ -350,32 +315,14 @@ pub(super) async fn run_postgres(
         if dry_run {
             continue;
         }
-        // The marker is a comment line; what follows its line is clerk-sync's own tables.
-        let sql = match migration.sql.split_once(END_OF_USERS_TABLE) {
-            Some((_, rest)) if adopted => rest.split_once('\n').map_or("", |(_, after)| after),
-            _ => migration.sql,
-        };
-        if let (Some(schema), false) = (users.schema(), adopted)
-            && migration.version == 1
-        {
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .await
-                .map_err(|e| failed(migration, e))?;
-        }
-        let sql = users.sql(sql);
-        client
-            .batch_execute(&sql)
+        let sql = tx
+            .prepare(migration, users)
             .await
             .map_err(|e| failed(migration, e))?;
-        client
-            .execute_typed(
-                "INSERT INTO clerk_sync.migrations (version, description) VALUES ($1, $2)",
-                &[
-                    (&migration.version, Type::INT8),
-                    (&migration.description, Type::TEXT),
-                ],
-            )
+        tx.execute(&users.sql(sql))
+            .await
+            .map_err(|e| failed(migration, e))?;
+        tx.record(migration)
             .await
             .map_err(StoreError::unavailable)?;
     }
@@ -387,46 +334,202 @@ pub(super) async fn run_postgres(
     Ok(report)
 }
 
-pub(super) async fn run_sqlite(
-    pool: &SqlitePool,
-    users: &UsersTable,
-    dry_run: bool,
-) -> Result<MigrationReport, StoreError> {
-    // IMMEDIATE takes the write lock first: a second process waits instead of racing.
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::unavailable)?;
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS clerk_sync_migrations (
-             version INTEGER PRIMARY KEY,
-             description TEXT NOT NULL,
-             applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
-         );",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::unavailable)?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM clerk_sync_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::unavailable)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let pending = pending(SQLITE, &applied)?;
-    let mut report = MigrationReport {
-        version: applied.iter().copied().max().unwrap_or(0),
-        dry_run,
-        ..MigrationReport::default()
-    };
-    if applied.contains(&1) {
-        super::adopt::check_app_columns_sqlite(&mut tx, users).await?;
-    } else {
+struct PostgresMigration {
+    tx: ClosingTransaction,
+    /// The app's users table was adopted: migration 1 leaves it out.
+    adopted: bool,
+}
+
+impl PostgresMigration {
+    async fn begin(pool: &postgres::Pool) -> Result<PostgresMigration, DatabaseError> {
+        // Without the server's NOTICEs ("schema \"clerk_sync\" already exists, skipping" on
+        // every run): tokio-postgres logs each at info.
+        let tx = ClosingTransaction::begin(pool, "BEGIN; SET LOCAL client_min_messages = warning")
+            .await?;
+        let client = tx.client();
+        // A transaction-scoped lock, so it also works through a transaction-mode pooler.
+        client
+            .execute_typed(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[(&MIGRATION_LOCK_KEY, Type::INT8)],
+            )
+            .await?;
+        client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS clerk_sync;
+                 CREATE TABLE IF NOT EXISTS clerk_sync.migrations (
+                     version BIGINT PRIMARY KEY,
+                     description TEXT NOT NULL,
+                     applied_at TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
+                 );",
+            )
+            .await?;
+        Ok(PostgresMigration { tx, adopted: false })
+    }
+}
+
+impl MigrationTransaction for PostgresMigration {
+    const MIGRATIONS: &'static [Migration] = POSTGRES;
+
+    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError> {
+        Ok(self
+            .tx
+            .client()
+            .query_typed("SELECT version FROM clerk_sync.migrations", &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn check_users_table(
+        &mut self,
+        users: &UsersTable,
+        managed: bool,
+    ) -> Result<(), StoreError> {
+        if managed {
+            // The app may have added a column since; one nothing fills would fail every new
+            // user's insert, so it is better refused here, once, than on each event.
+            super::adopt::check_app_columns(self.tx.client(), users).await?;
+        }
+        // An app's own table is for `adopt`.
+        Ok(())
+    }
+
+    async fn organization_tables(
+        &mut self,
+        users: &UsersTable,
+    ) -> Result<Vec<(String, String)>, DatabaseError> {
+        Ok(self
+            .tx
+            .client()
+            .query_typed(
+                "SELECT c.relname::text,
+                        CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'
+                                       WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                                       WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
+                                       WHEN 'i' THEN 'index' WHEN 'I' THEN 'index'
+                                       ELSE 'relation' END
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = coalesce($1, current_schema()) AND c.relname IN ($2, $3)
+                 ORDER BY c.relname DESC",
+                &[
+                    (&users.schema(), Type::TEXT),
+                    (&ORGANIZATION_TABLES[0], Type::TEXT),
+                    (&ORGANIZATION_TABLES[1], Type::TEXT),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?)
+    }
+
+    async fn adopt(
+        &mut self,
+        users: &UsersTable,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.tx.client();
+        let Some(adoption) = super::adopt::plan(client, users).await? else {
+            return Ok(Vec::new());
+        };
+        if !dry_run {
+            super::adopt::apply(client, &adoption).await?;
+        }
+        self.adopted = true;
+        Ok(adoption.changes)
+    }
+
+    async fn prepare(
+        &mut self,
+        migration: &'static Migration,
+        users: &UsersTable,
+    ) -> Result<&'static str, DatabaseError> {
+        if let (Some(schema), false) = (users.schema(), self.adopted)
+            && migration.version == 1
+        {
+            self.tx
+                .client()
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await?;
+        }
+        // The marker is a comment line; what follows its line is clerk-sync's own tables.
+        Ok(match migration.sql.split_once(END_OF_USERS_TABLE) {
+            Some((_, rest)) if self.adopted => rest.split_once('\n').map_or("", |(_, after)| after),
+            _ => migration.sql,
+        })
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError> {
+        Ok(self.tx.client().batch_execute(sql).await?)
+    }
+
+    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError> {
+        self.tx
+            .client()
+            .execute_typed(
+                "INSERT INTO clerk_sync.migrations (version, description) VALUES ($1, $2)",
+                &[
+                    (&migration.version, Type::INT8),
+                    (&migration.description, Type::TEXT),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), DatabaseError> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), DatabaseError> {
+        self.tx.rollback().await
+    }
+}
+
+struct SqliteMigration(sqlx::Transaction<'static, Sqlite>);
+
+impl SqliteMigration {
+    async fn begin(pool: &SqlitePool) -> Result<SqliteMigration, sqlx::Error> {
+        // IMMEDIATE takes the write lock first: a second process waits instead of racing.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS clerk_sync_migrations (
+                 version INTEGER PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+             );",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(SqliteMigration(tx))
+    }
+}
+
+impl MigrationTransaction for SqliteMigration {
+    const MIGRATIONS: &'static [Migration] = SQLITE;
+
+    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM clerk_sync_migrations")
+                .fetch_all(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn check_users_table(
+        &mut self,
+        users: &UsersTable,
+        managed: bool,
+    ) -> Result<(), StoreError> {
+        if managed {
+            return super::adopt::check_app_columns_sqlite(&mut self.0, users).await;
+        }
         let existing: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'User')",
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *self.0)
         .await
         .map_err(StoreError::unavailable)?;
         if existing > 0 {
@@ -437,36 +540,67 @@ pub(super) async fn run_sqlite(
                     .into(),
             ));
         }
+        Ok(())
     }
-    if pending.iter().any(|m| m.version == ORGANIZATIONS_VERSION) {
-        refuse_existing_organization_tables_sqlite(&mut tx, users).await?;
+
+    async fn organization_tables(
+        &mut self,
+        _users: &UsersTable,
+    ) -> Result<Vec<(String, String)>, DatabaseError> {
+        Ok(sqlx::query_as(
+            "SELECT name, type FROM sqlite_master
+             WHERE name COLLATE NOCASE IN ($1, $2) AND type IN ('table', 'view', 'index')
+             ORDER BY name COLLATE NOCASE DESC",
+        )
+        .bind(ORGANIZATION_TABLES[0])
+        .bind(ORGANIZATION_TABLES[1])
+        .fetch_all(&mut *self.0)
+        .await?)
     }
-    for migration in pending {
-        report
-            .applied
-            .push((migration.version, migration.description));
-        report.version = migration.version;
-        if dry_run {
-            continue;
-        }
-        let sql = users.sql(migration.sql);
-        sqlx::raw_sql(&sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| failed(migration, e))?;
+
+    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError> {
+        sqlx::raw_sql(sql).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError> {
         sqlx::query("INSERT INTO clerk_sync_migrations (version, description) VALUES ($1, $2)")
             .bind(migration.version)
             .bind(migration.description)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::unavailable)?;
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
     }
-    if dry_run {
-        tx.rollback().await.map_err(StoreError::unavailable)?;
-    } else {
-        tx.commit().await.map_err(StoreError::unavailable)?;
+
+    async fn commit(self) -> Result<(), DatabaseError> {
+        Ok(self.0.commit().await?)
     }
-    Ok(report)
+
+    async fn rollback(self) -> Result<(), DatabaseError> {
+        Ok(self.0.rollback().await?)
+    }
+}
+
+pub(super) async fn run_postgres(
+    pool: &postgres::Pool,
+    users: &UsersTable,
+    dry_run: bool,
+) -> Result<MigrationReport, StoreError> {
+    let tx = PostgresMigration::begin(pool)
+        .await
+        .map_err(StoreError::unavailable)?;
+    run(tx, users, dry_run).await
+}
+
+pub(super) async fn run_sqlite(
+    pool: &SqlitePool,
+    users: &UsersTable,
+    dry_run: bool,
+) -> Result<MigrationReport, StoreError> {
+    let tx = SqliteMigration::begin(pool)
+        .await
+        .map_err(StoreError::unavailable)?;
+    run(tx, users, dry_run).await
 }
 
 #[cfg(test)]
