@@ -10,7 +10,7 @@ use crate::sync::DeleteMode;
 use crate::webhook::Verifier;
 
 /// What the handlers share. An app embedding clerk-sync keeps one in its own state and
-/// implements `FromRef` for it, so the extractors ([`ClerkSession`], [`SyncedUser`]) work in
+/// implements `FromRef` for it, so the extractors ([`ClerkSession`](super::ClerkSession), [`SyncedUser`](super::SyncedUser)) work in
 /// its handlers. On shutdown it stops serving, then calls `deliveries.shutdown()` (see
 /// [`DeliveryQueue::shutdown`]) and only then `store.close()`.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! Ingest: what happens to a Clerk event, in order, whatever its source. A webhook delivery
 //! is queued (`deliveries`: group commit by writer tasks), every source (webhook deliveries,
-//! the fallback fetch, backfill and reconcile pages, replays) becomes [`flow`] items, and
+//! the fallback fetch, backfill and reconcile pages, replays) becomes `flow` items, and
 //! `flow::run` is the one transaction: lock and read what the events touch, let
 //! [`crate::sync`] decide, write the decision with the inbox rows and commit. Races are tried
 //! again here; what the database refuses for its content is stored as failed.

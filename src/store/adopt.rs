@@ -15,7 +15,8 @@ use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use super::error::DatabaseError;
-use super::{StoreError, UsersTable};
+use super::error::StoreError;
+use super::users_table::UsersTable;
 
 /// A column of the contract: name, SQL type, type as `information_schema` reports it.
 const CONTRACT: [(&str, &str, &str); 12] = [

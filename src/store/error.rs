@@ -34,6 +34,11 @@ impl StoreError {
     pub(crate) fn unavailable(error: impl Into<DatabaseError>) -> StoreError {
         StoreError::Unavailable(error.into())
     }
+
+    /// The configuration is wrong: `message` says what and how to fix it.
+    pub(crate) fn setup(message: impl Into<String>) -> StoreError {
+        StoreError::Setup(message.into())
+    }
 }
 
 /// An error from the database or its driver.

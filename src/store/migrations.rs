@@ -4,12 +4,13 @@
 //! clerk-sync's other tables (the `clerk_sync` schema, or the `clerk_sync_` prefix), never in the
 //! app's schema, and several processes starting at once must not trip over each other.
 
-use deadpool_postgres::Object;
 use sqlx::{Sqlite, SqlitePool};
 use tokio_postgres::types::Type;
 
 use super::error::DatabaseError;
-use super::{StoreError, UsersTable, postgres};
+use super::error::StoreError;
+use super::postgres::{self, ClosingTransaction};
+use super::users_table::UsersTable;
 
 struct Migration {
     version: i64,
@@ -168,61 +169,6 @@ fn existing_organization_tables(users: &UsersTable, found: &[(String, String)]) 
             _ => "Rename both (or point DATABASE_URL at a database without them)".to_string(),
         }
     ))
-}
-
-/// A transaction on a pooled PostgreSQL connection (`BEGIN` and the rest through the simple
-/// protocol, no values). Dropped before [`ClosingTransaction::commit`] or
-/// [`ClosingTransaction::rollback`] ended it (its future dropped at a timeout, an error on the
-/// way), the connection is closed rather than handed back to the pool: the server rolls the
-/// transaction back, and nobody else gets a connection inside it, or behind a statement still
-/// waiting for a lock.
-pub(super) struct ClosingTransaction {
-    client: Option<Object>,
-}
-
-impl ClosingTransaction {
-    /// Takes a connection and starts the transaction with `begin` (`BEGIN`, or `BEGIN` with
-    /// options and `SET LOCAL`s after it).
-    pub(super) async fn begin(
-        pool: &postgres::Pool,
-        begin: &str,
-    ) -> Result<ClosingTransaction, DatabaseError> {
-        let transaction = ClosingTransaction {
-            client: Some(pool.get().await?),
-        };
-        transaction.client().batch_execute(begin).await?;
-        Ok(transaction)
-    }
-
-    pub(super) fn client(&self) -> &tokio_postgres::Client {
-        self.client
-            .as_ref()
-            .expect("a transaction keeps its client until it ends")
-    }
-
-    pub(super) async fn commit(self) -> Result<(), DatabaseError> {
-        self.end("COMMIT").await
-    }
-
-    pub(super) async fn rollback(self) -> Result<(), DatabaseError> {
-        self.end("ROLLBACK").await
-    }
-
-    /// Ends the transaction and hands the connection, idle again, back to the pool.
-    async fn end(mut self, sql: &str) -> Result<(), DatabaseError> {
-        self.client().batch_execute(sql).await?;
-        self.client.take();
-        Ok(())
-    }
-}
-
-impl Drop for ClosingTransaction {
-    fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            // Out of the pool: dropping the client closes the connection.
-            drop(Object::take(client));
-        }
-    }
 }
 
 /// One dialect's migration transaction, begun, locked and with its bookkeeping table: what

@@ -13,7 +13,9 @@
 use chrono::NaiveDateTime;
 use tokio_postgres::types::Type;
 
-use super::{DatabaseError, Pool, Store, StoreError, retrying, sqlite};
+use super::error::{DatabaseError, StoreError};
+use super::handle::{Pool, Store, retrying};
+use super::sqlite;
 
 /// On PostgreSQL the inbox is counted exactly up to this many rows, and above it PostgreSQL's
 /// own estimate (`pg_class.reltuples`, kept up to date by autovacuum) is reported: counting

@@ -12,10 +12,12 @@ use sqlx::sqlite::{
 use std::collections::HashSet;
 
 use super::error::DatabaseError;
-use super::organizations::{self, OrganizationTexts, Value};
+use super::error::StoreError;
+use super::organization_statements::{self, OrganizationTexts, Value};
 use super::statements::{self, LoadedState, StateKeys, Statements};
-use super::transaction::Writes;
-use super::{PoolSettings, StoreError, UsersTable};
+use super::target::PoolSettings;
+use super::users_table::UsersTable;
+use super::writes::Writes;
 
 /// Writers take the file lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
 /// first and then wants to write can fail with SQLITE_BUSY where waiting would have worked.
@@ -142,8 +144,8 @@ impl Statements for SqliteConnection {
             .bind(&user.name)
             .bind(&user.image_url)
             .bind(&user.username)
-            .bind(user.created_at.map(crate::store::millis_to_datetime))
-            .bind(crate::store::millis_to_datetime(user.updated_at))
+            .bind(user.created_at.map(super::records::millis_to_datetime))
+            .bind(super::records::millis_to_datetime(user.updated_at))
             .bind(now)
             .execute(&mut *self)
             .await
@@ -174,7 +176,7 @@ impl Statements for SqliteConnection {
         &mut self,
         users: &UsersTable,
         id: &str,
-    ) -> Result<(Option<crate::store::UserRecord>, bool), sqlx::Error> {
+    ) -> Result<(Option<super::records::UserRecord>, bool), sqlx::Error> {
         use sqlx::Row;
         let sql = statements::user_sql(users, NS);
         let row = sqlx::query(&sql).bind(id).fetch_one(&mut *self).await?;
@@ -182,13 +184,13 @@ impl Statements for SqliteConnection {
         let Some(id) = row.try_get::<Option<String>, _>("id")? else {
             return Ok((None, tombstoned));
         };
-        let record = super::user_record_from!(row, id);
+        let record = super::records::user_record_from!(row, id);
         Ok((Some(record), tombstoned))
     }
 
     async fn insert_inbox(
         &mut self,
-        record: &crate::store::InboxRecord<'_>,
+        record: &super::records::InboxRecord<'_>,
     ) -> Result<bool, sqlx::Error> {
         let sql = statements::insert_inbox_sql(NS);
         let result = sqlx::query(&sql)
@@ -225,7 +227,7 @@ impl Statements for SqliteConnection {
     async fn stored_event(
         &mut self,
         svix_id: &str,
-    ) -> Result<Option<crate::store::StoredEvent>, sqlx::Error> {
+    ) -> Result<Option<super::records::StoredEvent>, sqlx::Error> {
         let row = sqlx::query(&statements::stored_event_sql(NS))
             .bind(svix_id)
             .fetch_optional(&mut *self)
@@ -237,7 +239,7 @@ impl Statements for SqliteConnection {
         &mut self,
         failed_only: bool,
         limit: i64,
-    ) -> Result<Vec<crate::store::StoredEvent>, sqlx::Error> {
+    ) -> Result<Vec<super::records::StoredEvent>, sqlx::Error> {
         let rows = sqlx::query(&statements::stored_events_sql(NS))
             .bind(failed_only)
             .bind(limit)
@@ -385,9 +387,9 @@ impl Transaction {
                 .fetch_all(&mut *connection)
                 .await?
                 .iter()
-                .map(|row| Ok(organizations::lookup_row_from!(row)))
+                .map(|row| Ok(organization_statements::lookup_row_from!(row)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            state.organizations = organizations::organization_state(rows);
+            state.organizations = organization_statements::organization_state(rows);
         }
         Ok(state)
     }
@@ -445,7 +447,7 @@ impl Transaction {
 /// Runs statements of `organizations` one by one.
 async fn run(
     connection: &mut SqliteConnection,
-    statements: Vec<organizations::Statement<'_>>,
+    statements: Vec<organization_statements::Statement<'_>>,
 ) -> Result<(), sqlx::Error> {
     for statement in statements {
         let mut query = sqlx::query(statement.sql);

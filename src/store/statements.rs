@@ -8,7 +8,8 @@ use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
 
-use super::{InboxRecord, StoredEvent, UserRecord, UsersTable};
+use super::records::{InboxRecord, StoredEvent, UserRecord};
+use super::users_table::UsersTable;
 use crate::sync::{Change, Outcome, RowWrites, StoredUser};
 
 /// What an event (or a batch of snapshots) touches: user ids, emails, usernames.
@@ -17,7 +18,7 @@ pub(crate) struct StateKeys {
     pub user_ids: Vec<String>,
     pub emails: Vec<String>,
     pub usernames: Vec<String>,
-    pub organizations: super::organizations::OrganizationKeys,
+    pub organizations: super::organization_statements::OrganizationKeys,
 }
 
 impl StateKeys {
@@ -383,7 +384,7 @@ where
                 username: row.try_get("username")?,
                 clerk_updated_at: row
                     .try_get::<Option<NaiveDateTime>, _>("clerkUpdatedAt")?
-                    .map(super::datetime_to_millis),
+                    .map(super::records::datetime_to_millis),
                 deleted: row.try_get("deleted")?,
             }),
         }
@@ -399,5 +400,8 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> NaiveDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    Ok(super::stored_event_from!(row, row.try_get("payload")?))
+    Ok(super::records::stored_event_from!(
+        row,
+        row.try_get("payload")?
+    ))
 }

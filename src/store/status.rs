@@ -16,8 +16,10 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::migrations::ClosingTransaction;
-use super::{DatabaseError, Pool, Store, StoreError, StoredEvent};
+use super::error::{DatabaseError, StoreError};
+use super::handle::{Pool, Store};
+use super::postgres::ClosingTransaction;
+use super::records::StoredEvent;
 
 /// Longest any one of the page's statements may run on PostgreSQL.
 const STATEMENT_TIMEOUT_MS: u32 = 2_000;
@@ -428,11 +430,11 @@ fn exact_organization_counts_postgres(
 }
 
 fn event_summary(row: &SqliteRow) -> Result<EventSummary, sqlx::Error> {
-    Ok(super::stored_event_from!(row, ()))
+    Ok(super::records::stored_event_from!(row, ()))
 }
 
 fn event_summary_postgres(
     row: &tokio_postgres::Row,
 ) -> Result<EventSummary, tokio_postgres::Error> {
-    Ok(super::stored_event_from!(row, ()))
+    Ok(super::records::stored_event_from!(row, ()))
 }

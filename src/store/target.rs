@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the `users` table lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,3 +62,38 @@ impl fmt::Display for DatabaseTarget {
         }
     }
 }
+
+/// How [`Store::connect`](super::Store::connect) reaches the database: pool size and timeouts.
+/// `PoolSettings::default()` suits one small server.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Most connections the pool holds at once (`CLERK_SYNC_DB_MAX_CONNECTIONS`); webhook
+    /// writers, API requests and jobs share them.
+    pub max_connections: u32,
+    /// Longest an operation waits for a free connection of the pool before it fails as
+    /// unavailable.
+    pub acquire_timeout: Duration,
+    /// Longest wait for a new connection to answer when checking the database at start
+    /// (`CLERK_SYNC_DB_CONNECT_TIMEOUT`): a server behind a firewall or a paused compute may
+    /// accept the TCP connection and then say nothing at all.
+    pub connect_timeout: Duration,
+    /// Longest time migrations may take (`CLERK_SYNC_MIGRATE_TIMEOUT`); generous, since
+    /// adopting a large table builds indexes.
+    pub migrate_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            migrate_timeout: DEFAULT_MIGRATE_TIMEOUT,
+        }
+    }
+}
+
+/// Default of [`PoolSettings::connect_timeout`].
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`PoolSettings::migrate_timeout`].
+const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -8,8 +8,11 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::migrations::ClosingTransaction;
-use super::{DatabaseError, Pool, Store, StoreError, now, sqlite};
+use super::error::{DatabaseError, StoreError};
+use super::handle::{Pool, Store};
+use super::postgres::ClosingTransaction;
+use super::records::now;
+use super::sqlite;
 
 /// A deleted user id, remembered so a late event cannot bring the user back.
 #[derive(Debug, Clone, PartialEq, Eq)]

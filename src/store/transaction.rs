@@ -5,36 +5,10 @@
 
 use std::collections::HashSet;
 
-use chrono::NaiveDateTime;
-
 use super::error::DatabaseError;
+use super::handle::Store;
 use super::statements::{LoadedState, StateKeys};
-use super::{InboxRecord, Store};
-use crate::sync::{Change, OrganizationWrites, Outcome, RowWrites};
-
-/// A replayed event's new outcome, for its inbox row.
-pub(crate) struct InboxUpdate<'a> {
-    pub svix_id: &'a str,
-    pub outcome: Outcome,
-    pub error: Option<&'a str>,
-}
-
-/// What a transaction writes, decided under its locks, in the order written.
-pub(crate) struct Writes<'a> {
-    pub rows: &'a RowWrites,
-    pub deletions: &'a [Change],
-    pub organizations: &'a OrganizationWrites,
-    /// Users deleted by this transaction: their memberships go too.
-    pub deleted_users: &'a [&'a str],
-    /// Whether a deleted organization's row stays (soft delete) or goes.
-    pub keep_organization_rows: bool,
-    /// One row per delivery not seen before.
-    pub inbox: &'a [InboxRecord<'a>],
-    pub replays: &'a [InboxUpdate<'a>],
-    /// A job's state key, written with the page it follows.
-    pub checkpoint: Option<(&'a str, &'a str)>,
-    pub now: NaiveDateTime,
-}
+use super::writes::Writes;
 
 /// A transaction on either backend.
 pub(crate) enum Transaction {
@@ -45,10 +19,10 @@ pub(crate) enum Transaction {
 impl Transaction {
     pub async fn begin(store: &Store) -> Result<Transaction, DatabaseError> {
         Ok(match &store.pool {
-            super::Pool::Postgres(pool) => {
+            super::handle::Pool::Postgres(pool) => {
                 Transaction::Postgres(super::postgres::Transaction::begin(pool).await?)
             }
-            super::Pool::Sqlite(pool) => {
+            super::handle::Pool::Sqlite(pool) => {
                 Transaction::Sqlite(super::sqlite::Transaction::begin(pool))
             }
         })

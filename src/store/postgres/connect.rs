@@ -40,11 +40,12 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::{ChannelBinding, Host, SslMode};
 
-use super::super::StoreError;
+use crate::store::error::StoreError;
 
 mod explain;
 mod tls;
 
+use explain::PERCENT_ENCODE;
 pub(crate) use explain::explain;
 use tls::{Roots, Tls, Verify};
 
@@ -120,17 +121,10 @@ impl Sslmode {
     }
 }
 
-fn setup(message: impl Into<String>) -> StoreError {
-    StoreError::Setup(message.into())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading the connection string.
 
 const EXAMPLE: &str = "postgresql://USER:PASSWORD@HOST/DBNAME?sslmode=require";
-pub(super) const PERCENT_ENCODE: &str = "percent-encode special characters in the user name and password \
-                              (@ as %40, # as %23, / as %2F, : as %3A, ? as %3F, & as %26, % as \
-                              %25)";
 
 /// One parameter of the connection string.
 struct Param {
@@ -166,7 +160,7 @@ impl Parsed {
             } else {
                 "(unreadable)"
             };
-            return Err(setup(format!(
+            return Err(StoreError::setup(format!(
                 "DATABASE_URL has the scheme {scheme}://, not postgresql:// or postgres://; \
                  expected e.g. {EXAMPLE}"
             )));
@@ -197,7 +191,7 @@ impl Parsed {
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
                 // Not repeated: it may be the end of a password with an unencoded `&`.
-                return Err(setup(format!(
+                return Err(StoreError::setup(format!(
                     "DATABASE_URL has a parameter without '=' after the '?': parameters are \
                      written key=value and joined by '&' (e.g. {EXAMPLE}&channel_binding=require); \
                      {PERCENT_ENCODE}"
@@ -224,7 +218,7 @@ impl Parsed {
     /// libpq's `key=value key='quoted value'`, backslash escaping `'` and `\`.
     fn key_values(text: &str) -> Result<Parsed, StoreError> {
         let invalid = || {
-            setup(format!(
+            StoreError::setup(format!(
                 "DATABASE_URL is neither a postgresql:// URL nor a libpq key=value string; \
                  expected e.g. {EXAMPLE} (Neon's connection string works as is)"
             ))
@@ -253,7 +247,7 @@ impl Parsed {
                         Some('\\') => value.extend(chars.next()),
                         Some(c) => value.push(c),
                         None => {
-                            return Err(setup(
+                            return Err(StoreError::setup(
                                 "DATABASE_URL has a quoted value without its closing quote (')",
                             ));
                         }
@@ -349,7 +343,7 @@ fn is_identifier(text: &str) -> bool {
 fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError> {
     let parsed = Parsed::read(url)?;
     let invalid = |key: &str, value: &str, valid: &str| {
-        setup(format!(
+        StoreError::setup(format!(
             "DATABASE_URL has {key}={}, which is not valid: use one of {valid}",
             parsed.show(value)
         ))
@@ -403,7 +397,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
             "gssencmode" => match value {
                 "disable" | "prefer" => {}
                 "require" => {
-                    return Err(setup(
+                    return Err(StoreError::setup(
                         "DATABASE_URL has gssencmode=require, but clerk-sync cannot encrypt with \
                          GSSAPI (Kerberos): use TLS instead (sslmode=require or verify-full) and \
                          remove gssencmode",
@@ -415,7 +409,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
             "ssl_max_protocol_version" => max_version = Some(tls_version(&parsed, param)?),
             "sslcert" | "sslkey" | "sslpassword" | "sslcertmode" | "sslcrl" | "sslcrldir" => {
                 let key = &param.key;
-                return Err(setup(format!(
+                return Err(StoreError::setup(format!(
                     "DATABASE_URL has {key}, which clerk-sync does not support (no client \
                      certificates or certificate revocation lists): remove it, and log in with a \
                      password"
@@ -437,7 +431,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
     let system_roots = sslrootcert.as_deref() == Some("system");
     let sslmode = match sslmode {
         Some(mode) if system_roots && mode != Sslmode::VerifyFull => {
-            return Err(setup(format!(
+            return Err(StoreError::setup(format!(
                 "DATABASE_URL has sslrootcert=system with sslmode={}: the public roots are only \
                  used with sslmode=verify-full (as in libpq), since they would accept any host \
                  with a public certificate; use sslmode=verify-full",
@@ -449,7 +443,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
         None => Sslmode::Prefer,
     };
     if sslmode == Sslmode::Disable && channel_binding == Some(ChannelBinding::Require) {
-        return Err(setup(
+        return Err(StoreError::setup(
             "DATABASE_URL has channel_binding=require with sslmode=disable, which cannot work: \
              channel binding ties the password login (SCRAM-SHA-256-PLUS) to a TLS connection, \
              and sslmode=disable turns TLS off. Use sslmode=require (or verify-full) with \
@@ -457,7 +451,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
         ));
     }
     if direct && matches!(sslmode, Sslmode::Disable | Sslmode::Allow | Sslmode::Prefer) {
-        return Err(setup(format!(
+        return Err(StoreError::setup(format!(
             "DATABASE_URL has sslnegotiation=direct with sslmode={}: direct TLS needs a \
              connection that is always encrypted (as in libpq); use sslmode=require, verify-ca \
              or verify-full",
@@ -479,7 +473,7 @@ fn settings(url: &str, connect_timeout: Duration) -> Result<Settings, StoreError
     let mut config =
         tokio_postgres::Config::from_str(&text).map_err(|e| parse_error(&parsed, &e))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        return Err(setup(format!(
+        return Err(StoreError::setup(format!(
             "DATABASE_URL names no host: write it as {EXAMPLE} (for a local server's Unix \
              socket, host=/var/run/postgresql)"
         )));
@@ -534,7 +528,7 @@ fn roots(sslrootcert: Option<&str>) -> Result<Roots, StoreError> {
         }
     };
     let bytes = std::fs::read(path).map_err(|e| {
-        setup(format!(
+        StoreError::setup(format!(
             "DATABASE_URL has sslrootcert={path}, but that file cannot be read: {e}{}. Give the \
              path of the CA certificate (PEM) that signed the server's certificate, or \
              sslrootcert=system for the public roots",
@@ -544,14 +538,14 @@ fn roots(sslrootcert: Option<&str>) -> Result<Roots, StoreError> {
     let certificates = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            setup(format!(
+            StoreError::setup(format!(
                 "DATABASE_URL has sslrootcert={path}, but that file is not valid PEM ({e}){}: \
                  give the CA certificate as PEM (-----BEGIN CERTIFICATE-----)",
                 relative()
             ))
         })?;
     if certificates.is_empty() {
-        return Err(setup(format!(
+        return Err(StoreError::setup(format!(
             "DATABASE_URL has sslrootcert={path}, but that file holds no certificate{}: give \
              the CA certificate as PEM (-----BEGIN CERTIFICATE-----)",
             relative()
@@ -561,7 +555,7 @@ fn roots(sslrootcert: Option<&str>) -> Result<Roots, StoreError> {
     let mut store = RootCertStore::empty();
     for certificate in &certificates {
         store.add(certificate.clone()).map_err(|e| {
-            setup(format!(
+            StoreError::setup(format!(
                 "DATABASE_URL has sslrootcert={path}, but a certificate in that file cannot be \
                  used as a CA ({e}){}",
                 relative()
@@ -581,12 +575,12 @@ fn tls_version(parsed: &Parsed, param: &Param) -> Result<u8, StoreError> {
         "TLSv1" | "TLSv1.1" if param.key == "ssl_min_protocol_version" => Ok(2),
         "TLSv1.2" => Ok(2),
         "TLSv1.3" => Ok(3),
-        "TLSv1" | "TLSv1.1" => Err(setup(format!(
+        "TLSv1" | "TLSv1.1" => Err(StoreError::setup(format!(
             "DATABASE_URL has {}={}: clerk-sync speaks TLS 1.2 and 1.3 only; use TLSv1.2 or \
              TLSv1.3",
             param.key, param.value
         ))),
-        value => Err(setup(format!(
+        value => Err(StoreError::setup(format!(
             "DATABASE_URL has {}={}, which is not valid: use one of TLSv1, TLSv1.1, TLSv1.2 or \
              TLSv1.3",
             param.key,
@@ -609,7 +603,7 @@ fn tls_versions(
         .map(|(_, version)| version)
         .collect();
     if versions.is_empty() {
-        return Err(setup(
+        return Err(StoreError::setup(
             "DATABASE_URL has ssl_min_protocol_version above ssl_max_protocol_version: no TLS \
              version is left",
         ));
@@ -629,7 +623,7 @@ fn parse_error(parsed: &Parsed, error: &tokio_postgres::Error) -> StoreError {
         } else {
             "(not shown)"
         };
-        return setup(format!(
+        return StoreError::setup(format!(
             "DATABASE_URL has the parameter {key}, which clerk-sync does not know: remove it. \
              Known are the libpq parameters user, password, dbname, host, hostaddr, port, \
              options, application_name, fallback_application_name, sslmode, sslrootcert, \
@@ -647,7 +641,7 @@ fn parse_error(parsed: &Parsed, error: &tokio_postgres::Error) -> StoreError {
     } else {
         format!(" ({cause})")
     };
-    setup(format!(
+    StoreError::setup(format!(
         "DATABASE_URL is not a valid PostgreSQL connection string{what}; expected e.g. \
          {EXAMPLE}, and {PERCENT_ENCODE}"
     ))

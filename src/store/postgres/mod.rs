@@ -9,8 +9,11 @@
 //! answers come back in order, so the statements of one round are sent together (see
 //! [`pipeline`]).
 
+mod closing;
 pub(crate) mod connect;
 pub(crate) mod queries;
+
+pub(crate) use closing::ClosingTransaction;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -23,13 +26,16 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::error::DatabaseError;
-use super::organizations::{self, OrganizationTexts, Value};
+use super::error::StoreError;
+use super::organization_statements::{self, OrganizationTexts, Value};
+use super::records::{datetime_to_millis, millis_to_datetime};
 use super::statements::{
     LoadedState, StateKeys, UPSERT_INTO, UPSERT_ON_CONFLICT, insert_inbox_sql, is_single,
     load_state_sql, upsert_one_sql,
 };
-use super::transaction::Writes;
-use super::{PoolSettings, StoreError, UsersTable, datetime_to_millis, millis_to_datetime};
+use super::target::PoolSettings;
+use super::users_table::UsersTable;
+use super::writes::Writes;
 use crate::sync::{Change, UserSnapshot};
 
 /// The connection pool.
@@ -194,7 +200,7 @@ const IN_LIST: (&str, &str) = ("= ANY((SELECT ", "::text[])::text[])");
 /// A statement of `organizations` with its values bound.
 fn bound<'a>(
     client: &'a tokio_postgres::Client,
-    statement: &'a organizations::Statement<'a>,
+    statement: &'a organization_statements::Statement<'a>,
 ) -> Statement<'a> {
     let params = statement
         .values
@@ -375,9 +381,9 @@ impl Transaction {
         let mut state = read_state(&rows)?;
         let organization_rows = organization_rows
             .iter()
-            .map(|row| Ok(organizations::lookup_row_from!(row)))
+            .map(|row| Ok(organization_statements::lookup_row_from!(row)))
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        state.organizations = organizations::organization_state(organization_rows);
+        state.organizations = organization_statements::organization_state(organization_rows);
         Ok(state)
     }
 

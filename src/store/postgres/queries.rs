@@ -6,8 +6,9 @@ use chrono::NaiveDateTime;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
+use super::super::records::{StoredEvent, UserRecord};
 use super::super::statements as sql;
-use super::super::{StoredEvent, UserRecord, UsersTable};
+use super::super::users_table::UsersTable;
 
 const NS: &str = "clerk_sync.";
 
@@ -23,12 +24,12 @@ pub(crate) async fn user(
     let Some(id) = row.try_get::<_, Option<String>>("id")? else {
         return Ok((None, tombstoned));
     };
-    let record = super::super::user_record_from!(row, id);
+    let record = super::super::records::user_record_from!(row, id);
     Ok((Some(record), tombstoned))
 }
 
 fn stored_event(row: &Row) -> Result<StoredEvent, tokio_postgres::Error> {
-    Ok(super::super::stored_event_from!(
+    Ok(super::super::records::stored_event_from!(
         row,
         row.try_get("payload")?
     ))

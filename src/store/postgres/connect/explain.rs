@@ -6,7 +6,10 @@ use std::error::Error as _;
 use rustls::CertificateError;
 use rustls::pki_types::ServerName;
 
-use super::PERCENT_ENCODE;
+/// How to write a user name or password with special characters into a connection string.
+pub(super) const PERCENT_ENCODE: &str = "percent-encode special characters in the user name and password \
+                              (@ as %40, # as %23, / as %2F, : as %3A, ? as %3F, & as %26, % as \
+                              %25)";
 
 /// A failed connection attempt, for people: the driver's words and, where they do not say,
 /// what usually causes it and what to change. Never the password.

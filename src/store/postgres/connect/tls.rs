@@ -8,8 +8,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::super::super::StoreError;
-use super::setup;
+use crate::store::error::StoreError;
 
 /// What the TLS handshake checks of the server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +54,7 @@ impl Tls {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)
-            .map_err(|e| setup(format!("cannot set up TLS for the database: {e}")))?;
+            .map_err(|e| StoreError::setup(format!("cannot set up TLS for the database: {e}")))?;
         let verifier: Arc<dyn ServerCertVerifier> = match &self.verify {
             Verify::Nothing => Arc::new(NoCertificateCheck(provider)),
             Verify::Chain(roots) => Arc::new(ChainOnly(webpki_verifier(roots, provider)?)),
@@ -83,7 +82,7 @@ pub(super) fn webpki_verifier(
         Roots::File { path, certificates } => {
             for certificate in certificates {
                 store.add(certificate.clone()).map_err(|e| {
-                    setup(format!(
+                    StoreError::setup(format!(
                         "sslrootcert={path}: a certificate in that file cannot be used as a CA \
                          ({e}); give the PEM file of the certificate authority that signed the \
                          server's certificate"
@@ -95,7 +94,7 @@ pub(super) fn webpki_verifier(
     WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
         .build()
         .map_err(|e| {
-            setup(format!(
+            StoreError::setup(format!(
                 "cannot set up TLS certificate checks for the database: {e}"
             ))
         })
