@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::clerk::{ClerkEvent, EventKind};
 use crate::store::{
-    DatabaseError, InboxRecord, InboxUpdate, StateKeys, Store, Transaction, Writes, now,
+    DriverError, InboxRecord, InboxUpdate, StateKeys, Store, Transaction, Writes, now,
 };
 use crate::sync::{
     self, Change, ClerkMillis, DeleteMode, MembershipDeletion, MembershipSnapshot,
@@ -158,7 +158,7 @@ pub(crate) async fn run(
     mode: DeleteMode,
     checkpoint: Option<(&str, &str)>,
     dry_run: bool,
-) -> Result<Done, DatabaseError> {
+) -> Result<Done, DriverError> {
     let mut keys = StateKeys::default();
     let mut svix_ids = Vec::new();
     for item in items {
@@ -339,7 +339,7 @@ pub(crate) async fn record_refused(
     store: &Store,
     item: &Item<'_>,
     reason: &str,
-) -> Result<Outcome, DatabaseError> {
+) -> Result<Outcome, DriverError> {
     let mut changes = Vec::new();
     let now = now();
     let nothing = RowWrites::default();

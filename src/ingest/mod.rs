@@ -12,7 +12,7 @@ mod deliveries;
 mod flow;
 
 use crate::clerk::{ClerkEvent, EventKind, parse_event};
-use crate::store::{DatabaseError, Store, StoreError, retrying};
+use crate::store::{DatabaseError, DriverError, Store, StoreError, retrying};
 use crate::sync::{
     ClerkMillis, DeleteMode, MembershipDeletion, MembershipSnapshot, OrganizationSnapshot, Outcome,
     UserSnapshot,
@@ -43,7 +43,7 @@ impl Store {
         mode: DeleteMode,
         checkpoint: Option<(&str, &str)>,
         dry_run: bool,
-    ) -> Result<flow::Done, DatabaseError> {
+    ) -> Result<flow::Done, DriverError> {
         retrying(|| flow::run(self, items, mode, checkpoint, dry_run)).await
     }
 
@@ -100,7 +100,7 @@ impl Store {
                 };
                 self.record_refused(item, &reason).await
             }
-            Err(error) => Err(StoreError::Unavailable(error)),
+            Err(error) => Err(StoreError::unavailable(error)),
         }
     }
 
@@ -119,7 +119,7 @@ impl Store {
                     error = %error, refused = %reason,
                     "the database refused an event, and then storing it as failed"
                 );
-                Err(StoreError::Unavailable(error))
+                Err(StoreError::unavailable(error))
             }
         }
     }
@@ -143,7 +143,7 @@ impl Store {
                 tracing::debug!(%error, "batch refused; applying its events one by one");
             }
             Err(error) => {
-                let error = std::sync::Arc::new(error);
+                let error = std::sync::Arc::new(DatabaseError::new(error));
                 return items
                     .iter()
                     .map(|_| Err(StoreError::UnavailableForBatch(error.clone())))
@@ -223,7 +223,7 @@ impl Store {
                 if e.is_rejected_data() {
                     StoreError::Rejected(format!("the database refused {what} data: {e}"))
                 } else {
-                    StoreError::Unavailable(e)
+                    StoreError::unavailable(e)
                 }
             })
     }

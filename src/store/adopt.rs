@@ -14,7 +14,7 @@ use sqlx::SqliteConnection;
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use super::error::DatabaseError;
+use super::error::DriverError;
 use super::error::StoreError;
 use super::users_table::UsersTable;
 
@@ -389,7 +389,7 @@ pub(super) async fn apply(client: &Client, adoption: &Adoption) -> Result<(), St
         client.batch_execute(statement).await.map_err(|e| {
             StoreError::Setup(format!(
                 "adopting the existing table failed at `{statement}`: {}",
-                DatabaseError::from(e)
+                DriverError::from(e)
             ))
         })?;
     }

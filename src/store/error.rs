@@ -31,8 +31,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// For `map_err`: the database could not do what was asked.
-    pub(crate) fn unavailable(error: impl Into<DatabaseError>) -> StoreError {
-        StoreError::Unavailable(error.into())
+    pub(crate) fn unavailable(error: impl Into<DriverError>) -> StoreError {
+        StoreError::Unavailable(DatabaseError::new(error.into()))
     }
 
     /// The configuration is wrong: `message` says what and how to fix it.
@@ -41,9 +41,31 @@ impl StoreError {
     }
 }
 
-/// An error from the database or its driver.
+/// What the database or its driver said when an operation failed, displayed without the
+/// values the statement carried. Opaque: its text is for people, and the driver behind it is
+/// clerk-sync's business.
 #[derive(Debug)]
-pub struct DatabaseError(Inner);
+pub struct DatabaseError(DriverError);
+
+impl DatabaseError {
+    pub(crate) fn new(driver: DriverError) -> DatabaseError {
+        DatabaseError(driver)
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DatabaseError {}
+
+/// An error from the database or its driver, as the crate handles it: converted from each
+/// driver's error by `?`, so those conversions stay inside the crate rather than on
+/// [`DatabaseError`].
+#[derive(Debug)]
+pub(crate) struct DriverError(Inner);
 
 #[derive(Debug)]
 enum Inner {
@@ -70,9 +92,9 @@ pub(crate) enum Refusal {
     Unavailable,
 }
 
-impl DatabaseError {
-    pub(crate) fn pool(message: impl Into<String>) -> DatabaseError {
-        DatabaseError(Inner::Pool(message.into()))
+impl DriverError {
+    pub(crate) fn pool(message: impl Into<String>) -> DriverError {
+        DriverError(Inner::Pool(message.into()))
     }
 
     /// What this error means for the event (see [`Refusal`]).
@@ -197,7 +219,7 @@ fn io_error(error: &tokio_postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
 }
 
-impl fmt::Display for DatabaseError {
+impl fmt::Display for DriverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Inner::Postgres(error) => match error.as_db_error() {
@@ -232,30 +254,30 @@ impl fmt::Display for DatabaseError {
     }
 }
 
-impl std::error::Error for DatabaseError {}
+impl std::error::Error for DriverError {}
 
-impl From<tokio_postgres::Error> for DatabaseError {
+impl From<tokio_postgres::Error> for DriverError {
     fn from(error: tokio_postgres::Error) -> Self {
-        DatabaseError(Inner::Postgres(error))
+        DriverError(Inner::Postgres(error))
     }
 }
 
-impl From<sqlx::Error> for DatabaseError {
+impl From<sqlx::Error> for DriverError {
     fn from(error: sqlx::Error) -> Self {
-        DatabaseError(Inner::Sqlx(error))
+        DriverError(Inner::Sqlx(error))
     }
 }
 
-impl From<deadpool_postgres::PoolError> for DatabaseError {
+impl From<deadpool_postgres::PoolError> for DriverError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         use deadpool_postgres::PoolError;
         match error {
-            PoolError::Backend(error) => DatabaseError(Inner::Postgres(error)),
-            PoolError::Timeout(_) => DatabaseError::pool(
+            PoolError::Backend(error) => DriverError(Inner::Postgres(error)),
+            PoolError::Timeout(_) => DriverError::pool(
                 "no database connection became free in time: all of the pool's connections are \
                  in use (raise CLERK_SYNC_DB_MAX_CONNECTIONS if the database allows more)",
             ),
-            other => DatabaseError::pool(format!("no database connection: {other}")),
+            other => DriverError::pool(format!("no database connection: {other}")),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
-use super::error::{DatabaseError, Refusal, StoreError};
+use super::error::{DriverError, Refusal, StoreError};
 use super::migrations::{self, MigrationReport};
 use super::postgres;
 use super::records::{StoredEvent, UserRecord, now};
@@ -64,7 +64,7 @@ macro_rules! on_connection {
                 crate::store::handle::Pool::Postgres(pool) => {
                     let object = pool.get().await?;
                     let $client: &tokio_postgres::Client = &object;
-                    Ok::<_, crate::store::error::DatabaseError>($pg.await?)
+                    Ok::<_, crate::store::error::DriverError>($pg.await?)
                 }
                 crate::store::handle::Pool::Sqlite(pool) => {
                     let mut connection = pool.acquire().await?;
@@ -74,7 +74,7 @@ macro_rules! on_connection {
             }
         }
         .await
-        .map_err(crate::store::error::StoreError::Unavailable)
+        .map_err(crate::store::error::StoreError::unavailable)
     };
 }
 pub(crate) use on_connection;
@@ -388,10 +388,10 @@ fn humanize(d: Duration) -> String {
 /// be such a race (another transaction inserted the value first), but one that recurs is the
 /// event's data against a constraint clerk-sync does not manage (an app's own unique index,
 /// say): it is tried again only [`UNIQUE_VIOLATION_RETRIES`] times, then counts as data.
-pub(crate) async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, DatabaseError>
+pub(crate) async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, DriverError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, DatabaseError>>,
+    Fut: Future<Output = Result<T, DriverError>>,
 {
     let (mut races, mut unique_violations) = (0, 0);
     loop {

@@ -7,7 +7,7 @@
 use sqlx::{Sqlite, SqlitePool};
 use tokio_postgres::types::Type;
 
-use super::error::DatabaseError;
+use super::error::DriverError;
 use super::error::StoreError;
 use super::postgres::{self, ClosingTransaction};
 use super::users_table::UsersTable;
@@ -107,7 +107,7 @@ fn pending(
         .collect())
 }
 
-fn failed(migration: &Migration, error: impl Into<DatabaseError>) -> StoreError {
+fn failed(migration: &Migration, error: impl Into<DriverError>) -> StoreError {
     let error = error.into();
     let mut message = format!(
         "migration {} ({}) failed: {error}",
@@ -178,7 +178,7 @@ trait MigrationTransaction {
     const MIGRATIONS: &'static [Migration];
 
     /// The versions the bookkeeping table has.
-    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError>;
+    async fn applied(&mut self) -> Result<Vec<i64>, DriverError>;
 
     /// Checks the users table before anything runs; `managed` once migration 1 has created
     /// (or adopted) it.
@@ -192,7 +192,7 @@ trait MigrationTransaction {
     async fn organization_tables(
         &mut self,
         users: &UsersTable,
-    ) -> Result<Vec<(String, String)>, DatabaseError>;
+    ) -> Result<Vec<(String, String)>, DriverError>;
 
     /// Takes over a users table the app already has, before migration 1 (dry: only plans
     /// it), and says what that changes. By default there is none: `check_users_table`
@@ -211,17 +211,17 @@ trait MigrationTransaction {
         &mut self,
         migration: &'static Migration,
         _users: &UsersTable,
-    ) -> Result<&'static str, DatabaseError> {
+    ) -> Result<&'static str, DriverError> {
         Ok(migration.sql)
     }
 
-    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError>;
+    async fn execute(&mut self, sql: &str) -> Result<(), DriverError>;
 
-    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError>;
+    async fn record(&mut self, migration: &Migration) -> Result<(), DriverError>;
 
-    async fn commit(self) -> Result<(), DatabaseError>;
+    async fn commit(self) -> Result<(), DriverError>;
 
-    async fn rollback(self) -> Result<(), DatabaseError>;
+    async fn rollback(self) -> Result<(), DriverError>;
 }
 
 /// A migration run on either dialect: the pending migrations, or (dry) only their report.
@@ -287,7 +287,7 @@ struct PostgresMigration {
 }
 
 impl PostgresMigration {
-    async fn begin(pool: &postgres::Pool) -> Result<PostgresMigration, DatabaseError> {
+    async fn begin(pool: &postgres::Pool) -> Result<PostgresMigration, DriverError> {
         // Without the server's NOTICEs ("schema \"clerk_sync\" already exists, skipping" on
         // every run): tokio-postgres logs each at info.
         let tx = ClosingTransaction::begin(pool, "BEGIN; SET LOCAL client_min_messages = warning")
@@ -317,7 +317,7 @@ impl PostgresMigration {
 impl MigrationTransaction for PostgresMigration {
     const MIGRATIONS: &'static [Migration] = POSTGRES;
 
-    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError> {
+    async fn applied(&mut self) -> Result<Vec<i64>, DriverError> {
         Ok(self
             .tx
             .client()
@@ -345,7 +345,7 @@ impl MigrationTransaction for PostgresMigration {
     async fn organization_tables(
         &mut self,
         users: &UsersTable,
-    ) -> Result<Vec<(String, String)>, DatabaseError> {
+    ) -> Result<Vec<(String, String)>, DriverError> {
         Ok(self
             .tx
             .client()
@@ -391,7 +391,7 @@ impl MigrationTransaction for PostgresMigration {
         &mut self,
         migration: &'static Migration,
         users: &UsersTable,
-    ) -> Result<&'static str, DatabaseError> {
+    ) -> Result<&'static str, DriverError> {
         if let (Some(schema), false) = (users.schema(), self.adopted)
             && migration.version == 1
         {
@@ -407,11 +407,11 @@ impl MigrationTransaction for PostgresMigration {
         })
     }
 
-    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&mut self, sql: &str) -> Result<(), DriverError> {
         Ok(self.tx.client().batch_execute(sql).await?)
     }
 
-    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError> {
+    async fn record(&mut self, migration: &Migration) -> Result<(), DriverError> {
         self.tx
             .client()
             .execute_typed(
@@ -425,11 +425,11 @@ impl MigrationTransaction for PostgresMigration {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), DatabaseError> {
+    async fn commit(self) -> Result<(), DriverError> {
         self.tx.commit().await
     }
 
-    async fn rollback(self) -> Result<(), DatabaseError> {
+    async fn rollback(self) -> Result<(), DriverError> {
         self.tx.rollback().await
     }
 }
@@ -456,7 +456,7 @@ impl SqliteMigration {
 impl MigrationTransaction for SqliteMigration {
     const MIGRATIONS: &'static [Migration] = SQLITE;
 
-    async fn applied(&mut self) -> Result<Vec<i64>, DatabaseError> {
+    async fn applied(&mut self) -> Result<Vec<i64>, DriverError> {
         Ok(
             sqlx::query_scalar("SELECT version FROM clerk_sync_migrations")
                 .fetch_all(&mut *self.0)
@@ -492,7 +492,7 @@ impl MigrationTransaction for SqliteMigration {
     async fn organization_tables(
         &mut self,
         _users: &UsersTable,
-    ) -> Result<Vec<(String, String)>, DatabaseError> {
+    ) -> Result<Vec<(String, String)>, DriverError> {
         Ok(sqlx::query_as(
             "SELECT name, type FROM sqlite_master
              WHERE name COLLATE NOCASE IN ($1, $2) AND type IN ('table', 'view', 'index')
@@ -504,12 +504,12 @@ impl MigrationTransaction for SqliteMigration {
         .await?)
     }
 
-    async fn execute(&mut self, sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&mut self, sql: &str) -> Result<(), DriverError> {
         sqlx::raw_sql(sql).execute(&mut *self.0).await?;
         Ok(())
     }
 
-    async fn record(&mut self, migration: &Migration) -> Result<(), DatabaseError> {
+    async fn record(&mut self, migration: &Migration) -> Result<(), DriverError> {
         sqlx::query("INSERT INTO clerk_sync_migrations (version, description) VALUES ($1, $2)")
             .bind(migration.version)
             .bind(migration.description)
@@ -518,11 +518,11 @@ impl MigrationTransaction for SqliteMigration {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), DatabaseError> {
+    async fn commit(self) -> Result<(), DriverError> {
         Ok(self.0.commit().await?)
     }
 
-    async fn rollback(self) -> Result<(), DatabaseError> {
+    async fn rollback(self) -> Result<(), DriverError> {
         Ok(self.0.rollback().await?)
     }
 }
@@ -583,7 +583,7 @@ mod tests {
     fn the_hint_names_the_table_that_exists() {
         let organizations = &POSTGRES[3];
         assert_eq!(organizations.version, ORGANIZATIONS_VERSION);
-        let error = DatabaseError::pool(
+        let error = DriverError::pool(
             "ERROR: relation \"organizations_slug_key\" already exists (SQLSTATE 42P07)",
         );
         let message = failed(organizations, error).to_string();
@@ -597,7 +597,7 @@ mod tests {
         );
 
         let error =
-            DatabaseError::pool("ERROR: relation \"AppUser\" already exists (SQLSTATE 42P07)");
+            DriverError::pool("ERROR: relation \"AppUser\" already exists (SQLSTATE 42P07)");
         let message = failed(&POSTGRES[0], error).to_string();
         assert!(
             message.contains("hint: the database already has \"AppUser\", which clerk-sync"),

@@ -24,6 +24,7 @@ mod transaction;
 mod users_table;
 mod writes;
 
+pub(crate) use error::DriverError;
 pub use error::{DatabaseError, StoreError};
 pub use handle::Store;
 pub(crate) use handle::retrying;

@@ -13,7 +13,7 @@
 use chrono::NaiveDateTime;
 use tokio_postgres::types::Type;
 
-use super::error::{DatabaseError, StoreError};
+use super::error::{DriverError, StoreError};
 use super::handle::{Pool, Store, retrying};
 use super::sqlite;
 
@@ -75,7 +75,7 @@ impl Store {
                         .await?
                         .rows_affected();
                     tx.commit().await?;
-                    Ok::<_, DatabaseError>(removed)
+                    Ok::<_, DriverError>(removed)
                 }
             }
         })
@@ -90,7 +90,7 @@ impl Store {
         before: NaiveDateTime,
         include_failed: bool,
     ) -> Result<u64, StoreError> {
-        let count: Result<i64, DatabaseError> = match &self.pool {
+        let count: Result<i64, DriverError> = match &self.pool {
             Pool::Postgres(pool) => {
                 async {
                     let client = pool.get().await?;
@@ -113,7 +113,7 @@ impl Store {
             .bind(include_failed)
             .fetch_one(pool)
             .await
-            .map_err(DatabaseError::from),
+            .map_err(DriverError::from),
         };
         count
             .map(|n| n.max(0) as u64)
@@ -149,7 +149,7 @@ impl Store {
                         .transpose()?;
                     // Never below what was just counted (the estimate may predate growth, and
                     // is -1 before the table was first analysed).
-                    Ok::<_, DatabaseError>(estimate.map_or(counted, |e| (e as i64).max(counted)))
+                    Ok::<_, DriverError>(estimate.map_or(counted, |e| (e as i64).max(counted)))
                 };
                 count.await.map_err(StoreError::unavailable)?
             }

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 
 use std::collections::HashSet;
 
-use super::error::DatabaseError;
+use super::error::DriverError;
 use super::error::StoreError;
 use super::organization_statements::{self, OrganizationTexts, Value};
 use super::statements::{self, LoadedState, StateKeys, Statements};
@@ -373,7 +373,7 @@ impl Transaction {
         users: &UsersTable,
         svix_ids: &[String],
         keys: &StateKeys,
-    ) -> Result<LoadedState, DatabaseError> {
+    ) -> Result<LoadedState, DriverError> {
         let connection = self.connection().await?;
         let mut state = connection.load_state(users, svix_ids, keys).await?;
         if !keys.organizations.is_empty() {
@@ -399,7 +399,7 @@ impl Transaction {
         &mut self,
         users: &UsersTable,
         writes: &Writes<'_>,
-    ) -> Result<HashSet<String>, DatabaseError> {
+    ) -> Result<HashSet<String>, DriverError> {
         let now = writes.now;
         let organization_texts = OrganizationTexts::new(users, NS, IN_LIST);
         let connection = self.connection().await?;

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::error::{DatabaseError, StoreError};
+use super::error::{DriverError, StoreError};
 use super::handle::{Pool, Store};
 use super::postgres::ClosingTransaction;
 use super::records::StoredEvent;
@@ -378,7 +378,7 @@ impl Store {
             let row = client
                 .query_typed_opt(ESTIMATE_ROWS, &[(&table, Type::TEXT)])
                 .await?;
-            Ok::<Option<f32>, DatabaseError>(row.map(|row| row.try_get(0)).transpose()?)
+            Ok::<Option<f32>, DriverError>(row.map(|row| row.try_get(0)).transpose()?)
         };
         let rows = estimate.await.map_err(StoreError::unavailable)?;
         Ok(rows.filter(|r| *r >= 0.0).map(|r| r as u64))

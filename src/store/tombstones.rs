@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::error::{DatabaseError, StoreError};
+use super::error::{DriverError, StoreError};
 use super::handle::{Pool, Store};
 use super::postgres::ClosingTransaction;
 use super::records::now;
@@ -80,7 +80,7 @@ impl Store {
                     sqlx::query_scalar(&count).fetch_one(pool).await?,
                 ),
             };
-            Ok::<_, DatabaseError>(result)
+            Ok::<_, DriverError>(result)
         };
         let (rows, total) = read.await.map_err(StoreError::unavailable)?;
         let tombstones = rows
@@ -121,7 +121,7 @@ impl Store {
                     );
                     let written = (removed?, restored?);
                     tx.commit().await?;
-                    Ok::<_, DatabaseError>(written)
+                    Ok::<_, DriverError>(written)
                 }
                 Pool::Sqlite(pool) => {
                     let mut tx = pool.begin_with(sqlite::BEGIN_WRITE).await?;
@@ -160,7 +160,7 @@ impl Store {
                         .iter()
                         .map(|row| row.try_get(0))
                         .collect::<Result<_, _>>()
-                        .map_err(DatabaseError::from)
+                        .map_err(DriverError::from)
                 }
                 .await
             }
@@ -168,7 +168,7 @@ impl Store {
                 .bind(events)
                 .fetch_all(pool)
                 .await
-                .map_err(DatabaseError::from),
+                .map_err(DriverError::from),
         }
         .map_err(StoreError::unavailable)?;
         let mut seen = HashSet::new();

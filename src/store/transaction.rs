@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::error::DatabaseError;
+use super::error::DriverError;
 use super::handle::Store;
 use super::statements::{LoadedState, StateKeys};
 use super::writes::Writes;
@@ -17,7 +17,7 @@ pub(crate) enum Transaction {
 }
 
 impl Transaction {
-    pub async fn begin(store: &Store) -> Result<Transaction, DatabaseError> {
+    pub async fn begin(store: &Store) -> Result<Transaction, DriverError> {
         Ok(match &store.pool {
             super::handle::Pool::Postgres(pool) => {
                 Transaction::Postgres(super::postgres::Transaction::begin(pool).await?)
@@ -35,7 +35,7 @@ impl Transaction {
         locks: &[String],
         svix_ids: &[String],
         keys: &StateKeys,
-    ) -> Result<LoadedState, DatabaseError> {
+    ) -> Result<LoadedState, DriverError> {
         match self {
             Transaction::Postgres(tx) => tx.read(&store.texts, locks, svix_ids, keys).await,
             Transaction::Sqlite(tx) => tx.read(&store.users, svix_ids, keys).await,
@@ -47,7 +47,7 @@ impl Transaction {
         &mut self,
         store: &Store,
         writes: &Writes<'_>,
-    ) -> Result<HashSet<String>, DatabaseError> {
+    ) -> Result<HashSet<String>, DriverError> {
         match self {
             Transaction::Postgres(tx) => tx.write(&store.texts, writes).await,
             Transaction::Sqlite(tx) => tx.write(&store.users, writes).await,

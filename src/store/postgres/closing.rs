@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{Object, Pool};
 
-use crate::store::error::DatabaseError;
+use crate::store::error::DriverError;
 
 /// A transaction on a pooled PostgreSQL connection (`BEGIN` and the rest through the simple
 /// protocol, no values). Dropped before [`ClosingTransaction::commit`] or
@@ -17,10 +17,7 @@ pub(crate) struct ClosingTransaction {
 impl ClosingTransaction {
     /// Takes a connection and starts the transaction with `begin` (`BEGIN`, or `BEGIN` with
     /// options and `SET LOCAL`s after it).
-    pub(crate) async fn begin(
-        pool: &Pool,
-        begin: &str,
-    ) -> Result<ClosingTransaction, DatabaseError> {
+    pub(crate) async fn begin(pool: &Pool, begin: &str) -> Result<ClosingTransaction, DriverError> {
         let transaction = ClosingTransaction {
             client: Some(pool.get().await?),
         };
@@ -34,16 +31,16 @@ impl ClosingTransaction {
             .expect("a transaction keeps its client until it ends")
     }
 
-    pub(crate) async fn commit(self) -> Result<(), DatabaseError> {
+    pub(crate) async fn commit(self) -> Result<(), DriverError> {
         self.end("COMMIT").await
     }
 
-    pub(crate) async fn rollback(self) -> Result<(), DatabaseError> {
+    pub(crate) async fn rollback(self) -> Result<(), DriverError> {
         self.end("ROLLBACK").await
     }
 
     /// Ends the transaction and hands the connection, idle again, back to the pool.
-    async fn end(mut self, sql: &str) -> Result<(), DatabaseError> {
+    async fn end(mut self, sql: &str) -> Result<(), DriverError> {
         self.client().batch_execute(sql).await?;
         self.client.take();
         Ok(())

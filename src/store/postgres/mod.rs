@@ -25,7 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::error::DatabaseError;
+use super::error::DriverError;
 use super::error::StoreError;
 use super::organization_statements::{self, OrganizationTexts, Value};
 use super::records::{datetime_to_millis, millis_to_datetime};
@@ -291,7 +291,7 @@ impl Drop for Transaction {
 }
 
 impl Transaction {
-    pub(super) async fn begin(pool: &Pool) -> Result<Transaction, DatabaseError> {
+    pub(super) async fn begin(pool: &Pool) -> Result<Transaction, DriverError> {
         Ok(Transaction {
             client: Some(pool.get().await?),
             open: false,
@@ -311,7 +311,7 @@ impl Transaction {
         locks: &[String],
         svix_ids: &[String],
         keys: &StateKeys,
-    ) -> Result<LoadedState, DatabaseError> {
+    ) -> Result<LoadedState, DriverError> {
         self.open = true;
         // A lone event (the webhook hot path) binds plain values: PostgreSQL plans `= $1`
         // faster than `= ANY($1)`, and every statement here is planned anew.
@@ -393,7 +393,7 @@ impl Transaction {
         &mut self,
         texts: &Texts,
         writes: &Writes<'_>,
-    ) -> Result<HashSet<String>, DatabaseError> {
+    ) -> Result<HashSet<String>, DriverError> {
         let client = self
             .client
             .as_ref()
@@ -534,7 +534,7 @@ impl Transaction {
             .iter()
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<_, _>>()
-            .map_err(DatabaseError::from)
+            .map_err(DriverError::from)
     }
 
     /// Ends the transaction without writing (a dry run, or a failure in round one). If that
