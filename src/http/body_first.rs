@@ -1,16 +1,18 @@
 //! Bodies read in full, within the request's deadline and the body budget, before a request
 //! reaches the concurrency ceiling and its handler.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::json;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
+use super::error::retry_later;
 use super::log_throttle::LogThrottle;
 use super::state::AppState;
 use super::webhook::{WEBHOOK_PATH, refuse_on_headers};
@@ -106,14 +108,13 @@ pub(crate) async fn read_body_first(
             }
             if !reservation.grow(data.len(), first.max_body_bytes) {
                 cut_over_budget(&first, client, webhook, received);
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, "5"), (header::CONNECTION, "close")],
-                    axum::Json(json!({
-                        "error": "too many request bodies are arriving at once, retry later"
-                    })),
-                )
-                    .into_response();
+                let mut response =
+                    retry_later("too many request bodies are arriving at once, retry later");
+                // The rest of this body is not read: the connection cannot carry another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
             }
             chunks.push(data);
         }
@@ -128,14 +129,7 @@ pub(crate) async fn read_body_first(
     // rolls its transaction back, and 503 tells Svix to deliver again.
     let response = tokio::time::timeout_at(deadline, next.run(request))
         .await
-        .unwrap_or_else(|_| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "5")],
-                axum::Json(json!({"error": "the request took too long, retry later"})),
-            )
-                .into_response()
-        });
+        .unwrap_or_else(|_| retry_later("the request took too long, retry later"));
     drop(reservation);
     response
 }

@@ -14,8 +14,7 @@ use sqlx::SqliteConnection;
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use super::error::DriverError;
-use super::error::StoreError;
+use super::error::{DriverError, StoreError};
 use super::users_table::UsersTable;
 
 /// A column of the contract: name, SQL type, type as `information_schema` reports it.

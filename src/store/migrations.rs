@@ -7,8 +7,7 @@
 use sqlx::{Sqlite, SqlitePool};
 use tokio_postgres::types::Type;
 
-use super::error::DriverError;
-use super::error::StoreError;
+use super::error::{DriverError, StoreError};
 use super::postgres::{self, ClosingTransaction};
 use super::users_table::UsersTable;
 

@@ -1,6 +1,7 @@
 //! SQLite, the embedded default: connection options and row-by-row writes (no network, so a
 //! statement per row inside one transaction costs little).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,10 +10,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use std::collections::HashSet;
-
-use super::error::DriverError;
-use super::error::StoreError;
+use super::error::{DriverError, StoreError};
 use super::organization_statements::{self, OrganizationTexts, Value};
 use super::statements::{self, LoadedState, StateKeys, Statements};
 use super::target::PoolSettings;

@@ -25,8 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::error::DriverError;
-use super::error::StoreError;
+use super::error::{DriverError, StoreError};
 use super::organization_statements::{self, OrganizationTexts, Value};
 use super::records::{datetime_to_millis, millis_to_datetime};
 use super::statements::{
