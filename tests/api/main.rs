@@ -18,6 +18,7 @@ mod hardening;
 mod history;
 mod hostile_clients;
 mod jobs;
+mod layers;
 mod leases;
 mod metrics;
 mod organization_history;
