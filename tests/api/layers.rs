@@ -1,15 +1,17 @@
-//! The import graph of `src/`, read from the source text: no file imports a file that imports it
-//! back, and the layers `docs/architecture.md` describes hold. A cycle compiles fine in Rust, so
-//! only a test like this one stops the next one from creeping in; it reads files and needs no
-//! database, so it runs in milliseconds.
+//! The import graph of `src/`, read from the source: no file imports a file that imports it back,
+//! and the layers `docs/architecture.md` describes hold. A cycle compiles fine in Rust, so only a
+//! test like this one stops the next one from creeping in; it reads files and needs no database.
 //!
-//! The analysis is deliberately textual (no parser dependency): comments, string and character
-//! literals and inline `mod tests` blocks are blanked first, then every `use` tree and every
-//! inline `a::b::c` path is resolved the way rustc resolves it (`crate::`, `self::`, chained
-//! `super::`, a child module's name) and mapped to the file that defines the longest prefix.
+//! Each file is parsed with `syn`, and every path it names (`use` trees, paths in code, types,
+//! patterns, bounds and macro names, and the paths inside macro bodies and attribute arguments,
+//! which syn leaves as tokens) is resolved the way rustc resolves it (`crate::`, `self::`, chained `super::`, a child
+//! module's name) and mapped to the file that defines the longest prefix.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
+
+use syn::buffer::{Cursor, TokenBuffer};
+use syn::visit::{self, Visit};
 
 /// A module's path from the crate root: `store/postgres/mod.rs` is `["store", "postgres"]`,
 /// `lib.rs` is `[]`.
@@ -36,277 +38,132 @@ fn module_path(relative: &str) -> Option<ModPath> {
     Some(parts)
 }
 
-/// Non-ASCII bytes count as identifier bytes: they only occur in identifiers once literals and
-/// comments are gone, and words then never start or end inside a character.
-fn is_ident(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_' || byte >= 0x80
+fn parse(relative: &str, source: &str) -> syn::File {
+    syn::parse_file(source).unwrap_or_else(|e| panic!("src/{relative} does not parse: {e}"))
 }
 
-/// The source with comments, strings and character literals blanked, so a path in a doc comment
-/// or an SQL string, or a `'"'` or `'{'`, cannot fake an import or unbalance the scan.
-/// Lifetimes and labels stay. Block comments nest, as in Rust. Works on bytes: every delimiter
-/// is ASCII, and a debug build scans the whole crate this way in a few milliseconds.
-fn strip_comments_and_literals(source: &str) -> String {
-    let c = source.as_bytes();
-    let at = |i: usize| c.get(i).copied().unwrap_or(0);
-    let mut out = Vec::with_capacity(c.len());
-    let mut i = 0;
-    while i < c.len() {
-        let prev_is_ident = i > 0 && is_ident(c[i - 1]);
-        match c[i] {
-            b'/' if at(i + 1) == b'/' => {
-                i += c[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .unwrap_or(c.len() - i);
-            }
-            b'/' if at(i + 1) == b'*' => {
-                let mut depth = 0;
-                while i < c.len() {
-                    if c[i] == b'/' && at(i + 1) == b'*' {
-                        depth += 1;
-                        i += 2;
-                    } else if c[i] == b'*' && at(i + 1) == b'/' {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                out.push(b' ');
-            }
-            b'"' => {
-                i += 1;
-                while i < c.len() && c[i] != b'"' {
-                    i += if c[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-                out.extend_from_slice(b"\"\"");
-            }
-            b'b' | b'c' | b'r' if !prev_is_ident && raw_string_len(c, i).is_some() => {
-                i += raw_string_len(c, i).unwrap_or(1);
-                out.extend_from_slice(b"\"\"");
-            }
-            // A byte or C string's prefix: the literal itself is blanked on the next turn.
-            b'b' | b'c' if !prev_is_ident && matches!(at(i + 1), b'"' | b'\'') => i += 1,
-            b'\'' if at(i + 1) == b'\\' => {
-                i += 3;
-                i += c[i.min(c.len())..]
-                    .iter()
-                    .position(|&b| b == b'\'')
-                    .unwrap_or(0)
-                    + 1;
-                out.push(b' ');
-            }
-            b'\'' if at(i + 1 + utf8_len(at(i + 1))) == b'\'' => {
-                i += 2 + utf8_len(at(i + 1));
-                out.push(b' ');
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    // Only ASCII was cut out or put in, so every kept character is whole.
-    String::from_utf8(out).expect("stripping kept characters whole")
+/// Every path one file names, each with the module it is written in: the file's own module, or
+/// an inline module inside it, whose `super::` is the file.
+struct Paths {
+    scope: ModPath,
+    found: Vec<(ModPath, String)>,
 }
 
-/// The length in bytes of the character whose first byte is `first`.
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0xf0.. => 4,
-        0xe0.. => 3,
-        0xc0.. => 2,
-        _ => 1,
+impl Paths {
+    fn push(&mut self, path: String) {
+        self.found.push((self.scope.clone(), path));
     }
-}
 
-/// The length of a raw string literal (`r"…"`, `r#"…"#`, `br##"…"##`, `cr"…"`) starting at
-/// `start`, or `None` if none starts there (`r#type` is a raw identifier, not a string).
-fn raw_string_len(c: &[u8], start: usize) -> Option<usize> {
-    let mut i = start;
-    if matches!(c.get(i), Some(b'b' | b'c')) {
-        i += 1;
-    }
-    if c.get(i) != Some(&b'r') {
-        return None;
-    }
-    i += 1;
-    let hashes = c[i..].iter().take_while(|&&b| b == b'#').count();
-    i += hashes;
-    if c.get(i) != Some(&b'"') {
-        return None;
-    }
-    let closing: Vec<u8> = std::iter::once(b'"')
-        .chain(std::iter::repeat_n(b'#', hashes))
-        .collect();
-    let end = c[i + 1..]
-        .windows(closing.len())
-        .position(|w| w == closing.as_slice())
-        .map_or(c.len(), |p| i + 1 + p + closing.len());
-    Some(end - start)
-}
-
-/// The word starting at byte `start` if it is a whole identifier there.
-fn word_at(text: &str, start: usize) -> Option<&str> {
-    let bytes = text.as_bytes();
-    if start > 0 && is_ident(bytes[start - 1]) {
-        return None;
-    }
-    let len = bytes[start..]
-        .iter()
-        .position(|&b| !is_ident(b))
-        .unwrap_or(bytes.len() - start);
-    (len > 0).then(|| &text[start..start + len])
-}
-
-/// The byte index just past the `}` matching the `{` at `open`.
-fn matching_brace(text: &str, open: usize) -> usize {
-    let mut depth = 0;
-    for (offset, ch) in text[open..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return open + offset + 1;
+    /// `crate::{a::B, c::{d, e as f}}` → `crate::a::B`, `crate::c::d`, `crate::c::e`: the rename
+    /// is the importer's own name, the path before `as` is what it imports.
+    fn push_use_tree(&mut self, prefix: String, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(path) => {
+                self.push_use_tree(format!("{prefix}{}::", path.ident), &path.tree)
+            }
+            syn::UseTree::Name(name) => self.push(format!("{prefix}{}", name.ident)),
+            syn::UseTree::Rename(rename) => self.push(format!("{prefix}{}", rename.ident)),
+            syn::UseTree::Glob(_) => self.push(format!("{prefix}*")),
+            syn::UseTree::Group(group) => {
+                for tree in &group.items {
+                    self.push_use_tree(prefix.clone(), tree);
                 }
             }
-            _ => {}
         }
     }
-    text.len()
-}
 
-/// Blanks `text[range]`, keeping every byte index valid.
-fn blank(text: &mut String, start: usize, end: usize) {
-    text.replace_range(start..end, &" ".repeat(end - start));
-}
-
-/// Every path the (already stripped) text of one module names, each with the module it is
-/// written in: the file's own module, or an inline module inside it, whose `super::` is the file.
-/// Inline `mod tests` blocks are dropped: test code may reach anything it tests.
-fn paths_by_scope(text: &str, scope: &ModPath, out: &mut Vec<(ModPath, String)>) {
-    let mut text = text.to_owned();
-    let mut from = 0;
-    while let Some(found) = text[from..].find("mod") {
-        let start = from + found;
-        from = start + 3;
-        if word_at(&text, start) != Some("mod") {
-            continue;
-        }
-        let rest = &text[from..];
-        let name_start = from + (rest.len() - rest.trim_start().len());
-        let Some(name) = word_at(&text, name_start) else {
-            continue;
-        };
-        let name = name.to_owned();
-        let after_name = name_start + name.len();
-        let brace = after_name + (text[after_name..].len() - text[after_name..].trim_start().len());
-        if !text[brace..].starts_with('{') {
-            continue;
-        }
-        let end = matching_brace(&text, brace);
-        if name != "tests" {
-            let mut inner = scope.clone();
-            inner.push(name);
-            paths_by_scope(&text[brace + 1..end.saturating_sub(1)], &inner, out);
-        }
-        blank(&mut text, start, end);
-        from = end;
-    }
-
-    let mut from = 0;
-    while let Some(found) = text[from..].find("use") {
-        let start = from + found;
-        from = start + 3;
-        // `use<'a>` is precise capturing, not an import.
-        if word_at(&text, start) != Some("use") || !text[from..].starts_with(char::is_whitespace) {
-            continue;
-        }
-        let Some(semicolon) = text[from..].find(';') else {
-            break;
-        };
-        let end = from + semicolon + 1;
-        for path in expand_use_tree(&text[from..end - 1]) {
-            out.push((scope.clone(), path));
-        }
-        // Blanked so the inline scan below does not read `{b::C}` as a path of its own.
-        blank(&mut text, start, end);
-        from = end;
-    }
-
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !is_ident(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let word_end = |from: usize| {
-            from + bytes[from..]
-                .iter()
-                .position(|&b| !is_ident(b))
-                .unwrap_or(bytes.len() - from)
-        };
-        let mut end = word_end(start);
-        while bytes[end..].starts_with(b"::") && bytes.get(end + 2).is_some_and(|&b| is_ident(b)) {
-            end = word_end(end + 2);
-        }
-        // After `:` it is the tail of `<T as Trait>::f` or `Vec::<u8>::new`, not a path's start.
-        let after_colon = start > 0 && bytes[start - 1] == b':';
-        if !after_colon && end > word_end(start) {
-            out.push((scope.clone(), text[start..end].to_owned()));
-        }
-        i = end;
+    /// A macro's body and an attribute's arguments are tokens to syn, yet their paths are real
+    /// dependencies: `format!` arguments, `#[error("{}", super::holder::message(..))]`, and the
+    /// `$crate::` or `crate::` paths of a `macro_rules!` body, which belong to the file that
+    /// defines the macro.
+    fn push_token_paths(&mut self, tokens: TokenBuffer) {
+        token_paths(tokens.begin(), &mut |path| self.push(path));
     }
 }
 
-/// `crate::{a::B, c::{d, e as f}}` → `crate::a::B`, `crate::c::d`, `crate::c::e`.
-fn expand_use_tree(tree: &str) -> Vec<String> {
-    let tree = tree.trim();
-    let mut items = Vec::new();
-    let mut depth = 0;
-    let mut current = String::new();
-    for ch in tree.chars() {
-        match ch {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                items.push(std::mem::take(&mut current));
-                continue;
+impl<'ast> Visit<'ast> for Paths {
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        // Inline `mod tests` blocks are skipped: test code may reach anything it tests, and its
+        // fixtures would otherwise count as the tested file's imports. A test module in a file
+        // of its own (`mod tests;`) stays a node of the graph, whose imports are its own.
+        let Some((_, items)) = &item.content else {
+            return;
+        };
+        if item.ident == "tests" {
+            return;
+        }
+        self.scope.push(item.ident.to_string());
+        for item in items {
+            self.visit_item(item);
+        }
+        self.scope.pop();
+    }
+
+    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+        let lead = item.leading_colon.as_ref().map_or("", |_| "::");
+        self.push_use_tree(lead.to_owned(), &item.tree);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        // A single name is a local item, a variable or a prelude type, never a module.
+        if path.segments.len() > 1 {
+            let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let lead = path.leading_colon.as_ref().map_or("", |_| "::");
+            self.push(format!("{lead}{}", names.join("::")));
+        }
+        visit::visit_path(self, path);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        visit::visit_macro(self, mac);
+        self.push_token_paths(TokenBuffer::new2(mac.tokens.clone()));
+    }
+
+    fn visit_meta_list(&mut self, list: &'ast syn::MetaList) {
+        visit::visit_meta_list(self, list);
+        self.push_token_paths(TokenBuffer::new2(list.tokens.clone()));
+    }
+}
+
+/// The `a::b::c` runs of names in a macro's tokens; `$crate::a` yields `crate::a`, as `$` is a
+/// token of its own. A name right after `::` continues a path whose start is not a name
+/// (`<T as Trait>::f`, `Vec::<u8>::new`), so it starts none.
+fn token_paths(mut cursor: Cursor, found: &mut impl FnMut(String)) {
+    fn after(cursor: Cursor, ch: char) -> Option<Cursor> {
+        let (punct, next) = cursor.punct()?;
+        (punct.as_char() == ch).then_some(next)
+    }
+    let mut colons = 0;
+    while let Some((_, next)) = cursor.token_tree() {
+        if let Some((inside, _, _, rest)) = cursor.any_group() {
+            token_paths(inside, found);
+            (cursor, colons) = (rest, 0);
+            continue;
+        }
+        if colons < 2
+            && let Some((first, mut rest)) = cursor.ident()
+        {
+            let mut path = first.to_string();
+            while let Some((name, next)) = after(rest, ':')
+                .and_then(|c| after(c, ':'))
+                .and_then(Cursor::ident)
+            {
+                path = format!("{path}::{name}");
+                rest = next;
             }
-            _ => {}
-        }
-        current.push(ch);
-    }
-    items.push(current);
-
-    let mut paths = Vec::new();
-    for item in items
-        .iter()
-        .map(|item| item.trim())
-        .filter(|item| !item.is_empty())
-    {
-        if let Some(open) = item.find('{') {
-            let prefix: String = item[..open].split_whitespace().collect();
-            let inner = &item[open + 1..item.rfind('}').unwrap_or(item.len())];
-            for path in expand_use_tree(inner) {
-                paths.push(format!("{prefix}{path}"));
+            if path.contains("::") {
+                found(path);
             }
+            (cursor, colons) = (rest, 0);
+            continue;
+        }
+        colons = if after(cursor, ':').is_some() {
+            colons + 1
         } else {
-            // The rename is the importer's own name; the path before `as` is what it imports.
-            let words: Vec<&str> = item.split_whitespace().collect();
-            let end = words.iter().position(|&w| w == "as").unwrap_or(words.len());
-            paths.push(words[..end].concat());
-        }
+            0
+        };
+        cursor = next;
     }
-    paths
 }
 
 /// Which crate a file of `src/` belongs to: `main.rs` declares the binary's own modules (`cli`),
@@ -318,21 +175,19 @@ struct Crates {
 
 impl Crates {
     fn of(sources: &BTreeMap<String, String>) -> Crates {
-        let mut binary_modules = BTreeSet::new();
-        if let Some(main) = sources.get("main.rs") {
-            let text = strip_comments_and_literals(main);
-            let words: Vec<&str> = text
-                .split(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == ';'))
-                .filter(|w| !w.is_empty())
-                .collect();
-            for pair in words.windows(2) {
-                if let ["mod", name] = pair
-                    && let Some(name) = name.strip_suffix(';')
-                {
-                    binary_modules.insert(name.to_owned());
+        let items = sources
+            .get("main.rs")
+            .map(|main| parse("main.rs", main).items)
+            .unwrap_or_default();
+        let binary_modules = items
+            .iter()
+            .filter_map(|item| match item {
+                syn::Item::Mod(module) if module.content.is_none() => {
+                    Some(module.ident.to_string())
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
         Crates {
             library: env!("CARGO_PKG_NAME").replace('-', "_"),
             binary_modules,
@@ -410,7 +265,7 @@ fn resolve(
 fn analyse(sources: &BTreeMap<String, String>) -> Graph {
     let crates = Crates::of(sources);
     let mut files = BTreeMap::new();
-    let mut texts = BTreeMap::new();
+    let mut parsed = BTreeMap::new();
     for (relative, source) in sources {
         let Some(module) = module_path(relative) else {
             continue;
@@ -418,14 +273,17 @@ fn analyse(sources: &BTreeMap<String, String>) -> Graph {
         if let Some(other) = files.insert(module.clone(), relative.clone()) {
             panic!("{other} and {relative} are the same module; rustc refuses that too");
         }
-        texts.insert(module, strip_comments_and_literals(source));
+        parsed.insert(module, parse(relative, source));
     }
     let mut edges: BTreeMap<ModPath, BTreeMap<ModPath, BTreeSet<String>>> = BTreeMap::new();
-    for (module, text) in &texts {
-        let mut paths = Vec::new();
-        paths_by_scope(text, module, &mut paths);
+    for (module, file) in &parsed {
+        let mut paths = Paths {
+            scope: module.clone(),
+            found: Vec::new(),
+        };
+        paths.visit_file(file);
         let from = edges.entry(module.clone()).or_default();
-        for (scope, path) in paths {
+        for (scope, path) in paths.found {
             if let Some(target) = resolve(&path, &scope, &files, &crates).filter(|t| t != module) {
                 from.entry(target).or_default().insert(path);
             }
@@ -765,7 +623,10 @@ fn the_analysis_finds_two_siblings_importing_each_other() {
 #[test]
 fn the_analysis_resolves_paths_the_way_rustc_does() {
     let graph = analyse(&tree(&[
-        ("lib.rs", "pub mod fake;\npub mod other;\nmod deep;"),
+        (
+            "lib.rs",
+            "pub mod fake;\npub mod other;\nmod deep;\nmod macros;",
+        ),
         (
             "main.rs",
             "mod cli;\nstruct Args;\nfn main() { cli::run(); }",
@@ -788,11 +649,7 @@ pub(crate) use self::a::{B, c::{D, E as F}};
 use crate::{other as elsewhere, fake::renamed as r};
 /* a /* nested */ comment: crate::deep */
 // crate::deep
-const QUOTE: char = '"';
-const BRACE: char = '{';
-const ESCAPED: u8 = b'\'';
 const SQL: &str = "select crate::deep";
-const BYTES: &[u8] = b"super::deep";
 const RAW: &str = r#"super::deep "quoted" crate::deep"#;
 fn f<'a>(x: &'a str) -> &'a str { child::helper(); std::mem::drop(1); x }
 #[cfg(test)]
@@ -809,7 +666,25 @@ fn after_the_tests() -> crate::deep::x::Later { todo!() }
         ("fake/renamed.rs", ""),
         ("other.rs", "pub struct Z;"),
         ("deep/mod.rs", "mod x;"),
-        ("deep/x/mod.rs", "mod y;\nmod inline { use super::y::W; }"),
+        (
+            "deep/x/mod.rs",
+            "mod y;\nmod z;\nmod inline { use super::y::W; mod nested { fn f(_: super::super::z::V) {} } }",
+        ),
+        ("deep/x/z.rs", "pub struct V;"),
+        (
+            "macros.rs",
+            r#"
+macro_rules! point {
+    () => { $crate::other::Z };
+}
+#[error("{}", crate::fake::a::c::message())]
+struct Failure;
+fn f() {
+    crate::fake::child::made!(1);
+    println!("crate::fake::renamed {}", crate::deep::x::y::NAME);
+}
+"#,
+        ),
         (
             "deep/x/y.rs",
             "use super::super::super::other::Z; pub struct W(crate::fake::a::c::D);",
@@ -829,13 +704,27 @@ fn after_the_tests() -> crate::deep::x::Later { todo!() }
         graph.edges[&module("fake")]
     );
     assert_eq!(targets(&graph, "deep::x::y"), ["fake::a::c", "other"]);
-    // `super` inside an inline module is the file itself.
-    assert_eq!(targets(&graph, "deep::x"), ["deep::x::y"]);
+    // `super` inside an inline module is the file itself, `super::super` in one nested in it too.
+    assert_eq!(targets(&graph, "deep::x"), ["deep::x::y", "deep::x::z"]);
+    // Macro names, and paths in macro bodies and attribute arguments, which syn leaves as tokens.
+    assert_eq!(
+        targets(&graph, "macros"),
+        ["deep::x::y", "fake::a::c", "fake::child", "other"]
+    );
     // The binary's `crate::` and `super::` reach `main.rs`, not the library's root.
     assert_eq!(targets(&graph, "cli"), ["other"]);
     assert_eq!(targets(&graph, "cli::serve"), ["cli"]);
     assert!(!graph.files.contains_key(&module("main")));
     assert!(graph.cycles().is_empty());
+}
+
+#[test]
+#[should_panic(expected = "src/fake.rs does not parse")]
+fn the_analysis_names_a_file_it_cannot_parse() {
+    analyse(&tree(&[
+        ("lib.rs", "mod fake;"),
+        ("fake.rs", "fn broken( {}"),
+    ]));
 }
 
 #[test]
@@ -852,7 +741,8 @@ fn the_analysis_reports_a_child_importing_its_parent_in_the_real_tree() {
     let (parent, child) = (parent.clone(), child.clone());
     let file = graph.files[&child].clone();
     let source = sources.get_mut(&file).expect("child source");
-    source.insert_str(0, "use super::*;\n");
+    // Appended, since inner attributes (`//!`) must come before any item.
+    source.push_str("\nuse super::*;\n");
 
     let broken = analyse(&sources);
     let cycles = broken.cycles();
