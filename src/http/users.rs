@@ -13,14 +13,14 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::fallback::{FetchError, Fetched, apply_clerk_user};
 use super::state::AppState;
 use crate::clerk::api::{ClerkApiError, UserUpdate};
 use crate::clerk::session::{Session, SessionError};
-use crate::store::{MembershipRecord, OrganizationRecord, StoreError, UserRecord};
+use crate::store::{MembershipRecord, StoreError, UserRecord};
 
 /// Longest first or last name accepted, in characters.
 const MAX_NAME_CHARS: usize = 256;
@@ -187,64 +187,10 @@ fn store_unavailable(error: StoreError) -> ApiError {
     ApiError::Unavailable("database unavailable, retry later".into())
 }
 
-/// A `TIMESTAMP(3)` as a Prisma client hands it to an app: ISO 8601 UTC with milliseconds.
-fn time(t: &chrono::NaiveDateTime) -> String {
-    t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
 /// The row as a Prisma client hands it to an app: the table's camelCase names, times as ISO
-/// 8601 UTC strings with milliseconds.
-pub(crate) fn user_json(user: &UserRecord) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-        "name": user.name,
-        "imageUrl": user.image_url,
-        "username": user.username,
-        "clerkCreatedAt": user.clerk_created_at.as_ref().map(time),
-        "clerkUpdatedAt": user.clerk_updated_at.as_ref().map(time),
-        "createdAt": time(&user.created_at),
-        "updatedAt": time(&user.updated_at),
-        "deletedAt": user.deleted_at.as_ref().map(time),
-    })
-}
-
-/// A row of `organizations` as a Prisma client hands it to an app, like [`user_json`].
-pub(crate) fn organization_json(organization: &OrganizationRecord) -> Value {
-    json!({
-        "id": organization.id,
-        "name": organization.name,
-        "slug": organization.slug,
-        "imageUrl": organization.image_url,
-        "createdBy": organization.created_by,
-        "clerkCreatedAt": organization.clerk_created_at.as_ref().map(time),
-        "clerkUpdatedAt": organization.clerk_updated_at.as_ref().map(time),
-        "createdAt": time(&organization.created_at),
-        "updatedAt": time(&organization.updated_at),
-        "deletedAt": organization.deleted_at.as_ref().map(time),
-    })
-}
-
-/// A row of `organization_memberships` with its organization, as Prisma's
-/// `findMany({ include: { organization: true } })` hands it to an app (see [`user_json`]).
-pub(crate) fn membership_json(membership: &MembershipRecord) -> Value {
-    json!({
-        "id": membership.id,
-        "organizationId": membership.organization_id,
-        "userId": membership.user_id,
-        "role": membership.role,
-        "clerkCreatedAt": membership.clerk_created_at.as_ref().map(time),
-        "clerkUpdatedAt": membership.clerk_updated_at.as_ref().map(time),
-        "createdAt": time(&membership.created_at),
-        "updatedAt": time(&membership.updated_at),
-        "organization": organization_json(&membership.organization),
-    })
-}
-
-async fn me(user: SyncedUser) -> Json<Value> {
-    Json(user_json(&user.user))
+/// 8601 UTC strings with milliseconds ([`UserRecord`]'s `Serialize`).
+async fn me(user: SyncedUser) -> Json<UserRecord> {
+    Json(user.user)
 }
 
 /// The signed-in user's memberships, each with its organization, newest first.
@@ -257,15 +203,13 @@ async fn me(user: SyncedUser) -> Json<Value> {
 async fn my_organizations(
     State(state): State<AppState>,
     user: SyncedUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<MembershipRecord>>, ApiError> {
     let memberships = state
         .store
         .user_memberships(&user.user.id)
         .await
         .map_err(store_unavailable)?;
-    Ok(Json(Value::Array(
-        memberships.iter().map(membership_json).collect(),
-    )))
+    Ok(Json(memberships))
 }
 
 /// `{"firstName"?: string, "lastName"?: string}`, written to Clerk first.
@@ -273,7 +217,7 @@ async fn update_me(
     State(state): State<AppState>,
     ClerkSession(session): ClerkSession,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserRecord>, ApiError> {
     let update = parse_profile_update(&body)?;
     let (_, tombstoned) = state
         .store
@@ -318,7 +262,7 @@ async fn update_me(
         .await
         .map_err(store_unavailable)?
     {
-        (Some(row), false) if row.deleted_at.is_none() => Ok(Json(user_json(&row))),
+        (Some(row), false) if row.deleted_at.is_none() => Ok(Json(row)),
         _ => Err(ApiError::NotFound("this user has been deleted".into())),
     }
 }

@@ -2,13 +2,16 @@
 //! current-user API, `clerk-sync trigger` and reconciliation.
 
 use chrono::NaiveDateTime;
+use serde::Serialize;
 
 use super::error::StoreError;
 use super::handle::{Store, on_connection};
+use super::records::prisma_time;
 use super::users_table::UsersTable;
 
 /// A row of `organizations`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrganizationRecord {
     /// Clerk's organization id (`org_…`), the primary key.
     pub id: String,
@@ -22,22 +25,28 @@ pub struct OrganizationRecord {
     /// Id of the user who created it (`createdBy`, `user_…`).
     pub created_by: Option<String>,
     /// When Clerk created the organization (`clerkCreatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_created_at: Option<NaiveDateTime>,
     /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
     /// row's version, which only a newer snapshot replaces.
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_updated_at: Option<NaiveDateTime>,
     /// When the row was first written (`createdAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (`updatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub updated_at: NaiveDateTime,
     /// Set when the organization was deleted but a foreign key of the app's kept its row (or
     /// soft delete is configured); `None` for a live organization.
+    #[serde(serialize_with = "prisma_time::option")]
     pub deleted_at: Option<NaiveDateTime>,
 }
 
 /// A row of `organization_memberships` with its organization's row, as a Prisma `include`
 /// returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MembershipRecord {
     /// Clerk's membership id (`orgmem_…`), the primary key.
     pub id: String,
@@ -48,13 +57,17 @@ pub struct MembershipRecord {
     /// Clerk's role key, e.g. `org:admin`.
     pub role: String,
     /// When the user joined the organization in Clerk (`clerkCreatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_created_at: Option<NaiveDateTime>,
     /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
     /// row's version, which only a newer snapshot replaces.
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_updated_at: Option<NaiveDateTime>,
     /// When the row was first written (`createdAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (`updatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub updated_at: NaiveDateTime,
     /// The organization's row, as a Prisma `include` nests it.
     pub organization: OrganizationRecord,

@@ -2,6 +2,7 @@
 //! milliseconds and `TIMESTAMP(3)`.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
 
 use crate::sync::{ClerkMillis, Outcome};
 
@@ -42,7 +43,8 @@ impl<P> StoredEvent<P> {
 }
 
 /// A row of the `users` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserRecord {
     /// Clerk's user id (`user_…`), the primary key.
     pub id: String,
@@ -60,16 +62,21 @@ pub struct UserRecord {
     /// The username (unique); `None` as for `email`.
     pub username: Option<String>,
     /// When Clerk created the user (`clerkCreatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_created_at: Option<NaiveDateTime>,
     /// `updated_at` of the snapshot the row was last written from (`clerkUpdatedAt`, UTC): the
     /// row's version, which only a newer snapshot replaces.
+    #[serde(serialize_with = "prisma_time::option")]
     pub clerk_updated_at: Option<NaiveDateTime>,
     /// When the row was first written (`createdAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub created_at: NaiveDateTime,
     /// When the row was last written (`updatedAt`, UTC).
+    #[serde(serialize_with = "prisma_time::required")]
     pub updated_at: NaiveDateTime,
     /// Set when the user was deleted and the row kept (soft delete, or a foreign key of the
     /// app's kept it); `None` for a live user.
+    #[serde(serialize_with = "prisma_time::option")]
     pub deleted_at: Option<NaiveDateTime>,
 }
 
@@ -139,4 +146,25 @@ pub(super) fn millis_to_datetime(millis: ClerkMillis) -> NaiveDateTime {
 
 pub(super) fn datetime_to_millis(t: NaiveDateTime) -> ClerkMillis {
     t.and_utc().timestamp_millis()
+}
+
+/// Times as a Prisma client hands them to an app (and as the API answers them): ISO 8601 UTC
+/// with milliseconds, like `2026-01-02T03:04:05.678Z`.
+pub(crate) mod prisma_time {
+    use chrono::NaiveDateTime;
+    use serde::Serializer;
+
+    pub(crate) fn required<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    }
+
+    pub(crate) fn option<S: Serializer>(
+        t: &Option<NaiveDateTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => required(t, s),
+            None => s.serialize_none(),
+        }
+    }
 }
