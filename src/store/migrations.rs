@@ -14,52 +14,36 @@ use super::users_table::UsersTable;
 struct Migration {
     version: i64,
     description: &'static str,
-    sql: &'static str,
+    postgres: &'static str,
+    sqlite: &'static str,
 }
 
-const POSTGRES: &[Migration] = &[
+/// Every migration, oldest first, with its SQL in each dialect: one list, so no version can
+/// exist in one dialect only.
+const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         description: "users table, event inbox, tombstones, state",
-        sql: include_str!("migrations/postgres/0001_initial.sql"),
+        postgres: include_str!("migrations/postgres/0001_initial.sql"),
+        sqlite: include_str!("migrations/sqlite/0001_initial.sql"),
     },
     Migration {
         version: 2,
         description: "job leases, replay time of stored events",
-        sql: include_str!("migrations/postgres/0002_leases_and_replay.sql"),
+        postgres: include_str!("migrations/postgres/0002_leases_and_replay.sql"),
+        sqlite: include_str!("migrations/sqlite/0002_leases_and_replay.sql"),
     },
     Migration {
         version: 3,
         description: "inbox index by time received",
-        sql: include_str!("migrations/postgres/0003_inbox_received_at.sql"),
+        postgres: include_str!("migrations/postgres/0003_inbox_received_at.sql"),
+        sqlite: include_str!("migrations/sqlite/0003_inbox_received_at.sql"),
     },
     Migration {
         version: ORGANIZATIONS_VERSION,
         description: "organizations and memberships",
-        sql: include_str!("migrations/postgres/0004_organizations.sql"),
-    },
-];
-
-const SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "users table, event inbox, tombstones, state",
-        sql: include_str!("migrations/sqlite/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "job leases, replay time of stored events",
-        sql: include_str!("migrations/sqlite/0002_leases_and_replay.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "inbox index by time received",
-        sql: include_str!("migrations/sqlite/0003_inbox_received_at.sql"),
-    },
-    Migration {
-        version: ORGANIZATIONS_VERSION,
-        description: "organizations and memberships",
-        sql: include_str!("migrations/sqlite/0004_organizations.sql"),
+        postgres: include_str!("migrations/postgres/0004_organizations.sql"),
+        sqlite: include_str!("migrations/sqlite/0004_organizations.sql"),
     },
 ];
 
@@ -173,8 +157,8 @@ fn existing_organization_tables(users: &UsersTable, found: &[(String, String)]) 
 /// One dialect's migration transaction, begun, locked and with its bookkeeping table: what
 /// differs between the dialects within a run; [`run`] holds the rest, the same on both.
 trait MigrationTransaction {
-    /// The dialect's migrations, oldest first.
-    const MIGRATIONS: &'static [Migration];
+    /// A migration's SQL in this dialect.
+    fn sql(migration: &'static Migration) -> &'static str;
 
     /// The versions the bookkeeping table has.
     async fn applied(&mut self) -> Result<Vec<i64>, DriverError>;
@@ -211,7 +195,7 @@ trait MigrationTransaction {
         migration: &'static Migration,
         _users: &UsersTable,
     ) -> Result<&'static str, DriverError> {
-        Ok(migration.sql)
+        Ok(Self::sql(migration))
     }
 
     async fn execute(&mut self, sql: &str) -> Result<(), DriverError>;
@@ -230,7 +214,7 @@ async fn run<T: MigrationTransaction>(
     dry_run: bool,
 ) -> Result<MigrationReport, StoreError> {
     let applied = tx.applied().await.map_err(StoreError::unavailable)?;
-    let pending = pending(T::MIGRATIONS, &applied)?;
+    let pending = pending(MIGRATIONS, &applied)?;
     let mut report = MigrationReport {
         version: applied.iter().copied().max().unwrap_or(0),
         dry_run,
@@ -314,7 +298,9 @@ impl PostgresMigration {
 }
 
 impl MigrationTransaction for PostgresMigration {
-    const MIGRATIONS: &'static [Migration] = POSTGRES;
+    fn sql(migration: &'static Migration) -> &'static str {
+        migration.postgres
+    }
 
     async fn applied(&mut self) -> Result<Vec<i64>, DriverError> {
         Ok(self
@@ -400,9 +386,9 @@ impl MigrationTransaction for PostgresMigration {
                 .await?;
         }
         // The marker is a comment line; what follows its line is clerk-sync's own tables.
-        Ok(match migration.sql.split_once(END_OF_USERS_TABLE) {
+        Ok(match migration.postgres.split_once(END_OF_USERS_TABLE) {
             Some((_, rest)) if self.adopted => rest.split_once('\n').map_or("", |(_, after)| after),
-            _ => migration.sql,
+            _ => migration.postgres,
         })
     }
 
@@ -453,7 +439,9 @@ impl SqliteMigration {
 }
 
 impl MigrationTransaction for SqliteMigration {
-    const MIGRATIONS: &'static [Migration] = SQLITE;
+    fn sql(migration: &'static Migration) -> &'static str {
+        migration.sqlite
+    }
 
     async fn applied(&mut self) -> Result<Vec<i64>, DriverError> {
         Ok(
@@ -580,7 +568,7 @@ mod tests {
 
     #[test]
     fn the_hint_names_the_table_that_exists() {
-        let organizations = &POSTGRES[3];
+        let organizations = &MIGRATIONS[3];
         assert_eq!(organizations.version, ORGANIZATIONS_VERSION);
         let error = DriverError::pool(
             "ERROR: relation \"organizations_slug_key\" already exists (SQLSTATE 42P07)",
@@ -597,7 +585,7 @@ mod tests {
 
         let error =
             DriverError::pool("ERROR: relation \"AppUser\" already exists (SQLSTATE 42P07)");
-        let message = failed(&POSTGRES[0], error).to_string();
+        let message = failed(&MIGRATIONS[0], error).to_string();
         assert!(
             message.contains("hint: the database already has \"AppUser\", which clerk-sync"),
             "{message}"
@@ -606,14 +594,17 @@ mod tests {
     }
 
     #[test]
-    fn both_dialects_know_the_same_migrations() {
-        let versions = |known: &[Migration]| -> Vec<(i64, &'static str)> {
-            known.iter().map(|m| (m.version, m.description)).collect()
-        };
-        assert_eq!(versions(POSTGRES), versions(SQLITE));
+    fn every_migration_has_sql_in_both_dialects_and_versions_only_grow() {
+        for migration in MIGRATIONS {
+            for sql in [migration.postgres, migration.sqlite] {
+                assert!(sql.contains("CREATE"), "migration {}", migration.version);
+            }
+        }
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        let last = MIGRATIONS.last().map(|m| (m.version, m.description));
         assert_eq!(
-            versions(POSTGRES).last(),
-            Some(&(ORGANIZATIONS_VERSION, "organizations and memberships"))
+            last,
+            Some((ORGANIZATIONS_VERSION, "organizations and memberships"))
         );
     }
 
