@@ -3,8 +3,9 @@
 //! and the two-round transaction (`transaction`) that [`crate::ingest`] drives. What an event
 //! does is decided above (in `ingest` and [`crate::sync`]); this module sees domain values
 //! only, never Clerk's wire types. The SQL both backends share is in `statements` and
-//! `organizations`; the dialect modules say how to reach their database and write what each
-//! writes its own way.
+//! `organization_statements`; the dialect modules say how to reach their database and write
+//! what each writes its own way. The `Store` handle is in `handle`; the modules about a table's
+//! reads add their own `impl Store` blocks.
 
 mod adopt;
 mod error;

@@ -442,7 +442,7 @@ impl Transaction {
     }
 }
 
-/// Runs statements of `organizations` one by one.
+/// Runs the organization statements (`organization_statements`) one by one.
 async fn run(
     connection: &mut SqliteConnection,
     statements: Vec<organization_statements::Statement<'_>>,

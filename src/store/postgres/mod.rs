@@ -196,7 +196,7 @@ impl Texts {
 /// docs/benchmarks.md).
 const IN_LIST: (&str, &str) = ("= ANY((SELECT ", "::text[])::text[])");
 
-/// A statement of `organizations` with its values bound.
+/// An `organization_statements` statement with its values bound.
 fn bound<'a>(
     client: &'a tokio_postgres::Client,
     statement: &'a organization_statements::Statement<'a>,
